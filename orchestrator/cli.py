@@ -1,0 +1,79 @@
+"""The `farm` command. The only place that prints errors and chooses exit codes:
+0 nothing failed or regressed, 1 a failure or regression, 2 bad input, 3 infrastructure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import load_farm
+from .errors import FarmError, UserError
+from .progress import Progress
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {n}")
+    return n
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="farm", description=(
+        "A/B test farm for Linux memory-failure (HWPOISON) patches."))
+    p.add_argument("--version", action="version", version=f"farm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="build the variants, run every scenario, report")
+    r.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"),
+                   help="farm file (default: ./farm.yaml)")
+    r.add_argument("--results", type=Path, help="result directory (default: results/<run-id>)")
+    r.add_argument("--variants", help="comma-separated variants to run (default: all)")
+    r.add_argument("--scenarios", help="comma-separated name patterns, e.g. 'anon-*'")
+    r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
+    r.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
+
+    v = sub.add_parser("validate", help="check a farm file and its scenarios; build nothing")
+    v.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
+
+    rep = sub.add_parser("report", help="rewrite a result directory's results.json and "
+                                        "reports from its case files")
+    rep.add_argument("results", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            cfg = load_farm(args.config)
+            print(f"{cfg.path}: ok: {len(cfg.variants)} variants ({', '.join(cfg.variants)}), "
+                  f"{len(cfg.scenarios)} scenarios from {cfg.scenarios_path}")
+            return 0
+        if args.command == "report":
+            from .run import report_dir
+            if not (args.results / "run.json").is_file():
+                raise UserError(f"{args.results}: not a farm result directory (no run.json)")
+            return report_dir(args.results)
+        from .run import RunOptions, run
+        cfg = load_farm(args.config)
+        opts = RunOptions(results=args.results,
+                          variants=tuple(v for v in (args.variants or "").split(",") if v),
+                          scenarios=args.scenarios, jobs=args.jobs, repeat=args.repeat)
+        return run(cfg, opts, Progress())
+    except FarmError as e:
+        kind = "error" if isinstance(e, UserError) else "infrastructure error"
+        print(f"farm: {kind}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("farm: interrupted", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

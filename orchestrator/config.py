@@ -1,0 +1,376 @@
+"""farm.yaml and scenario files: loaded with their line numbers and validated in full, every
+problem reported at once (file:line: message) before anything is built."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigErrors
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
+ACCELS = ("auto", "tcg", "kvm")
+PAGE_KINDS = ("anon", "pagecache-clean", "pagecache-dirty")
+INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "host-srao", "host-srar")
+ACCESSES = ("read", "write", "none")
+# Observables a scenario may expect, with the YAML types each may take.
+OBSERVABLES: dict[str, tuple[type, ...]] = {
+    "guest": (str,),
+    "recovery": (list,),
+    "inject_signal": (str, type(None)),
+    "access_signal": (str, type(None)),
+    "si_addr_is_page": (bool,),
+    "si_addr_lsb": (int,),
+    "data": (str,),
+    "pfn_changed": (bool,),
+    "hardware_corrupted_kb": (int,),
+    "inject_errno": (int,),
+    "fsync_errno": (int, type(None)),
+    "kernel_errors": (list,),
+}
+GUEST_STATES = ("survived", "panicked", "hung")
+DATA_STATES = ("intact", "zeroed", "changed", "unreadable", "written", "unchecked")
+SIGNAL_CODES = ("BUS_MCEERR_AR", "BUS_MCEERR_AO", "BUS_ADRERR", "BUS_OBJERR", "other")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # tarball | dir | git
+    path: Path
+    ref: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.path}" + (f"@{self.ref}" if self.ref else "")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    patches: tuple[Path, ...] = ()
+    fragments: tuple[Path, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    memory_mb: int = 384
+    timeout: int = 90
+    accel: str = "auto"
+    cpu: str = "Skylake-Server"
+    machine: str = "pc"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    page: str
+    injector: str
+    access: str
+    why: str
+    early_kill: int = 0
+    expect: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_disk(self) -> bool:
+        return self.page.startswith("pagecache")
+
+    @property
+    def from_host(self) -> bool:
+        return self.injector.startswith("host-")
+
+
+@dataclass(frozen=True)
+class FarmConfig:
+    path: Path
+    source: Source
+    base_config: str
+    fragments: tuple[Path, ...]
+    variants: dict[str, Variant]
+    base: str
+    guest: GuestSettings
+    scenarios_path: Path
+    scenarios: tuple[Scenario, ...]
+    jobs: int
+    repeat: int
+    cache: Path
+
+
+class _Checker:
+    """Walks YAML nodes, collecting problems with file and line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[str] = []
+
+    def err(self, node: yaml.Node | None, msg: str) -> None:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.problems.append(f"{self.path}{line}: {msg}")
+
+    def load(self) -> yaml.Node | None:
+        try:
+            text = self.path.read_text()
+        except OSError as e:
+            self.problems.append(f"{self.path}: cannot read: {e.strerror}")
+            return None
+        try:
+            return yaml.compose(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            self.problems.append(f"{self.path}{where}: not valid YAML: {getattr(e, 'problem', e)}")
+            return None
+
+    def mapping(self, node, what: str, known: dict[str, bool]) -> dict[str, yaml.Node]:
+        """known: key -> required. Unknown and missing keys are problems."""
+        if not isinstance(node, yaml.MappingNode):
+            self.err(node, f"{what} must be a mapping")
+            return {}
+        out: dict[str, yaml.Node] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else None
+            if key in out:
+                self.err(k, f"{what}: duplicate key '{key}'")
+            elif key not in known:
+                self.err(k, f"{what}: unknown key '{key}' (known: {', '.join(known)})")
+            else:
+                out[key] = v
+        for key, required in known.items():
+            if required and key not in out:
+                self.err(node, f"{what}: missing key '{key}'")
+        return out
+
+    def value(self, node, what: str, types: tuple[type, ...]):
+        """The Python value of a node, or None with a problem if it has the wrong type."""
+        val = yaml.safe_load(yaml.serialize(node))
+        if isinstance(val, bool) and bool not in types:
+            ok = False
+        else:
+            ok = isinstance(val, types)
+        if not ok:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            self.err(node, f"{what} must be {names}, not {_yaml_type(val)} {val!r}")
+            return None
+        return val
+
+    def choice(self, node, what: str, choices: tuple[str, ...]) -> str | None:
+        val = self.value(node, what, (str,))
+        if val is not None and val not in choices:
+            self.err(node, f"{what} is '{val}', expected one of: {', '.join(choices)}")
+            return None
+        return val
+
+    def positive(self, node, what: str) -> int | None:
+        val = self.value(node, what, (int,))
+        if val is not None and val < 1:
+            self.err(node, f"{what} must be at least 1, not {val}")
+            return None
+        return val
+
+    def file(self, node, what: str, base: Path, kind: str = "file") -> Path | None:
+        val = self.value(node, what, (str,))
+        if val is None:
+            return None
+        p = (base / os.path.expanduser(val)).resolve()
+        exists = p.is_dir() if kind == "dir" else p.is_file()
+        if not exists:
+            self.err(node, f"{what}: no such {kind}: {p}")
+            return None
+        return p
+
+    def files(self, node, what: str, base: Path) -> tuple[Path, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.err(node, f"{what} must be a list of paths")
+            return ()
+        out = [self.file(n, f"{what}[{i}]", base) for i, n in enumerate(node.value)]
+        return tuple(p for p in out if p)
+
+
+def _yaml_type(val) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "a mapping", type(None): "null"}
+    return names.get(type(val), type(val).__name__)
+
+
+def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
+    """Load and validate farm.yaml and the scenario file it names; raise ConfigErrors
+    listing every problem."""
+    path = Path(path).resolve()
+    c = _Checker(path)
+    root = c.load()
+    if root is None:
+        raise ConfigErrors(c.problems)
+    base_dir = path.parent
+    top = c.mapping(root, "farm.yaml", {
+        "source": True, "config": False, "variants": True, "base": False, "guest": False,
+        "scenarios": False, "jobs": False, "repeat": False, "cache": False})
+
+    source = None
+    if "source" in top:
+        s = c.mapping(top["source"], "source", {"tarball": False, "dir": False, "git": False,
+                                                  "ref": False})
+        kinds = [k for k in ("tarball", "dir", "git") if k in s]
+        if len(kinds) != 1:
+            c.err(top["source"], "source needs exactly one of: tarball, dir, git")
+        else:
+            kind = kinds[0]
+            p = c.file(s[kind], f"source.{kind}", base_dir, "file" if kind == "tarball" else "dir")
+            ref = c.value(s["ref"], "source.ref", (str,)) if "ref" in s else None
+            if "ref" in s and kind != "git":
+                c.err(s["ref"], "source.ref only goes with source.git")
+            if p:
+                if kind == "git" and not (p / ".git").exists():
+                    c.err(s[kind], f"source.git: not a git repository: {p}")
+                source = Source(kind, p, ref or ("HEAD" if kind == "git" else None))
+            elif kind == "tarball":
+                c.problems[-1] += " (Debian: apt-get install linux-source-6.12)"
+
+    base_config, fragments = "tinyconfig", ()
+    if "config" in top:
+        cfg = c.mapping(top["config"], "config", {"base": False, "fragments": False})
+        if "base" in cfg:
+            base_config = c.choice(cfg["base"], "config.base",
+                                   ("tinyconfig", "allnoconfig", "defconfig")) or base_config
+        if "fragments" in cfg:
+            fragments = c.files(cfg["fragments"], "config.fragments", base_dir)
+
+    variants: dict[str, Variant] = {}
+    if "variants" in top:
+        vnode = top["variants"]
+        if not isinstance(vnode, yaml.MappingNode):
+            c.err(vnode, "variants must be a mapping of name: {patches: [...]}")
+        else:
+            if not vnode.value:
+                c.err(vnode, "variants: at least one variant is needed")
+            for k, v in vnode.value:
+                name = k.value
+                if not NAME_RE.match(str(name)):
+                    c.err(k, f"variant name '{name}' must match {NAME_RE.pattern} "
+                             "(it names directories and JUnit suites)")
+                    continue
+                if name in variants:
+                    c.err(k, f"variants: duplicate variant '{name}'")
+                    continue
+                if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
+                    variants[name] = Variant(name)
+                    continue
+                fields = c.mapping(v, f"variant '{name}'",
+                                   {"patches": False, "fragments": False, "description": False})
+                patches = c.files(fields["patches"], f"variants.{name}.patches",
+                                  base_dir) if "patches" in fields else ()
+                frags = c.files(fields["fragments"], f"variants.{name}.fragments",
+                                base_dir) if "fragments" in fields else ()
+                desc = c.value(fields["description"], f"variants.{name}.description",
+                               (str,)) if "description" in fields else ""
+                variants[name] = Variant(name, patches, frags, desc or "")
+
+    base = next(iter(variants), "")
+    if "base" in top:
+        b = c.value(top["base"], "base", (str,))
+        if b is not None and variants and b not in variants:
+            c.err(top["base"], f"base '{b}' is not a variant (variants: {', '.join(variants)})")
+        elif b:
+            base = b
+
+    guest = GuestSettings()
+    if "guest" in top:
+        g = c.mapping(top["guest"], "guest", {"memory_mb": False, "timeout": False,
+                                              "accel": False, "cpu": False, "machine": False})
+        kw: dict[str, Any] = {}
+        for key in ("memory_mb", "timeout"):
+            if key in g:
+                kw[key] = c.positive(g[key], f"guest.{key}")
+        if "accel" in g:
+            kw["accel"] = c.choice(g["accel"], "guest.accel", ACCELS)
+        for key in ("cpu", "machine"):
+            if key in g:
+                kw[key] = c.value(g[key], f"guest.{key}", (str,))
+        guest = GuestSettings(**{k: v for k, v in kw.items() if v is not None})
+
+    jobs = c.positive(top["jobs"], "jobs") if "jobs" in top else None
+    repeat = c.positive(top["repeat"], "repeat") if "repeat" in top else None
+    cache = Path(os.environ.get("FARM_CACHE", "~/.cache/hwpoison-farm")).expanduser()
+    if "cache" in top:
+        cv = c.value(top["cache"], "cache", (str,))
+        if cv:
+            cache = (base_dir / os.path.expanduser(cv)).resolve()
+
+    scen_path = base_dir / "guest-tests" / "scenarios.yaml"
+    if "scenarios" in top:
+        scen_path = c.file(top["scenarios"], "scenarios", base_dir) or scen_path
+    scenarios: tuple[Scenario, ...] = ()
+    problems = list(c.problems)
+    if check_scenarios:
+        try:
+            scenarios = load_scenarios(scen_path)
+        except ConfigErrors as e:
+            problems += e.problems
+    if problems:
+        raise ConfigErrors(problems)
+    return FarmConfig(path=path, source=source, base_config=base_config, fragments=fragments,
+                      variants=variants, base=base, guest=guest, scenarios_path=scen_path,
+                      scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
+                      repeat=repeat or 1, cache=cache)
+
+
+def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
+    """Load and validate a scenario file: a list of page kind x injector x access x policy
+    rows, each with its expected outcome and the reason for it."""
+    path = Path(path)
+    c = _Checker(path)
+    root = c.load()
+    if root is None:
+        raise ConfigErrors(c.problems)
+    top = c.mapping(root, "scenario file", {"scenarios": True})
+    out: list[Scenario] = []
+    seen: set[str] = set()
+    node = top.get("scenarios")
+    if node is not None and not isinstance(node, yaml.SequenceNode):
+        c.err(node, "scenarios must be a list")
+        node = None
+    for item in node.value if node is not None else ():
+        f = c.mapping(item, "scenario", {"name": True, "page": True, "injector": True,
+                                         "access": True, "why": True, "policy": False,
+                                         "expect": True})
+        name = c.value(f["name"], "scenario name", (str,)) if "name" in f else None
+        label = f"scenario '{name}'" if name else "scenario"
+        if name is not None:
+            if not NAME_RE.match(name):
+                c.err(f["name"], f"scenario name '{name}' must match {NAME_RE.pattern}")
+            elif name in seen:
+                c.err(f["name"], f"duplicate scenario '{name}'")
+            seen.add(name)
+        page = c.choice(f["page"], f"{label}: page", PAGE_KINDS) if "page" in f else None
+        inj = c.choice(f["injector"], f"{label}: injector", INJECTORS) if "injector" in f else None
+        acc = c.choice(f["access"], f"{label}: access", ACCESSES) if "access" in f else None
+        why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
+        early_kill = 0
+        if "policy" in f:
+            pol = c.mapping(f["policy"], f"{label}: policy", {"early_kill": False})
+            if "early_kill" in pol:
+                ek = c.value(pol["early_kill"], f"{label}: policy.early_kill", (int,))
+                if ek not in (0, 1, None):
+                    c.err(pol["early_kill"], f"{label}: policy.early_kill must be 0 or 1")
+                early_kill = ek or 0
+        expect: dict[str, Any] = {}
+        if "expect" in f:
+            em = c.mapping(f["expect"], f"{label}: expect", {k: False for k in OBSERVABLES})
+            for key, vnode in em.items():
+                val = c.value(vnode, f"{label}: expect.{key}", OBSERVABLES[key])
+                allowed = {"guest": GUEST_STATES, "data": DATA_STATES,
+                           "inject_signal": SIGNAL_CODES, "access_signal": SIGNAL_CODES}.get(key)
+                if allowed and val is not None and val not in allowed:
+                    c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
+                                 f"{', '.join(allowed)}")
+                expect[key] = val
+        if name and page and inj and acc and why:
+            out.append(Scenario(name, page, inj, acc, why, early_kill, expect))
+    if node is not None and not node.value:
+        c.err(node, "scenarios: the list is empty")
+    if c.problems:
+        raise ConfigErrors(c.problems)
+    return tuple(out)

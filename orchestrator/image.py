@@ -1,0 +1,89 @@
+"""The guest image: an initramfs of busybox-static, the agent as /init and the C workloads
+of guest-tests/ compiled statically on the host; and the ext2 disk the file cases use."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InfraError
+from .runner import Runner
+
+BUSYBOX = Path("/bin/busybox")
+DISK_MB = 32
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    initrd: Path
+    disk: Path
+    digest: str
+
+
+def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
+    """One 'newc' cpio header and its data, padded as the kernel's unpacker expects."""
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+    hdr = b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
+    out = io.BytesIO()
+    out.write(hdr + name.encode() + b"\0")
+    out.write(b"\0" * (-out.tell() % 4))
+    out.write(data)
+    out.write(b"\0" * (-out.tell() % 4))
+    return out.getvalue()
+
+
+def write_cpio(entries: list[tuple[str, int, bytes]], dest: Path) -> None:
+    """entries: (path, mode, data); directories have S_IFDIR modes and no data."""
+    with open(dest, "wb") as f:
+        for ino, (name, mode, data) in enumerate(entries, 1):
+            f.write(_cpio_entry(name, mode, data, ino))
+        f.write(_cpio_entry("TRAILER!!!", 0))
+
+
+def workload_sources(guest_tests: Path) -> list[Path]:
+    return sorted((guest_tests / "workloads").glob("*.c"))
+
+
+def image_digest(guest_tests: Path) -> str:
+    h = hashlib.sha256(b"farm-image-1\n")
+    for p in [*workload_sources(guest_tests), guest_tests / "agent" / "init", BUSYBOX]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
+    """Build (or find) the initramfs and the ext2 disk for these guest tests."""
+    if not BUSYBOX.is_file():
+        raise InfraError(f"{BUSYBOX} is missing (Debian: apt-get install busybox-static)")
+    digest = image_digest(guest_tests)
+    out = cache / "images" / digest
+    initrd, disk = out / "initramfs.cpio", out / "disk.ext2"
+    if initrd.is_file() and disk.is_file():
+        return GuestImage(initrd, disk, digest)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "bin").mkdir(parents=True)
+    entries: list[tuple[str, int, bytes]] = [
+        (d, stat.S_IFDIR | 0o755, b"") for d in
+        ("bin", "dev", "proc", "sys", "mnt", "tmp", "guest-tests")]
+    entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()))
+    entries.append(("init", stat.S_IFREG | 0o755, (guest_tests / "agent" / "init").read_bytes()))
+    for src in workload_sources(guest_tests):
+        exe = tmp / "bin" / src.stem
+        runner.run(["gcc", "-O2", "-Wall", "-static", "-o", exe, src])
+        entries.append((f"guest-tests/{src.stem}", stat.S_IFREG | 0o755, exe.read_bytes()))
+    write_cpio(entries, tmp / "initramfs.cpio")
+    runner.run(["mke2fs", "-q", "-t", "ext2", "-b", "4096", "-F", "-L", "farm",
+                tmp / "disk.ext2", f"{DISK_MB}M"])
+    shutil.rmtree(tmp / "bin")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # another run built it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return GuestImage(initrd, disk, digest)

@@ -1,0 +1,338 @@
+"""Kernel builds: the source unpacked once, a patched tree per variant, config from a base
+target plus fragments (checked after olddefconfig), out-of-tree make with ccache, and a
+build cache keyed by content so an unchanged variant is never rebuilt."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import Source, Variant
+from .errors import InfraError, UserError
+from .progress import Progress, fmt_seconds
+from .runner import Runner
+
+TARGET = "bzImage"
+IMAGE_PATH = "arch/x86/boot/bzImage"
+CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$|^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    path: Path
+    digest: str
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    variant: Variant
+    source: SourceTree
+    base_config: str
+    fragments: tuple[Path, ...]
+    cache: Path
+    jobs: int
+
+
+@dataclass
+class BuildResult:
+    variant: str
+    status: str  # built | cached
+    key: str
+    kernel: str
+    config: str
+    log: str
+    release: str
+    seconds: float
+    patches: list[dict]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock, so two farm runs sharing a cache do not build the same thing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def source_digest(source: Source, cache: Path, runner: Runner) -> str:
+    """A digest of the kernel source: the tarball's sha256 (remembered by size and mtime),
+    a git commit, or a walk of a directory's names, sizes and mtimes."""
+    if source.kind == "tarball":
+        st = source.path.stat()
+        memo = cache / "sources" / "digests.json"
+        seen = json.loads(memo.read_text()) if memo.exists() else {}
+        stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
+        if stamp not in seen:
+            seen[stamp] = "sha256:" + sha256_file(source.path)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(".tmp")
+            tmp.write_text(json.dumps(seen, indent=1))
+            tmp.replace(memo)
+        return seen[stamp]
+    if source.kind == "git":
+        out = runner.run(["git", "-C", source.path, "rev-parse", "--verify",
+                          f"{source.ref}^{{commit}}"], check=False)
+        if out.returncode:
+            raise UserError(f"source.git: {source.path}: no commit '{source.ref}'")
+        return "git:" + out.output.strip()
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(source.path):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            p = Path(root, name)
+            st = p.lstat()
+            h.update(f"{p.relative_to(source.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "dir:" + h.hexdigest()
+
+
+def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progress) -> SourceTree:
+    """The pristine tree, unpacked once into the cache (a directory source is used in place)."""
+    digest = source_digest(source, cache, runner)
+    if source.kind == "dir":
+        return SourceTree(source.path, digest)
+    dest = cache / "sources" / digest.replace(":", "-")[:40]
+    with locked(cache / "locks" / f"{dest.name}.lock"):
+        if (dest / "Makefile").is_file():
+            return SourceTree(dest, digest)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        progress.say(f"unpacking {source.describe()} into {dest}")
+        if source.kind == "tarball":
+            runner.run(["tar", "-xf", source.path, "-C", tmp])
+        else:
+            archive = tmp / "src.tar"
+            runner.run(["git", "-C", source.path, "archive", "--format=tar", "-o", archive,
+                        digest.split(":", 1)[1]])
+            (tmp / "src").mkdir()
+            runner.run(["tar", "-xf", archive, "-C", tmp / "src"])
+            archive.unlink()
+        tops = [p for p in tmp.iterdir() if p.is_dir()]
+        if len(tops) != 1 or not (tops[0] / "Makefile").is_file():
+            raise InfraError(f"{source.describe()}: expected one kernel tree with a Makefile")
+        tops[0].rename(dest)
+        shutil.rmtree(tmp)
+    return SourceTree(dest, digest)
+
+
+def patch_records(variant: Variant) -> list[dict]:
+    return [{"path": str(p), "sha256": sha256_file(p)} for p in variant.patches]
+
+
+def build_key(req: BuildRequest, compiler: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"farm-build-1\0{req.source.digest}\0{req.base_config}\0{TARGET}\0{compiler}\n"
+             .encode())
+    for p in req.variant.patches:
+        h.update(b"patch\0" + p.read_bytes())
+    for p in (*req.fragments, *req.variant.fragments):
+        h.update(b"fragment\0" + p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _hunk_failures(output: str) -> list[str]:
+    """'file X, hunk #N at line L' for each hunk GNU patch could not apply."""
+    failures, current = [], "?"
+    for line in output.splitlines():
+        m = re.match(r"(?:patching|checking) file (.+)", line)
+        if m:
+            current = m.group(1).strip("'")
+            continue
+        m = re.match(r"Hunk #(\d+) FAILED at (\d+)", line)
+        if m:
+            failures.append(f"file {current}, hunk #{m.group(1)} (at line {m.group(2)})")
+            continue
+        if "can't find file to patch" in line:
+            failures.append("a file it patches does not exist in the tree")
+        elif "Reversed (or previously applied) patch detected" in line:
+            failures.append(f"file {current}: already applied (or reversed)")
+    return failures
+
+
+def apply_patches(tree: Path, patches: tuple[Path, ...], runner: Runner, log: Path) -> None:
+    """Apply a patch series strictly (no fuzz); a patch that does not apply is bad input."""
+    for i, patch in enumerate(patches, 1):
+        out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
+                          "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i", patch],
+                         check=False, log_path=log)
+        if out.returncode:
+            where = "; ".join(_hunk_failures(out.output)) or out.output.strip()[-300:]
+            raise UserError(f"patch {i}/{len(patches)} does not apply: {patch}: {where}")
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """CONFIG_X -> value ('n' for '# CONFIG_X is not set')."""
+    out = {}
+    for line in text.splitlines():
+        m = CONFIG_LINE.match(line.strip())
+        if m:
+            if m.group(1):
+                out[m.group(1)] = m.group(2)
+            else:
+                out[m.group(3)] = "n"
+    return out
+
+
+def check_config(config_text: str, fragments: tuple[Path, ...]) -> list[str]:
+    """Every option a fragment asks for must hold in the final .config."""
+    final = parse_config(config_text)
+    problems = []
+    for frag in fragments:
+        for n, line in enumerate(frag.read_text().splitlines(), 1):
+            want = parse_config(line)
+            for opt, val in want.items():
+                got = final.get(opt, "n")
+                if got != val:
+                    problems.append(f"{frag}:{n}: {opt}={val} requested, but the kernel's "
+                                    f".config has {opt}={got} (a dependency is missing?)")
+    return problems
+
+
+def compiler_version(runner: Runner) -> str:
+    return runner.run(["gcc", "--version"]).output.splitlines()[0]
+
+
+def _make_env(work: Path, cache: Path) -> dict[str, str]:
+    return {"CCACHE_DIR": str(cache / "ccache"), "CCACHE_BASEDIR": str(work),
+            "CCACHE_NOHASHDIR": "1", "KBUILD_BUILD_TIMESTAMP": "farm",
+            "KBUILD_BUILD_USER": "farm", "KBUILD_BUILD_HOST": "farm"}
+
+
+@dataclass
+class BuildPlan:
+    key: str
+    out: Path
+    work: Path
+    cached: BuildResult | None = None
+
+
+def plan_build(req: BuildRequest, runner: Runner) -> BuildPlan:
+    """The build's key, and its earlier result if a build with that key is already done."""
+    key = build_key(req, compiler_version(runner))
+    out = req.cache / "builds" / key
+    plan = BuildPlan(key, out, req.cache / "work" / key)
+    record = out / "record.json"
+    if record.is_file() and (out / "bzImage").is_file():
+        res = BuildResult(**json.loads(record.read_text()))
+        res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
+        plan.cached = res
+    return plan
+
+
+def prepare_tree(req: BuildRequest, plan: BuildPlan, runner: Runner,
+                 progress: Progress) -> None:
+    """A tree for this variant: hard links to the pristine source (GNU patch replaces the
+    files it changes, so the source stays pristine), with the patch series applied."""
+    with locked(req.cache / "locks" / f"build-{plan.key}.lock"):
+        shutil.rmtree(plan.work, ignore_errors=True)
+        (plan.work / "obj").mkdir(parents=True)
+        log = plan.work / "build.log"
+        progress.say(f"{req.variant.name}: preparing tree with {len(req.variant.patches)} "
+                     f"patch(es) in {plan.work}")
+        copy = ["cp", "-al"] if _same_fs(req.source.path, plan.work) else ["cp", "-a"]
+        runner.run([*copy, req.source.path, plan.work / "src"], log_path=log)
+        try:
+            apply_patches(plan.work / "src", req.variant.patches, runner, log)
+        except UserError as e:
+            raise UserError(f"{req.variant.name}: {e}") from None
+
+
+def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
+                   progress: Progress) -> BuildResult:
+    """Configure and build a prepared tree out of tree, with ccache."""
+    start = time.monotonic()
+    name = req.variant.name
+    src, obj, log = plan.work / "src", plan.work / "obj", plan.work / "build.log"
+    with locked(req.cache / "locks" / f"build-{plan.key}.lock"):
+        make = ["make", "-C", src, f"O={obj}", "CC=ccache gcc", "HOSTCC=ccache gcc"]
+        env = _make_env(plan.work, req.cache)
+        runner.run([*make, req.base_config], env=env, log_path=log)
+        fragments = (*req.fragments, *req.variant.fragments)
+        if fragments:
+            runner.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
+                        obj / ".config", *fragments], env=env, log_path=log)
+        runner.run([*make, "olddefconfig"], env=env, log_path=log)
+        problems = check_config((obj / ".config").read_text(), fragments)
+        if problems:
+            raise UserError(f"{name}: the kernel config does not hold what was asked:\n"
+                            + "\n".join(problems))
+
+        expected = _expected_objects(req.cache)
+        count = 0
+
+        def on_line(line: str) -> None:
+            nonlocal count
+            if line.startswith("  CC "):
+                count += 1
+                total = f"/~{expected}" if expected else ""
+                progress.status(f"{name}: building, {count}{total} objects compiled")
+
+        progress.say(f"{name}: make -j{req.jobs} {TARGET} (log {log})")
+        res = runner.run([*make, f"-j{req.jobs}", TARGET], env=env, log_path=log,
+                         on_line=on_line, check=False)
+        if res.returncode:
+            errors = [ln for ln in res.output.splitlines() if "error" in ln.lower()][:10]
+            raise InfraError(f"{name}: kernel build failed (exit {res.returncode}); "
+                             f"log: {log}\n" + "\n".join(errors or res.output.splitlines()[-15:]))
+        if count > 1000:  # a full build: remember its size for the next progress line
+            (req.cache / "builds").mkdir(parents=True, exist_ok=True)
+            (req.cache / "builds" / "expected-objects").write_text(str(count))
+        release = (obj / "include/config/kernel.release").read_text().strip()
+        out = plan.out
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(obj / IMAGE_PATH, out / "bzImage")
+        shutil.copy2(obj / ".config", out / "config")
+        shutil.copy2(log, out / "build.log")
+        result = BuildResult(variant=name, status="built", key=plan.key,
+                             kernel=str(out / "bzImage"), config=str(out / "config"),
+                             log=str(out / "build.log"), release=release,
+                             seconds=round(time.monotonic() - start, 1),
+                             patches=patch_records(req.variant))
+        record = out / "record.json"
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result.to_json(), indent=1))
+        tmp.replace(record)
+        progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
+                     f"({count} objects compiled)")
+        return result
+
+
+def build(req: BuildRequest, runner: Runner, progress: Progress) -> BuildResult:
+    """Build one variant's kernel, or find it already built under the same key."""
+    plan = plan_build(req, runner)
+    if plan.cached:
+        return plan.cached
+    prepare_tree(req, plan, runner, progress)
+    return compile_kernel(req, plan, runner, progress)
+
+
+def _expected_objects(cache: Path) -> int:
+    try:
+        return int((cache / "builds" / "expected-objects").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    b.mkdir(parents=True, exist_ok=True)
+    return a.stat().st_dev == b.stat().st_dev

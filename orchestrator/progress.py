@@ -1,0 +1,45 @@
+"""What the user sees while the farm works: one status line, redrawn on a terminal and
+printed every few seconds elsewhere (CI logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def fmt_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class Progress:
+    def __init__(self, stream=None, interval: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = interval
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._drawn = False
+
+    def elapsed(self) -> str:
+        return fmt_seconds(time.monotonic() - self.start)
+
+    def status(self, text: str, force: bool = False) -> None:
+        """A transient status: redrawn in place on a terminal, throttled in a log."""
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write(f"\r\033[K[{self.elapsed()}] {text}")
+            self.stream.flush()
+            self._drawn = True
+        elif force or now - self._last >= self.interval:
+            self.stream.write(f"[{self.elapsed()}] {text}\n")
+            self.stream.flush()
+            self._last = now
+
+    def say(self, text: str) -> None:
+        """A line that stays."""
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self._drawn = False
+        self.stream.write(f"[{self.elapsed()}] {text}\n")
+        self.stream.flush()

@@ -1,0 +1,268 @@
+"""QEMU guests: the command line (a list, built in one place), the accelerator probe, QMP,
+and one guest's life from start to exit, with the host side of the injection handshake."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InfraError
+from .runner import Runner, quote
+
+# Machine-check values for QEMU's `mce` monitor command (see DESIGN.md): bank 9, misc 0x8c
+# (address LSB 12, physical address mode).
+MCE_BANK = 9
+MCE_MISC = "0x8c"
+MCE = {
+    "srao": ("0xbd000000000000c0", "0x5"),  # uncorrected, action optional; RIPV|MCIP
+    "srar": ("0xbd80000000000134", "0x7"),  # uncorrected, action required; RIPV|EIPV|MCIP
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    binary: str = "qemu-system-x86_64"
+    machine: str = "pc"
+    cpu: str = "Skylake-Server"
+    memory_mb: int = 384
+    accel: str = "tcg"
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    machine: Machine
+    kernel: Path
+    initrd: Path
+    append: str
+    workdir: Path
+    timeout: float
+    disk: Path | None = None
+    stop_on: str | None = None  # an agent event that ends the guest at once (the KVM probe)
+
+
+@dataclass
+class GuestRun:
+    cmd: list[str]
+    exit_code: int | None
+    timed_out: bool
+    seconds: float
+    console: Path
+    agent: Path
+    events: list[dict] = field(default_factory=list)
+    injections: list[dict] = field(default_factory=list)
+    infra_error: str | None = None
+
+
+def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
+    m = req.machine
+    cmd = [m.binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+           "-M", m.machine, "-accel", m.accel, "-cpu", m.cpu, "-m", str(m.memory_mb),
+           "-smp", "1",
+           "-kernel", str(req.kernel), "-initrd", str(req.initrd), "-append", req.append,
+           "-chardev", f"file,id=con,path={req.workdir / 'console.log'}",
+           "-serial", "chardev:con",
+           "-device", "virtio-serial-pci",
+           "-chardev", f"socket,id=agent,path={agent},server=on,wait=off",
+           "-device", "virtserialport,chardev=agent,name=farm.agent",
+           "-qmp", f"unix:{qmp},server=on,wait=off"]
+    if req.disk:
+        cmd += ["-drive", f"file={req.disk},format=raw,if=virtio,snapshot=on"]
+    return cmd
+
+
+class QMP:
+    """A minimal QMP client over a unix socket."""
+
+    def __init__(self, path: Path, timeout: float = 10.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buf = b""
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise InfraError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, command: str, **arguments) -> dict:
+        msg = {"execute": command, **({"arguments": arguments} if arguments else {})}
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise InfraError(f"QMP {command}: {reply['error']}")
+            return reply.get("return", {})
+
+    def hmp(self, line: str) -> str:
+        return self.execute("human-monitor-command", **{"command-line": line})
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _wait_for(path: Path, proc, deadline: float) -> None:
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise InfraError(f"QEMU did not create {path.name}")
+        time.sleep(0.005)
+
+
+def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
+    """Boot one guest and follow it to its end: agent events are logged as they come, host
+    injections are done when the workload asks, and a guest past its timeout is killed."""
+    req.workdir.mkdir(parents=True, exist_ok=True)
+    sockdir = Path(tempfile.mkdtemp(prefix="farm-"))  # private (0700), short paths
+    qmp_path, agent_path = sockdir / "qmp.sock", sockdir / "agent.sock"
+    cmd = qemu_command(req, qmp_path, agent_path)
+    qemu_log = req.workdir / "qemu.log"
+    run = GuestRun(cmd, None, False, 0.0, req.workdir / "console.log", req.workdir / "agent.log")
+    start = time.monotonic()
+    deadline = start + req.timeout
+    with open(qemu_log, "w") as qlog, open(run.agent, "w") as alog:
+        qlog.write(f"$ {quote(cmd)}\n")
+        qlog.flush()
+        proc = runner.start(cmd, stdout=qlog, stderr=qlog)
+        qmp = chan = None
+        try:
+            _wait_for(agent_path, proc, start + 15)
+            _wait_for(qmp_path, proc, start + 15)
+            chan = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            chan.connect(str(agent_path))
+            qmp = QMP(qmp_path)
+            buf = b""
+            while True:
+                if time.monotonic() > deadline:
+                    run.timed_out = True
+                    break
+                if proc.poll() is not None:
+                    break
+                if chan is None:
+                    time.sleep(0.02)
+                    continue
+                ready, _, _ = select.select([chan], [], [], 0.05)
+                if not ready:
+                    continue
+                data = chan.recv(65536)
+                if not data:
+                    chan.close()
+                    chan = None
+                    continue
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode(errors="replace")
+                    alog.write(line + "\n")
+                    alog.flush()
+                    event = _event(line)
+                    if event is None:
+                        continue
+                    event["t"] = round(time.monotonic() - start, 3)
+                    run.events.append(event)
+                    if event.get("event") == "inject-request":
+                        run.injections.append(_inject(qmp, event, chan))
+                    if req.stop_on and event.get("event") == req.stop_on:
+                        raise _Stop
+        except _Stop:
+            pass
+        except (OSError, InfraError) as e:
+            if proc.poll() is None or proc.returncode == 0:
+                run.infra_error = f"guest channel: {e}"
+        finally:
+            for s in (qmp, chan):
+                if s is not None:
+                    s.close()
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            shutil.rmtree(sockdir, ignore_errors=True)
+    run.exit_code = proc.returncode
+    run.seconds = round(time.monotonic() - start, 3)
+    if run.exit_code not in (0, None) and not run.timed_out and not req.stop_on \
+            and run.infra_error is None:
+        run.infra_error = f"QEMU exited with {run.exit_code}: " + _tail(qemu_log)
+    return run
+
+
+class _Stop(Exception):
+    pass
+
+
+def _event(line: str) -> dict | None:
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
+CPL = re.compile(r"\bCPL=(\d)")
+SRAR_ATTEMPTS = 400
+
+
+def _inject(qmp: QMP, event: dict, chan: socket.socket | None) -> dict:
+    """Inject a machine check at the guest-physical address the workload reported.
+
+    An SRAR means "the instruction now running consumed poison": it must arrive while the
+    vCPU runs the workload in user mode, or the guest rightly panics ("Data load in
+    unrecoverable area of kernel"). The workload spins on the page; the farm stops the VM,
+    injects only if the vCPU is at CPL 3, and lets it go on, trying again otherwise."""
+    mode = event.get("mode")
+    status, mcg = MCE[mode]
+    line = f"mce 0 {MCE_BANK} {status} {mcg} {event['gpa']} {MCE_MISC}"
+    record = {"mode": mode, "gpa": event["gpa"], "monitor": line}
+    if mode == "srar":
+        for attempt in range(1, SRAR_ATTEMPTS + 1):
+            qmp.execute("stop")
+            m = CPL.search(qmp.hmp("info registers"))
+            if m and m.group(1) == "3":
+                record["reply"] = qmp.hmp(line)
+                qmp.execute("cont")
+                record["attempts"] = attempt
+                return record
+            qmp.execute("cont")
+            time.sleep(0.002)
+        raise InfraError(f"SRAR: the vCPU was never in user mode in {SRAR_ATTEMPTS} tries")
+    record["reply"] = qmp.hmp(line)
+    if chan is not None:
+        chan.sendall(b"injected\n")
+    return record
+
+
+def _tail(path: Path, n: int = 8) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def probe_accel(requested: str, base: GuestRequest, runner: Runner) -> tuple[str, str]:
+    """The accelerator to use and why. 'auto' boots the real kernel under KVM with a short
+    timeout: /dev/kvm can open yet hang nested guests, so only a guest that reaches its agent
+    counts as working."""
+    if requested != "auto":
+        return requested, f"{requested} (asked for)"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg", "tcg (/dev/kvm not usable)"
+    probe = replace(base, machine=replace(base.machine, accel="kvm"), timeout=10.0,
+                    stop_on="agent-start", disk=None)
+    run = run_guest(probe, runner)
+    if any(e.get("event") == "agent-start" for e in run.events):
+        return "kvm", f"kvm (probe guest reached its agent in {run.seconds:.1f}s)"
+    why = "timed out" if run.timed_out else (run.infra_error or f"exit {run.exit_code}")
+    return "tcg", f"tcg (KVM probe failed: {why})"

@@ -1,0 +1,243 @@
+"""Reports from results.json: junit.xml (one testsuite per variant), compare.xml (one
+testcase per scenario and compared variant), summary.md and report.html."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+from .parse import KERNEL_ERROR, strip_timestamp
+
+EXCERPT = re.compile(r"Memory failure|MCE|Hardware Error|mce:|soft offline|Injecting memory|"
+                     + KERNEL_ERROR.pattern, re.IGNORECASE)
+# Characters XML 1.0 cannot carry, which a guest console may well contain.
+XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(s: str) -> str:
+    return XML_BAD.sub("\N{REPLACEMENT CHARACTER}", s)
+
+
+def console_excerpt(results: Path, case: dict, tail: int = 8, limit: int = 60) -> str:
+    path = case.get("logs", {}).get("console")
+    if not path:
+        return ""
+    try:
+        lines = (results / path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    picked = [strip_timestamp(ln) for ln in lines if EXCERPT.search(ln)][:limit]
+    last = [strip_timestamp(ln) for ln in lines[-tail:]]
+    return xml_text("\n".join(["-- console: memory-failure lines --", *picked,
+                               f"-- console: last {len(last)} lines ({path}) --", *last]))
+
+
+def _expected_vs_observed(case: dict) -> str:
+    exp, obs = case.get("expected", {}), case.get("observed", {})
+    rows = [f"{'':2}{k}: expected {v!r}, observed {obs.get(k)!r}"
+            + ("" if obs.get(k) == v else "   <-- differs") for k, v in exp.items()]
+    return "\n".join([case["message"], *rows])
+
+
+def patch_digest(variant: dict) -> str:
+    h = hashlib.sha256()
+    for p in variant.get("build", {}).get("patches", []):
+        h.update(p["sha256"].encode())
+    return h.hexdigest()[:16] if variant.get("build", {}).get("patches") else "none"
+
+
+def _clean(xml: str) -> str:
+    """junit-xml writes a `disabled` attribute that the JUnit 10 schema does not know."""
+    root = ET.fromstring(xml)
+    for el in root.iter():
+        el.attrib.pop("disabled", None)
+        for key in ("time",):
+            if key in el.attrib:
+                el.attrib[key] = f"{float(el.attrib[key]):.3f}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def junit(doc: dict, results: Path) -> str:
+    run = doc["run"]
+    suites = []
+    for name, variant in doc["variants"].items():
+        build = variant.get("build", {})
+        props = {"variant": name, "kernel_version": build.get("release", "?"),
+                 "kernel_source": run.get("source", {}).get("digest", "?"),
+                 "build_key": build.get("key", "?"), "patch_digest": patch_digest(variant),
+                 "patches": " ".join(Path(p["path"]).name for p in build.get("patches", [])),
+                 "accelerator": run.get("accelerator", "?"), "farm_version": run["farm_version"]}
+        cases = []
+        for c in (c for c in doc["cases"] if c["variant"] == name):
+            tc = TestCase(name=c["scenario"] + (f" #{c['repeat']}" if run.get("repeat", 1) > 1
+                                                else ""),
+                          classname=f"hwpoison.{name}", elapsed_sec=c.get("seconds") or 0.0,
+                          stdout=console_excerpt(results, c) or None)
+            if c["status"] == "fail":
+                tc.add_failure_info(message=xml_text(c["message"]),
+                                    output=xml_text(_expected_vs_observed(c)),
+                                    failure_type="kernel")
+            elif c["status"] == "error":
+                tc.add_error_info(message=xml_text(c["message"]), error_type="infrastructure")
+            elif c["status"] == "skip":
+                tc.add_skipped_info(message=xml_text(c["message"]))
+            cases.append(tc)
+        suites.append(TestSuite(name, cases, hostname=run.get("host"),
+                                timestamp=run.get("started_iso"), properties=props))
+    return _clean(to_xml_report_string(suites))
+
+
+def compare_junit(doc: dict) -> str:
+    run = doc["run"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for c in doc["comparison"]:
+        groups.setdefault((c["base"], c["variant"]), []).append(c)
+    suites = []
+    for (base, variant), comps in groups.items():
+        cases = []
+        for c in comps:
+            tc = TestCase(name=c["scenario"], classname=f"compare.{base}.{variant}",
+                          elapsed_sec=0.0, stdout=xml_text(f"verdict: {c['verdict']}\n"
+                                                           f"{c['detail']}"))
+            if c["verdict"] == "regression":
+                tc.add_failure_info(message=xml_text(f"regression: {c['detail']}"),
+                                    failure_type="regression")
+            elif c["verdict"] == "error":
+                tc.add_error_info(message=xml_text(c["detail"]), error_type="infrastructure")
+            elif c["verdict"] == "flaky":
+                tc.add_skipped_info(message=xml_text(f"flaky: {c['detail']}"))
+            cases.append(tc)
+        props = {"base": base, "variant": variant, "accelerator": run.get("accelerator", "?"),
+                 "farm_version": run["farm_version"]}
+        suites.append(TestSuite(f"{base}..{variant}", cases, hostname=run.get("host"),
+                                timestamp=run.get("started_iso"), properties=props))
+    return _clean(to_xml_report_string(suites))
+
+
+def _cell(case_list: list[dict]) -> str:
+    if not case_list:
+        return "-"
+    statuses = [c["status"] for c in case_list]
+    text = statuses[0] if len(set(statuses)) == 1 else "/".join(statuses)
+    rec = case_list[0].get("observed", {}).get("recovery")
+    if rec:
+        text += f" ({'; '.join(rec)})"
+    return text
+
+
+def _grid(doc: dict):
+    variants = list(doc["variants"])
+    scenarios = list(dict.fromkeys(c["scenario"] for c in doc["cases"]))
+    by: dict[tuple[str, str], list[dict]] = {}
+    for c in doc["cases"]:
+        by.setdefault((c["variant"], c["scenario"]), []).append(c)
+    verdicts = {(c["variant"], c["scenario"]): c for c in doc["comparison"]}
+    compared = [v for v in variants if any(c["variant"] == v for c in doc["comparison"])]
+    return variants, scenarios, by, verdicts, compared
+
+
+def summary(doc: dict, code: int) -> str:
+    run = doc["run"]
+    variants, scenarios, by, verdicts, compared = _grid(doc)
+    out = [f"# hwpoison farm run {run['id']}", "",
+           f"- kernel source: {run['source']['describe']} ({run['source']['digest'][:23]})",
+           f"- accelerator: {run.get('accel_reason', run.get('accelerator'))}",
+           f"- jobs: {run.get('jobs')}, repeats: {run.get('repeat')}, "
+           f"wall time: {run.get('seconds', 0):.0f}s" + (", INTERRUPTED" if run.get(
+               "interrupted") else ""), ""]
+    head = ["scenario", *variants, *[f"{doc['run']['base']} → {v}" for v in compared]]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for s in scenarios:
+        row = [s, *[_cell(by.get((v, s), [])) for v in variants],
+               *[(verdicts.get((v, s)) or {}).get("verdict", "-") for v in compared]]
+        out.append("| " + " | ".join(r.replace("|", "\\|") for r in row) + " |")
+    out.append("")
+    for v, t in doc["totals"].items():
+        out.append(f"- {v}: " + ", ".join(f"{n} {k}" for k, n in t.items()))
+    counts: dict[str, int] = {}
+    for c in doc["comparison"]:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+    if counts:
+        out.append("- verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    notable = [c for c in doc["cases"] if c["status"] in ("fail", "error", "skip")]
+    if notable:
+        out += ["", "## Not passed", ""]
+        out += [f"- {c['variant']} / {c['scenario']} r{c['repeat']}: **{c['status']}** — "
+                f"{c['message']} ({c.get('logs', {}).get('console', 'no log')})" for c in notable]
+    changes = [c for c in doc["comparison"] if c["verdict"] != "same"]
+    if changes:
+        out += ["", "## A/B verdicts other than same", ""]
+        out += [f"- {c['scenario']}: {c['base']} → {c['variant']}: **{c['verdict']}** — "
+                f"{c['detail']}" for c in changes]
+    out += ["", f"exit code {code}"]
+    return "\n".join(out) + "\n"
+
+
+COLORS = {"pass": "#c8f0c8", "fail": "#f7c1c1", "error": "#f7dc9c", "skip": "#dddddd",
+          "same": "#eeeeee", "regression": "#f08080", "fixed": "#90d890",
+          "changed": "#a8c8f0", "flaky": "#e0b0f0"}
+
+
+def report_html(doc: dict) -> str:
+    e = html.escape
+    run = doc["run"]
+    variants, scenarios, by, verdicts, compared = _grid(doc)
+    rows = []
+    for s in scenarios:
+        cells = [f"<th>{e(s)}</th>"]
+        for v in variants:
+            cs = by.get((v, s), [])
+            links = " ".join(
+                f'<a href="{e(c["logs"][k])}">{k}{c["repeat"]}</a>'
+                for c in cs for k in ("console", "agent") if c.get("logs", {}).get(k))
+            status = cs[0]["status"] if cs else "-"
+            title = e(cs[0]["message"]) if cs else ""
+            cells.append(f'<td style="background:{COLORS.get(status, "#fff")}" title="{title}">'
+                         f"{e(_cell(cs))}<br><small>{links}</small></td>")
+        for v in compared:
+            c = verdicts.get((v, s)) or {"verdict": "-", "detail": ""}
+            cells.append(f'<td style="background:{COLORS.get(c["verdict"], "#fff")}">'
+                         f'<b>{e(c["verdict"])}</b><br><small>{e(c["detail"])}</small></td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{e(h)}</th>" for h in
+                   ["scenario", *variants, *[f"{run['base']} → {v}" for v in compared]])
+    details = []
+    for c in doc["cases"]:
+        if c["status"] == "pass":
+            continue
+        exp, obs = c.get("expected", {}), c.get("observed", {})
+        trs = "".join(
+            f"<tr{' class=diff' if obs.get(k) != v else ''}><td>{e(k)}</td><td>{e(repr(v))}"
+            f"</td><td>{e(repr(obs.get(k)))}</td></tr>" for k, v in exp.items())
+        details.append(f"<h3>{e(c['variant'])} / {e(c['scenario'])} r{c['repeat']}: "
+                       f"{e(c['status'])}</h3><p>{e(c['message'])}</p>"
+                       f"<table><tr><th>observable</th><th>expected</th><th>observed</th></tr>"
+                       f"{trs}</table>")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>hwpoison farm {e(run['id'])}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;vertical-align:top;text-align:left}}
+tr.diff td{{background:#fde0e0}}</style></head><body>
+<h1>hwpoison farm run {e(run['id'])}</h1>
+<p>kernel source {e(run['source']['describe'])}; accelerator {e(str(run.get('accel_reason')))};
+wall time {run.get('seconds', 0):.0f}s</p>
+<table><tr>{head}</tr>{''.join(rows)}</table>
+<h2>Cases that did not pass</h2>{''.join(details) or '<p>none</p>'}
+</body></html>
+"""
+
+
+def write_reports(doc: dict, results: Path, code: int) -> str:
+    (results / "junit.xml").write_text(junit(doc, results))
+    (results / "compare.xml").write_text(compare_junit(doc))
+    text = summary(doc, code)
+    (results / "summary.md").write_text(text)
+    (results / "report.html").write_text(report_html(doc))
+    return text

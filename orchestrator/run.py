@@ -1,0 +1,200 @@
+"""`farm run`: validate, build every variant, build the guest image, run the matrix under
+pytest-xdist, then gather the case files into results.json and the reports."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import __version__
+from .case import kernel_cmdline
+from .config import FarmConfig, Scenario
+from .errors import FarmError, InfraError, UserError
+from .image import build_image
+from .kernel import BuildRequest, compile_kernel, plan_build, prepare_source, prepare_tree
+from .progress import Progress, fmt_seconds
+from .qemu import GuestRequest, Machine, probe_accel
+from .report import write_reports
+from .results import assemble, exit_code, load_cases, missing_cases, write_json
+from .runner import Runner
+
+TOOLS = {"make": "make", "gcc": "gcc", "patch": "patch", "tar": "tar", "ccache": "ccache",
+         "flex": "flex", "bison": "bison", "bc": "bc", "mke2fs": "e2fsprogs",
+         "qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    results: Path | None = None
+    variants: tuple[str, ...] = ()
+    scenarios: str | None = None
+    jobs: int | None = None
+    repeat: int | None = None
+
+
+def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]]:
+    """The variants and scenarios this run covers; asking for one that does not exist is
+    bad input."""
+    variants = list(cfg.variants)
+    if opts.variants:
+        unknown = [v for v in opts.variants if v not in cfg.variants]
+        if unknown:
+            raise UserError(f"--variants: unknown variant(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(cfg.variants)})")
+        variants = list(opts.variants)
+    scenarios = list(cfg.scenarios)
+    if opts.scenarios:
+        pats = [p for p in opts.scenarios.split(",") if p]
+        scenarios = [s for s in scenarios if any(fnmatch.fnmatch(s.name, p) for p in pats)]
+        if not scenarios:
+            raise UserError(f"--scenarios {opts.scenarios!r} matches no scenario "
+                            f"(known: {', '.join(s.name for s in cfg.scenarios)})")
+    return variants, scenarios
+
+
+def check_tools() -> None:
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise InfraError("missing tools; on Debian: apt-get install " + " ".join(missing))
+
+
+def _logging(results: Path) -> logging.Handler:
+    handler = logging.FileHandler(results / "farm.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    root = logging.getLogger("farm")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
+    progress = progress or Progress()
+    variants, scenarios = select(cfg, opts)
+    base = cfg.base if cfg.base in variants else variants[0]
+    jobs = opts.jobs or cfg.jobs
+    repeat = opts.repeat or cfg.repeat
+    check_tools()
+    started = datetime.now(UTC)
+    run_id = started.strftime("%Y%m%d-%H%M%S")
+    results = (opts.results or cfg.path.parent / "results" / run_id).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    if not opts.results:
+        latest = results.parent / "latest"
+        if latest.is_symlink() or not latest.exists():
+            latest.unlink(missing_ok=True)
+            latest.symlink_to(results.name)
+    handler = _logging(results)
+    runner = Runner()
+    meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
+            "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "config": str(cfg.path), "base": base, "jobs": jobs, "repeat": repeat,
+            "scenarios_file": str(cfg.scenarios_path),
+            "argv": sys.argv, "interrupted": False}
+    variant_docs: dict[str, dict] = {v: {"description": cfg.variants[v].description,
+                                         "patches": [str(p) for p in cfg.variants[v].patches]}
+                                     for v in variants}
+    plan: list[dict] = []
+    t0 = time.monotonic()
+    try:
+        progress.say(f"results: {results}")
+        src = prepare_source(cfg.source, cfg.cache, runner, progress)
+        meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
+                          "path": str(src.path)}
+        reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments,
+                                cfg.cache, (os.cpu_count() or 1) + 1) for v in variants}
+        plans = {v: plan_build(reqs[v], runner) for v in variants}
+        # Every patch series is applied before anything is compiled, so a patch that does
+        # not apply stops the run at once.
+        for v in variants:
+            if not plans[v].cached:
+                prepare_tree(reqs[v], plans[v], runner, progress)
+        builds = {}
+        for v in variants:
+            if plans[v].cached:
+                builds[v] = plans[v].cached
+                progress.say(f"{v}: kernel {builds[v].release} already built "
+                             f"({plans[v].key}), found in {builds[v].seconds:.1f}s")
+            else:
+                builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
+            variant_docs[v]["build"] = builds[v].to_json()
+        image = build_image(cfg.scenarios_path.parent, cfg.cache, runner)
+        machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
+                          memory_mb=cfg.guest.memory_mb)
+        first = builds[variants[0]]
+        accel, why = probe_accel(cfg.guest.accel, GuestRequest(
+            machine, Path(first.kernel), image.initrd, kernel_cmdline(scenarios[0]),
+            results / "accel-probe", cfg.guest.timeout), runner)
+        meta.update(accelerator=accel, accel_reason=why, image=asdict(image) | {
+            "initrd": str(image.initrd), "disk": str(image.disk)})
+        progress.say(f"accelerator: {why}")
+        machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
+                          memory_mb=cfg.guest.memory_mb, accel=accel)
+        for v in variants:
+            for s in scenarios:
+                for r in range(1, repeat + 1):
+                    plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
+                                 "scenario": asdict(s), "results": str(results),
+                                 "dir": f"cases/{v}/{s.name}/r{r}",
+                                 "machine": asdict(machine), "kernel": builds[v].kernel,
+                                 "initrd": str(image.initrd), "disk": str(image.disk),
+                                 "timeout": cfg.guest.timeout})
+        write_json(results / "plan.json", {"cases": plan})
+        write_json(results / "run.json", {"run": meta, "variants": variant_docs})
+        progress.say(f"running {len(plan)} cases ({len(variants)} variants x "
+                     f"{len(scenarios)} scenarios x {repeat}), {jobs} guests at a time")
+        _run_cases(results, jobs, runner)
+        why_missing = "not run: a pytest worker died before the case finished"
+    except KeyboardInterrupt:
+        meta["interrupted"] = True
+        why_missing = "not run: the run was interrupted (Ctrl-C)"
+        progress.say("interrupted: writing what was gathered so far")
+    except FarmError:
+        if not plan:
+            logging.getLogger("farm").removeHandler(handler)
+            raise
+        why_missing = "not run: the farm failed before the case finished"
+    finally:
+        meta["seconds"] = round(time.monotonic() - t0, 1)
+    write_json(results / "run.json", {"run": meta, "variants": variant_docs})
+    code = report_dir(results, plan_missing=why_missing)
+    progress.say(f"done in {fmt_seconds(meta['seconds'])}: {results}")
+    logging.getLogger("farm").removeHandler(handler)
+    return code
+
+
+def _run_cases(results: Path, jobs: int, runner: Runner) -> None:
+    plan = results / "plan.json"
+    cmd = [sys.executable, "-m", "pytest", "-p", "orchestrator.pytest_plugin",
+           "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", results,
+           "--farm-plan", plan, plan, "-n", str(jobs), "-v", "--no-header", "-rfEs",
+           "-o", "console_output_style=count"]
+    with open(results / "pytest.log", "w") as log:
+        res = runner.run(cmd, cwd=results, check=False,
+                         on_line=lambda ln: (print(ln, flush=True), log.write(ln + "\n")))
+    if res.returncode not in (0, 1):
+        raise InfraError(f"pytest exited with {res.returncode}; see {results / 'pytest.log'}")
+
+
+def report_dir(results: Path, plan_missing: str = "not run") -> int:
+    """Gather a result directory's case files into results.json and write the reports;
+    print the summary and return the exit code. Needs no kernel and no guest."""
+    run_doc = json.loads((results / "run.json").read_text())
+    plan_path = results / "plan.json"
+    plan = json.loads(plan_path.read_text())["cases"] if plan_path.exists() else []
+    cases = load_cases(results)
+    cases += missing_cases(plan, cases, plan_missing)
+    order = list(dict.fromkeys(spec["scenario"]["name"] for spec in plan))
+    doc = assemble(run_doc["run"], run_doc["variants"], cases, run_doc["run"]["base"], order)
+    code = exit_code(doc)
+    write_json(results / "results.json", doc)
+    print(write_reports(doc, results, code), end="", flush=True)
+    return code

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set-up for the farm on Debian 12, idempotent: the Debian packages it needs (installed with
+# apt-get when missing; needs root) and the virtualenv in .venv with the farm installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  linux-source-6.12                                   # the default kernel source
+  gcc make libc6-dev flex bison bc libelf-dev libssl-dev patch ccache xz-utils cpio
+  qemu-system-x86 busybox-static e2fsprogs            # guests
+  python3 python3-venv                                # the orchestrator
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run as root (or sudo) to install them" >&2
+    exit 2
+  fi
+  echo "setup: apt-get install ${missing[*]}" >&2
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.farm-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi

@@ -1,0 +1,172 @@
+"""farm.yaml and scenario validation: every problem at once, each with file and line."""
+
+import textwrap
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.config import load_farm, load_scenarios
+from orchestrator.errors import ConfigErrors
+
+REPO_FARM = __import__("pathlib").Path(__file__).parent.parent / "farm.yaml"
+
+SCENARIOS = """\
+scenarios:
+  - name: anon-madvise
+    page: anon
+    injector: madvise
+    access: read
+    why: the page is unmapped and the caller killed
+    expect:
+      recovery: ["dirty LRU page: Recovered"]
+"""
+
+
+@pytest.fixture
+def farm_dir(tmp_path):
+    (tmp_path / "guest-tests").mkdir()
+    (tmp_path / "guest-tests" / "scenarios.yaml").write_text(SCENARIOS)
+    (tmp_path / "linux.tar.xz").write_bytes(b"")
+    (tmp_path / "fix.patch").write_text("--- a/x\n+++ b/x\n")
+    return tmp_path
+
+
+def write_farm(d, text):
+    p = d / "farm.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def problems(path):
+    with pytest.raises(ConfigErrors) as e:
+        load_farm(path)
+    return e.value.problems
+
+
+def test_the_repos_own_farm_yaml_is_valid():
+    cfg = load_farm(REPO_FARM)
+    assert list(cfg.variants) == ["baseline", "poison-clean-ptes"]
+    assert cfg.base == "baseline"
+    assert len(cfg.scenarios) >= 8
+    assert cfg.source.kind == "tarball"
+
+
+def test_minimal_farm(farm_dir):
+    cfg = load_farm(write_farm(farm_dir, """\
+        source: {tarball: linux.tar.xz}
+        variants:
+          baseline: {}
+          fixed: {patches: [fix.patch]}
+        """))
+    assert cfg.variants["fixed"].patches == (farm_dir / "fix.patch",)
+    assert cfg.base == "baseline" and cfg.repeat == 1
+    assert cfg.scenarios[0].name == "anon-madvise"
+
+
+def test_every_problem_is_reported_at_once_with_file_and_line(farm_dir):
+    path = write_farm(farm_dir, """\
+        source: {tarball: linux.tar.xz}
+        colour: blue
+        variants:
+          baseline: {}
+          Bad_Name: {}
+          fixed:
+            patches: [missing.patch]
+            fragmnets: []
+        guest:
+          memory_mb: lots
+          accel: warp
+        jobs: 0
+        """)
+    got = problems(path)
+    assert f"{path}:2: farm.yaml: unknown key 'colour'" in got[0]
+    text = "\n".join(got)
+    assert f"{path}:5: variant name 'Bad_Name'" in text
+    assert f"{path}:7: variants.fixed.patches[0]: no such file: {farm_dir / 'missing.patch'}" \
+        in text
+    assert f"{path}:8: variant 'fixed': unknown key 'fragmnets'" in text
+    assert f"{path}:10: guest.memory_mb must be int, not a string 'lots'" in text
+    assert f"{path}:11: guest.accel is 'warp', expected one of: auto, tcg, kvm" in text
+    assert f"{path}:12: jobs must be at least 1, not 0" in text
+    assert len(got) == 7
+
+
+def test_missing_source_and_variants(farm_dir):
+    path = write_farm(farm_dir, "base: nope\n")
+    got = problems(path)
+    assert f"{path}:1: farm.yaml: missing key 'source'" in got
+    assert f"{path}:1: farm.yaml: missing key 'variants'" in got
+
+
+def test_base_must_be_a_variant(farm_dir):
+    path = write_farm(farm_dir, """\
+        source: {tarball: linux.tar.xz}
+        variants: {baseline: {}}
+        base: upstream
+        """)
+    assert problems(path) == [f"{path}:3: base 'upstream' is not a variant (variants: baseline)"]
+
+
+def test_missing_tarball_says_how_to_install_it(farm_dir):
+    path = write_farm(farm_dir, "source: {tarball: /nonexistent/linux.tar.xz}\n"
+                                "variants: {baseline: {}}\n")
+    assert "apt-get install linux-source-6.12" in problems(path)[0]
+
+
+def test_yaml_syntax_error_names_the_line(farm_dir):
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: [\n  baseline\n")
+    got = problems(path)
+    assert len(got) == 1 and got[0].startswith(f"{path}:") and "not valid YAML" in got[0]
+
+
+def test_scenario_file_problems_are_reported_with_the_farm_problems(farm_dir):
+    (farm_dir / "guest-tests" / "scenarios.yaml").write_text(textwrap.dedent("""\
+        scenarios:
+          - name: anon-madvise
+            page: anon
+            injector: laser
+            access: read
+            why: because
+            expect:
+              recovery: Recovered
+              colour: red
+          - name: anon-madvise
+            page: anon
+            injector: madvise
+            access: read
+            expect: {}
+        """))
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\nrepeat: x\n")
+    text = "\n".join(problems(path))
+    scen = farm_dir / "guest-tests" / "scenarios.yaml"
+    assert f"{path}:3: repeat must be int" in text
+    assert f"{scen}:4: scenario 'anon-madvise': injector is 'laser'" in text
+    assert f"{scen}:8: scenario 'anon-madvise': expect.recovery must be list" in text
+    assert f"{scen}:9: scenario 'anon-madvise': expect: unknown key 'colour'" in text
+    assert f"{scen}:10: duplicate scenario 'anon-madvise'" in text
+    assert f"{scen}:10: scenario: missing key 'why'" in text
+
+
+def test_shipped_scenarios_each_say_why():
+    scen = load_scenarios(REPO_FARM.parent / "guest-tests" / "scenarios.yaml")
+    assert all(len(s.why) > 40 and s.expect for s in scen)
+
+
+def test_cli_validate_exits_2_and_prints_every_problem(farm_dir, capsys):
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {x: 1}}\n"
+                                "jobs: -1\n")
+    assert main(["validate", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: variant 'a': unknown key 'x'" in err
+    assert f"{path}:3: jobs must be at least 1" in err
+
+
+def test_cli_run_with_broken_farm_yaml_exits_2_before_building(farm_dir, capsys):
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {x: 1}}\n")
+    assert main(["run", "-c", str(path), "--results", str(farm_dir / "res")]) == 2
+    assert not (farm_dir / "res").exists()
+
+
+def test_cli_unknown_variant_is_bad_input(capsys):
+    assert main(["run", "-c", str(REPO_FARM), "--variants", "nope"]) == 2
+    assert "unknown variant(s) nope" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""End to end: the real default kernel built from linux-source-6.12, real QEMU guests for
+both variants, real poison from the guest and from the host. Slow (a cold build is ~5 min);
+`-m 'not e2e'` leaves it out."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests_support import check_junit
+
+REPO = Path(__file__).parent.parent
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+FARM = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def farm(*args, cwd=REPO):
+    return subprocess.run([*FARM, *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.fixture(scope="module")
+def ab(tmp_path_factory):
+    results = tmp_path_factory.mktemp("ab") / "results"
+    proc = farm("run", "-c", str(REPO / "farm.yaml"), "--results", str(results), "-j", "2")
+    doc = json.loads((results / "results.json").read_text())
+    return proc, results, doc
+
+
+def cases(doc, variant):
+    return {c["scenario"]: c for c in doc["cases"] if c["variant"] == variant}
+
+
+def test_default_ab_run_covers_both_variants_and_all_scenarios(ab):
+    proc, results, doc = ab
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the shipped patch regresses
+    base, patched = cases(doc, "baseline"), cases(doc, "poison-clean-ptes")
+    assert len(base) >= 8 and set(base) == set(patched)
+    not_passed = {n: (c["status"], c["message"]) for n, c in base.items()
+                  if c["status"] != "pass"}
+    assert not not_passed, not_passed
+    assert doc["run"]["accelerator"] in ("tcg", "kvm")
+    for c in doc["cases"]:
+        for log in ("console", "agent"):
+            assert (results / c["logs"][log]).stat().st_size > 0, c["id"]
+    assert "| scenario | baseline | poison-clean-ptes |" in proc.stdout
+
+
+def test_default_ab_run_observes_real_hwpoison_behaviour(ab):
+    _, _, doc = ab
+    base = cases(doc, "baseline")
+    obs = base["anon-madvise"]["observed"]
+    assert obs["inject_signal"] == "BUS_MCEERR_AR" and obs["si_addr_lsb"] == 12
+    assert obs["recovery"] == ["dirty LRU page: Recovered"]
+    assert obs["hardware_corrupted_kb"] == 4
+    srar = base["anon-host-srar"]
+    assert srar["observed"]["injections"][0]["monitor"].startswith("mce 0 9 0xbd80000000000134")
+    assert srar["observed"]["inject_signal"] == "BUS_MCEERR_AR"
+    assert base["pagecache-dirty-madvise"]["observed"]["fsync_errno"] == 5
+
+
+def test_shipped_patch_shows_a_regression_on_clean_page_cache(ab):
+    _, _, doc = ab
+    verdicts = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
+    assert verdicts["pagecache-clean-madvise"] == "regression"
+    assert verdicts["anon-madvise"] == "same"
+    patched = cases(doc, "poison-clean-ptes")["pagecache-clean-madvise"]
+    assert patched["observed"]["recovery"] == ["clean LRU page: Recovered"]
+    assert patched["observed"]["access_signal"] == "BUS_MCEERR_AR"
+    assert patched["observed"]["data"] == "unreadable"
+    assert "regression" not in {v for s, v in verdicts.items() if s.startswith("anon")}
+
+
+def test_default_ab_run_junit_validates_and_matches_results(ab):
+    _, results, doc = ab
+    check_junit(results, doc)
+
+
+def test_a_a_run_shows_no_regression(tmp_path):
+    farm_yaml = tmp_path / "farm.yaml"
+    farm_yaml.write_text(textwrap.dedent(f"""\
+        source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}
+        config: {{fragments: [{REPO / 'kernels/base.config'}]}}
+        variants:
+          baseline: {{}}
+          baseline-copy: {{}}
+        scenarios: {REPO / 'guest-tests/scenarios.yaml'}
+        """))
+    proc = farm("run", "-c", str(farm_yaml), "--results", str(tmp_path / "r"), "-j", "2")
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    verdicts = [c["verdict"] for c in doc["comparison"]]
+    assert len(verdicts) >= 8
+    assert "regression" not in verdicts, doc["comparison"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_patch_that_does_not_apply_exits_2_naming_patch_file_and_hunk(tmp_path):
+    patch = tmp_path / "0001-stale.patch"
+    patch.write_text(textwrap.dedent("""\
+        --- a/mm/memory-failure.c
+        +++ b/mm/memory-failure.c
+        @@ -992,3 +992,3 @@
+         {
+        -\tint ret = MF_IGNORED;
+        +\tint ret = MF_RECOVERED;
+         
+        """))
+    farm_yaml = tmp_path / "farm.yaml"
+    farm_yaml.write_text(textwrap.dedent(f"""\
+        source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}
+        config: {{fragments: [{REPO / 'kernels/base.config'}]}}
+        variants:
+          stale: {{patches: [{patch}]}}
+        scenarios: {REPO / 'guest-tests/scenarios.yaml'}
+        """))
+    proc = farm("run", "-c", str(farm_yaml), "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    assert f"stale: patch 1/1 does not apply: {patch}: file mm/memory-failure.c, hunk #1" \
+        in proc.stderr
+    assert "make -j" not in proc.stderr

@@ -1,0 +1,132 @@
+"""The build stage on a fake kernel tree: real make, real patch, real ccache."""
+
+import pytest
+
+from orchestrator.config import Source, Variant
+from orchestrator.errors import InfraError, UserError
+from orchestrator.kernel import (
+    BuildRequest,
+    _hunk_failures,
+    build,
+    check_config,
+    prepare_source,
+)
+from orchestrator.progress import Progress
+from orchestrator.runner import Runner
+
+GOOD_PATCH = """\
+--- a/mm/memory-failure.c
++++ b/mm/memory-failure.c
+@@ -3,7 +3,7 @@
+ {
+ \tint ret = 0;
+ \n-\tif (dirty)
++\tif (!dirty)
+ \t\tret = 1;
+ \treturn ret;
+ }
+"""
+BAD_PATCH = GOOD_PATCH.replace("\tint ret = 0;", "\tint ret = 42;")
+
+
+@pytest.fixture
+def env(tmp_path, fake_kernel):
+    commands = []
+    runner = Runner(on_command=commands.append)
+    progress = Progress(stream=open(tmp_path / "progress.txt", "w"))
+    cache = tmp_path / "cache"
+    src = prepare_source(Source("dir", fake_kernel), cache, runner, progress)
+    frag = tmp_path / "farm.config"
+    frag.write_text("CONFIG_MEMORY_FAILURE=y\n# CONFIG_PRINTK is not set\n")
+
+    def req(variant=None, fragments=(frag,)):
+        return BuildRequest(variant or Variant("baseline"), src, "tinyconfig",
+                            tuple(fragments), cache, 2)
+
+    return runner, progress, req, commands, tmp_path
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_build_then_found_in_cache(env):
+    runner, progress, req, commands, _ = env
+    first = build(req(), runner, progress)
+    assert first.status == "built"
+    assert first.release == "6.12.0-fake"
+    image = open(first.kernel, "rb").read()
+    assert b"CONFIG_MEMORY_FAILURE=y" in image
+    n = len(commands)
+    again = build(req(), runner, progress)
+    assert again.status == "cached"
+    assert again.key == first.key
+    assert not any(c.startswith("make") for c in commands[n:]), "a cached build ran make"
+
+
+def test_commands_are_logged_shell_quoted(env):
+    runner, progress, req, commands, _ = env
+    build(req(), runner, progress)
+    make = [c for c in commands if " make -C " in c and "bzImage" in c]
+    assert make and "'CC=ccache gcc'" in make[0]
+
+
+def test_patch_is_applied_and_source_stays_pristine(env, fake_kernel):
+    runner, progress, req, _, tmp = env
+    before = (fake_kernel / "mm/memory-failure.c").read_text()
+    base = build(req(), runner, progress)
+    patched = build(req(Variant("fix", (write(tmp / "0001.patch", GOOD_PATCH),))),
+                    runner, progress)
+    assert patched.key != base.key
+    assert patched.patches[0]["path"].endswith("0001.patch")
+    assert (fake_kernel / "mm/memory-failure.c").read_text() == before
+    assert open(patched.kernel, "rb").read() != open(base.kernel, "rb").read()
+
+
+def test_patch_that_does_not_apply_names_patch_file_and_hunk(env):
+    runner, progress, req, _, tmp = env
+    bad = write(tmp / "0002-bad.patch", BAD_PATCH)
+    with pytest.raises(UserError) as e:
+        build(req(Variant("broken", (bad,))), runner, progress)
+    msg = str(e.value)
+    assert "broken" in msg and str(bad) in msg
+    assert "mm/memory-failure.c" in msg and "hunk #1" in msg
+
+
+def test_second_patch_of_a_series_failing_names_it(env):
+    runner, progress, req, _, tmp = env
+    good = write(tmp / "0001.patch", GOOD_PATCH)
+    again = write(tmp / "0002.patch", GOOD_PATCH)  # applies to the unpatched file only
+    with pytest.raises(UserError, match=r"patch 2/2 does not apply: .*0002.patch"):
+        build(req(Variant("series", (good, again))), runner, progress)
+
+
+def test_config_option_that_does_not_hold_is_reported_with_fragment_line(env):
+    runner, progress, req, _, tmp = env
+    frag = write(tmp / "extra.config", "CONFIG_HWPOISON_INJECT=y\nCONFIG_NO_SUCH_OPTION=y\n")
+    with pytest.raises(UserError) as e:
+        build(req(fragments=(frag,)), runner, progress)
+    assert f"{frag}:2: CONFIG_NO_SUCH_OPTION=y requested" in str(e.value)
+    assert "HWPOISON_INJECT" not in str(e.value)
+
+
+def test_failing_make_is_an_infrastructure_error_with_its_log(env, monkeypatch):
+    runner, progress, req, _, _ = env
+    monkeypatch.setenv("FAKE_BUILD_FAIL", "1")
+    with pytest.raises(InfraError, match=r"kernel build failed .*build.log"):
+        build(req(), runner, progress)
+
+
+def test_check_config_reads_not_set_lines(tmp_path):
+    frag = write(tmp_path / "f.config", "# CONFIG_PRINTK is not set\nCONFIG_SWAP=y\n")
+    problems = check_config("CONFIG_PRINTK=y\nCONFIG_SWAP=y\n", (frag,))
+    assert problems == [f"{frag}:1: CONFIG_PRINTK=n requested, but the kernel's .config has "
+                        "CONFIG_PRINTK=y (a dependency is missing?)"]
+
+
+def test_hunk_failures_from_recorded_patch_output():
+    out = ("patching file mm/memory-failure.c\nHunk #1 FAILED at 992.\n"
+           "Hunk #3 FAILED at 1501.\n2 out of 3 hunks FAILED\n")
+    assert _hunk_failures(out) == ["file mm/memory-failure.c, hunk #1 (at line 992)",
+                                   "file mm/memory-failure.c, hunk #3 (at line 1501)"]

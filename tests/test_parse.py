@@ -1,0 +1,121 @@
+"""Console and agent parsing, and the judgement of a case, on recorded real runs."""
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.case import expected_of, judge
+from orchestrator.config import Scenario, load_scenarios
+from orchestrator.parse import observe, parse_agent, parse_console
+
+REPO = Path(__file__).parent.parent
+
+
+def observed(data, name, timed_out=False):
+    d = data / "recorded" / name
+    with open(d / "console.log", errors="replace") as f:
+        console = parse_console(f)
+    events = parse_agent((d / "agent.log").read_text().splitlines())
+    return observe(console, events, timed_out=timed_out)
+
+
+SCENARIOS = {s.name: s for s in load_scenarios(REPO / "guest-tests" / "scenarios.yaml")}
+
+
+@pytest.mark.parametrize("name", ["anon-madvise", "anon-corrupt-pfn-early-kill",
+                                  "anon-host-srao", "anon-host-srar", "anon-soft-offline",
+                                  "pagecache-clean-madvise", "pagecache-dirty-madvise"])
+def test_recorded_baseline_runs_meet_the_shipped_expectations(data, name):
+    obs = observed(data, name)
+    assert judge(SCENARIOS[name], obs) == ("pass", "as expected")
+
+
+def test_anon_madvise_observables(data):
+    obs = observed(data, "anon-madvise")
+    assert obs["guest"] == "survived"
+    assert obs["recovery"] == ["dirty LRU page: Recovered"]
+    assert obs["inject_signal"] == "BUS_MCEERR_AR"
+    assert obs["access_signal"] == "BUS_MCEERR_AR"
+    assert obs["si_addr_is_page"] is True and obs["si_addr_lsb"] == 12
+    assert obs["hardware_corrupted_kb"] == 4
+    assert obs["sigbus_sent"] == ["hwpoison-case:33"]
+    assert obs["kernel_errors"] == []
+
+
+def test_clean_page_cache_is_reread_into_a_new_frame(data):
+    obs = observed(data, "pagecache-clean-madvise")
+    assert obs["recovery"] == ["clean LRU page: Recovered"]
+    assert obs["data"] == "intact" and obs["pfn_changed"] is True
+    assert obs["inject_signal"] is None and obs["access_signal"] is None
+
+
+def test_dirty_page_cache_loses_data_and_fsync_says_eio(data):
+    obs = observed(data, "pagecache-dirty-madvise")
+    assert obs["fsync_errno"] == 5
+    assert obs["data"] == "unreadable"
+
+
+def test_soft_offline_keeps_data_and_moves_the_page(data):
+    obs = observed(data, "anon-soft-offline")
+    assert obs["recovery"] == []
+    assert obs["data"] == "intact" and obs["pfn_changed"] is True
+    assert obs["hardware_corrupted_kb"] == 4
+
+
+def test_panic_is_recorded_and_is_a_failure_when_survival_was_expected(data):
+    obs = observed(data, "host-srao-amd-cpu-panic")
+    assert obs["guest"] == "panicked"
+    assert obs["panic"] == "Fatal local machine check"
+    status, message = judge(SCENARIOS["anon-host-srao"], obs)
+    assert status == "fail"
+    assert "guest: expected 'survived', observed 'panicked'" in message
+
+
+def test_expected_panic_is_a_pass(data):
+    s = Scenario("srao-amd", "anon", "host-srao", "read", "an AMD-vendor CPU has no MCA "
+                 "recovery: the kernel must panic", expect={"guest": "panicked"})
+    assert "kernel_errors" not in expected_of(s)
+    assert judge(s, observed(data, "host-srao-amd-cpu-panic"))[0] == "pass"
+
+
+def test_guest_killed_mid_boot_is_an_error_not_a_failure(data):
+    obs = observed(data, "killed-mid-boot", timed_out=True)
+    assert obs["guest"] == "hung" and obs["booted"] is False
+    status, message = judge(SCENARIOS["anon-madvise"], obs, timeout=1.9)
+    assert status == "error"
+    assert "timeout" in message
+
+
+def test_wrong_expectation_fails_with_expected_and_observed(data):
+    s = SCENARIOS["anon-madvise"]
+    wrong = Scenario(**{**s.__dict__, "expect": {**s.expect, "data": "intact"}})
+    status, message = judge(wrong, observed(data, "anon-madvise"))
+    assert status == "fail"
+    assert message == "data: expected 'intact', observed 'unreadable'"
+
+
+def test_kernel_refusing_the_injector_is_a_skip(data):
+    obs = observed(data, "anon-madvise")
+    obs["inject_errno"] = 22
+    status, message = judge(SCENARIOS["anon-madvise"], obs)
+    assert status == "skip" and "EINVAL" in message
+
+
+def test_infrastructure_error_wins(data):
+    obs = observed(data, "anon-madvise")
+    assert judge(SCENARIOS["anon-madvise"], obs, infra_error="QEMU exited with 1")[0] == "error"
+
+
+def test_torn_and_foreign_agent_lines_are_ignored():
+    lines = ['{"event":"agent-start","hardware_corrupted_kb":0}', '{"event":"resu',
+             "login: garbage", "[1.0] printk", '{"event":"agent-end","rc":0,'
+             '"hardware_corrupted_kb":4}']
+    assert [e["event"] for e in parse_agent(lines)] == ["agent-start", "agent-end"]
+
+
+def test_console_line_truncated_mid_line_does_not_break_parsing(data):
+    text = (data / "recorded" / "anon-madvise" / "console.log").read_text()
+    cut = text[: text.index("recovery action for") + 25]  # stops inside the line
+    facts = parse_console(cut.splitlines(keepends=True))
+    assert facts.recovery == []
+    assert facts.sigbus_sent == ["hwpoison-case:33"]

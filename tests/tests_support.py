@@ -1,0 +1,54 @@
+"""Checks shared by the report tests and the end-to-end tests."""
+
+from collections import Counter
+from pathlib import Path
+
+from junitparser import Error, Failure, JUnitXml, Skipped
+from lxml import etree
+
+# The JUnit schema Jenkins' xUnit plugin reads (a copy of ../shared/schemas/junit-10.xsd).
+XSD = Path(__file__).parent / "data" / "junit-10.xsd"
+
+
+def validate(path: Path) -> None:
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    doc = etree.parse(str(path))
+    assert schema.validate(doc), f"{path}: {schema.error_log}"
+
+
+def _counts(suite) -> Counter:
+    c = Counter(tests=0)
+    for case in suite:
+        c["tests"] += 1
+        for r in case.result:
+            kind = {Failure: "failures", Error: "errors", Skipped: "skipped"}.get(type(r))
+            if kind:
+                c[kind] += 1
+    return c
+
+
+def check_junit(results: Path, doc: dict) -> None:
+    """Both JUnit files are valid and count what results.json holds, read by a real reader."""
+    for name in ("junit.xml", "compare.xml"):
+        validate(results / name)
+    suites = {s.name: s for s in JUnitXml.fromfile(str(results / "junit.xml"))}
+    assert set(suites) == set(doc["variants"])
+    for variant, suite in suites.items():
+        mine = [c for c in doc["cases"] if c["variant"] == variant]
+        want = Counter(tests=len(mine), failures=sum(c["status"] == "fail" for c in mine),
+                       errors=sum(c["status"] == "error" for c in mine),
+                       skipped=sum(c["status"] == "skip" for c in mine))
+        assert _counts(suite) == +want | Counter(tests=len(mine)), variant
+        assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (
+            want["tests"], want["failures"], want["errors"], want["skipped"])
+        props = {p.name: p.value for p in suite.properties()}
+        assert props["variant"] == variant and props["kernel_version"]
+    comp = {s.name: s for s in JUnitXml.fromfile(str(results / "compare.xml"))}
+    for name, suite in comp.items():
+        base, variant = name.split("..")
+        mine = [c for c in doc["comparison"] if c["variant"] == variant and c["base"] == base]
+        assert suite.tests == len(mine)
+        assert suite.failures == sum(c["verdict"] == "regression" for c in mine)
+        assert suite.errors == sum(c["verdict"] == "error" for c in mine)
+        assert suite.skipped == sum(c["verdict"] == "flaky" for c in mine)
+    assert sum(s.tests for s in comp.values()) == len(doc["comparison"])
