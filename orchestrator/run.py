@@ -130,7 +130,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
                           memory_mb=cfg.guest.memory_mb)
         first = builds[variants[0]]
-        accel, why = probe_accel(cfg.guest.accel, GuestRequest(
+        accel, why = _accelerator(cfg, GuestRequest(
             machine, Path(first.kernel), image.initrd, kernel_cmdline(scenarios[0]),
             results / "accel-probe", cfg.guest.timeout), runner)
         meta.update(accelerator=accel, accel_reason=why, image=asdict(image) | {
@@ -169,6 +169,29 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
     progress.say(f"done in {fmt_seconds(meta['seconds'])}: {results}")
     logging.getLogger("farm").removeHandler(handler)
     return code
+
+
+def _accelerator(cfg: FarmConfig, probe: GuestRequest, runner: Runner) -> tuple[str, str]:
+    """probe_accel, remembered until the host reboots: a KVM that hangs costs the probe's
+    whole timeout, and the answer does not change while the host is up."""
+    if cfg.guest.accel != "auto":
+        return probe_accel(cfg.guest.accel, probe, runner)
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    memo = cfg.cache / "accel-probe.json"
+    try:
+        seen = json.loads(memo.read_text())
+        if boot and seen.get("boot_id") == boot and seen.get("qemu") == probe.machine.binary:
+            return seen["accel"], f"{seen['reason']}, probed earlier since this host booted"
+    except (OSError, ValueError, KeyError):
+        pass
+    accel, why = probe_accel("auto", probe, runner)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    write_json(memo, {"boot_id": boot, "qemu": probe.machine.binary, "accel": accel,
+                      "reason": why})
+    return accel, why
 
 
 def _run_cases(results: Path, jobs: int, runner: Runner) -> None:

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from tests_support import check_junit
 
 REPO = Path(__file__).parent.parent
@@ -100,15 +99,9 @@ def test_a_a_run_shows_no_regression(tmp_path):
 
 def test_patch_that_does_not_apply_exits_2_naming_patch_file_and_hunk(tmp_path):
     patch = tmp_path / "0001-stale.patch"
-    patch.write_text(textwrap.dedent("""\
-        --- a/mm/memory-failure.c
-        +++ b/mm/memory-failure.c
-        @@ -992,3 +992,3 @@
-         {
-        -\tint ret = MF_IGNORED;
-        +\tint ret = MF_RECOVERED;
-         
-        """))
+    patch.write_text("--- a/mm/memory-failure.c\n+++ b/mm/memory-failure.c\n"
+                     "@@ -992,3 +992,3 @@\n {\n-\tint ret = MF_IGNORED;\n"
+                     "+\tint ret = MF_RECOVERED;\n \n")
     farm_yaml = tmp_path / "farm.yaml"
     farm_yaml.write_text(textwrap.dedent(f"""\
         source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}

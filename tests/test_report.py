@@ -1,0 +1,80 @@
+"""Reports rebuilt from a recorded real result directory (the default A/B run)."""
+
+import json
+import shutil
+
+import pytest
+from tests_support import check_junit, validate
+
+from orchestrator.cli import main
+from orchestrator.report import junit, report_html
+
+
+@pytest.fixture
+def run_dir(data, tmp_path):
+    dest = tmp_path / "run"
+    shutil.copytree(data / "run-ab", dest)
+    (dest / "results.json").unlink()
+    return dest
+
+
+def load(d):
+    return json.loads((d / "results.json").read_text())
+
+
+def test_report_rebuilds_results_and_reports_from_case_files(data, run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 1  # the recorded run found a regression
+    doc, recorded = load(run_dir), json.loads((data / "run-ab" / "results.json").read_text())
+    assert [(c["id"], c["status"]) for c in doc["cases"]] == \
+        [(c["id"], c["status"]) for c in recorded["cases"]]
+    assert doc["comparison"] == recorded["comparison"]
+    check_junit(run_dir, doc)
+    out = capsys.readouterr().out
+    assert "| pagecache-clean-madvise | pass (clean LRU page: Recovered) | fail" in out
+    for name in ("summary.md", "report.html", "junit.xml", "compare.xml"):
+        assert (run_dir / name).stat().st_size > 0
+
+
+def test_a_case_lost_in_a_crash_is_an_error_and_the_rest_survive(run_dir):
+    shutil.rmtree(run_dir / "cases" / "baseline" / "anon-madvise")
+    assert main(["report", str(run_dir)]) == 1
+    doc = load(run_dir)
+    lost = [c for c in doc["cases"] if c["id"] == "baseline::anon-madvise::r1"]
+    assert lost[0]["status"] == "error" and lost[0]["message"].startswith("not run")
+    assert sum(c["status"] == "pass" for c in doc["cases"]) == 17
+    verdict = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
+    assert verdict["anon-madvise"] == "error"
+    check_junit(run_dir, doc)
+
+
+def test_junit_failure_says_expected_vs_observed_with_console_excerpt(run_dir):
+    main(["report", str(run_dir)])
+    xml = (run_dir / "junit.xml").read_text()
+    assert "access_signal: expected None, observed 'BUS_MCEERR_AR'   &lt;-- differs" in xml
+    assert "recovery action for clean LRU page: Recovered" in xml
+    assert '<property name="patch_digest"' in xml
+    compare = (run_dir / "compare.xml").read_text()
+    assert compare.count("<failure") == 2
+
+
+def test_guest_text_with_markup_stays_text(run_dir):
+    main(["report", str(run_dir)])
+    doc = load(run_dir)
+    c = next(c for c in doc["cases"] if c["status"] == "fail")
+    c["message"] = "<script>alert('console')</script>"
+    c["observed"]["recovery"] = ["<b>clean</b> LRU page: Recovered"]
+    page = report_html(doc)
+    assert "<script>alert" not in page and "<b>clean</b>" not in page
+    assert "&lt;script&gt;alert(&#x27;console&#x27;)&lt;/script&gt;" in page
+
+
+def test_control_characters_from_a_console_keep_junit_valid(run_dir, tmp_path):
+    main(["report", str(run_dir)])
+    doc = load(run_dir)
+    c = next(c for c in doc["cases"] if c["status"] == "fail")
+    console = run_dir / c["logs"]["console"]
+    console.write_text(console.read_text() + "\x1b[0m Memory failure: \x00\x07 torn\n")
+    c["message"] += "\x08"
+    out = tmp_path / "junit.xml"
+    out.write_text(junit(doc, run_dir))
+    validate(out)
