@@ -81,10 +81,9 @@ def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
 class QMP:
     """A minimal QMP client over a unix socket."""
 
-    def __init__(self, path: Path, timeout: float = 10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, sock: socket.socket, timeout: float = 10.0):
+        self.sock = sock
         self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
         self.buf = b""
         self._read()  # greeting
         self.execute("qmp_capabilities")
@@ -116,10 +115,18 @@ class QMP:
         self.sock.close()
 
 
-def _wait_for(path: Path, proc, deadline: float) -> None:
-    while not path.exists():
+def _connect(path: Path, proc, deadline: float) -> socket.socket:
+    """Connect to a socket QEMU listens on. QEMU creates the file before it listens, so
+    'no such file' and 'connection refused' both mean: not yet."""
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise InfraError(f"QEMU did not create {path.name}")
+            raise InfraError(f"QEMU did not open {path.name}")
         time.sleep(0.005)
 
 
@@ -140,11 +147,8 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         proc = runner.start(cmd, stdout=qlog, stderr=qlog)
         qmp = chan = None
         try:
-            _wait_for(agent_path, proc, start + 15)
-            _wait_for(qmp_path, proc, start + 15)
-            chan = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            chan.connect(str(agent_path))
-            qmp = QMP(qmp_path)
+            chan = _connect(agent_path, proc, start + 15)
+            qmp = QMP(_connect(qmp_path, proc, start + 15))
             buf = b""
             while True:
                 if time.monotonic() > deadline:
@@ -193,9 +197,11 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
             shutil.rmtree(sockdir, ignore_errors=True)
     run.exit_code = proc.returncode
     run.seconds = round(time.monotonic() - start, 3)
-    if run.exit_code not in (0, None) and not run.timed_out and not req.stop_on \
-            and run.infra_error is None:
-        run.infra_error = f"QEMU exited with {run.exit_code}: " + _tail(qemu_log)
+    if run.infra_error is None and not run.timed_out and not req.stop_on:
+        if run.exit_code not in (0, None):
+            run.infra_error = f"QEMU exited with {run.exit_code}: " + _tail(qemu_log)
+        elif "terminating on signal" in _tail(qemu_log):
+            run.infra_error = "QEMU was stopped by a signal: " + _tail(qemu_log, 2)
     return run
 
 

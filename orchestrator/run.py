@@ -111,7 +111,12 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
                           "path": str(src.path)}
         reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments,
                                 cfg.cache, (os.cpu_count() or 1) + 1) for v in variants}
-        plans = {v: plan_build(reqs[v], runner) for v in variants}
+        plans = {}
+        for v in variants:
+            t = time.monotonic()
+            plans[v] = plan_build(reqs[v], runner)
+            if plans[v].cached:
+                plans[v].cached.seconds = round(time.monotonic() - t, 2)
         # Every patch series is applied before anything is compiled, so a patch that does
         # not apply stops the run at once.
         for v in variants:
@@ -122,7 +127,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
             if plans[v].cached:
                 builds[v] = plans[v].cached
                 progress.say(f"{v}: kernel {builds[v].release} already built "
-                             f"({plans[v].key}), found in {builds[v].seconds:.1f}s")
+                             f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
             else:
                 builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
             variant_docs[v]["build"] = builds[v].to_json()

@@ -80,6 +80,15 @@ class Runner:
                 if on_line:
                     on_line(line.rstrip("\n"))
             rc = proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too: give it time to finish its own clean-up
+            # (a pytest session writes its summary, its guests end) before killing it.
+            try:
+                proc.communicate(timeout=20)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.kill()
+                proc.wait()
+            raise
         except BaseException:
             proc.kill()
             proc.wait()

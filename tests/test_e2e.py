@@ -4,9 +4,11 @@ both variants, real poison from the guest and from the host. Slow (a cold build 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,28 @@ def test_patch_that_does_not_apply_exits_2_naming_patch_file_and_hunk(tmp_path):
     assert f"stale: patch 1/1 does not apply: {patch}: file mm/memory-failure.c, hunk #1" \
         in proc.stderr
     assert "make -j" not in proc.stderr
+
+
+def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):
+    results = tmp_path / "r"
+    proc = subprocess.Popen([*FARM, "run", "-c", str(REPO / "farm.yaml"), "--results",
+                             str(results), "-j", "1"], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 1200
+    while not list(results.glob("cases/*/*/*/case.json")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no case finished"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-3000:]
+    doc = json.loads((results / "results.json").read_text())
+    assert doc["run"]["interrupted"] is True
+    assert len(doc["cases"]) == 20
+    assert any(c["status"] == "pass" for c in doc["cases"])
+    not_run = [c for c in doc["cases"] if c["message"].startswith("not run")]
+    assert not_run and all(c["status"] == "error" for c in not_run)
+    assert {c["status"] for c in doc["cases"]} <= {"pass", "error"}
+    check_junit(results, doc)
+    assert "INTERRUPTED" in (results / "summary.md").read_text()

@@ -1,0 +1,89 @@
+"""The runner seam, the QEMU command line, the initramfs writer and the git source."""
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Source, Variant
+from orchestrator.errors import InfraError, UserError
+from orchestrator.image import write_cpio
+from orchestrator.kernel import BuildRequest, build, prepare_source
+from orchestrator.progress import Progress
+from orchestrator.qemu import GuestRequest, Machine, qemu_command
+from orchestrator.runner import Runner, quote
+
+
+def test_quote_pastes_back_into_a_shell():
+    cmd = ["make", "-C", "/src/linux tree", "CC=ccache gcc", "it's"]
+    line = quote(cmd, cwd="/tmp/x y", env={"CCACHE_DIR": "/c d"})
+    assert line == ("(cd '/tmp/x y' && CCACHE_DIR='/c d' make -C '/src/linux tree' "
+                    "'CC=ccache gcc' 'it'\"'\"'s')")
+    assert shlex.split(quote(cmd)) == cmd
+
+
+def test_runner_logs_streams_and_fails_loudly(tmp_path):
+    seen, lines = [], []
+    r = Runner(on_command=seen.append)
+    out = r.run(["sh", "-c", "echo one; echo two >&2"], log_path=tmp_path / "log",
+                on_line=lines.append)
+    assert out.returncode == 0 and lines == ["one", "two"]
+    assert (tmp_path / "log").read_text() == "one\ntwo\n"
+    assert seen == ["sh -c 'echo one; echo two >&2'"]
+    with pytest.raises(InfraError, match="exit code 3: sh -c 'exit 3'"):
+        r.run(["sh", "-c", "exit 3"])
+    with pytest.raises(InfraError, match="cannot run no-such-tool"):
+        r.run(["no-such-tool"])
+
+
+def test_qemu_command_is_a_list_with_intel_cpu_no_network_and_private_sockets(tmp_path):
+    req = GuestRequest(Machine(accel="tcg"), Path("/k/bzImage"), Path("/i/initramfs.cpio"),
+                       "console=ttyS0 panic=-1", tmp_path / "case", 60.0, disk=Path("/d.ext2"))
+    cmd = qemu_command(req, tmp_path / "qmp.sock", tmp_path / "agent.sock")
+    assert cmd[0] == "qemu-system-x86_64"
+    assert cmd[cmd.index("-cpu") + 1] == "Skylake-Server"
+    assert cmd[cmd.index("-append") + 1] == "console=ttyS0 panic=-1"
+    assert "-nodefaults" in cmd and "-no-reboot" in cmd
+    assert not any("net" in c for c in cmd)
+    assert f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off" in cmd
+    assert "file=/d.ext2,format=raw,if=virtio,snapshot=on" in cmd
+
+
+def test_initramfs_is_a_newc_archive_cpio_reads(tmp_path):
+    import stat
+    archive = tmp_path / "initramfs.cpio"
+    write_cpio([("bin", stat.S_IFDIR | 0o755, b""),
+                ("bin/hello", stat.S_IFREG | 0o755, b"#!/bin/sh\necho hi\n"),
+                ("init", stat.S_IFREG | 0o755, b"odd length")], archive)
+    listing = subprocess.run(["cpio", "-itv"], stdin=open(archive, "rb"),
+                             capture_output=True, text=True, check=True).stdout
+    names = [line.split()[-1] for line in listing.splitlines()]
+    assert names == ["bin", "bin/hello", "init"]
+    assert listing.splitlines()[1].startswith("-rwxr-xr-x")
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(["cpio", "-id"], cwd=out, stdin=open(archive, "rb"), check=True,
+                   capture_output=True)
+    assert (out / "init").read_bytes() == b"odd length"
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_git_source_is_exported_at_its_ref_and_built(tmp_path, fake_kernel):
+    git(fake_kernel, "init", "-q")
+    git(fake_kernel, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    git(fake_kernel, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v1")
+    git(fake_kernel, "tag", "v1")
+    (fake_kernel / "mm/memory-failure.c").write_text("int uncommitted;\n")  # not at v1
+    runner, progress = Runner(), Progress(stream=open(tmp_path / "p", "w"))
+    cache = tmp_path / "cache"
+    src = prepare_source(Source("git", fake_kernel, "v1"), cache, runner, progress)
+    assert src.digest.startswith("git:") and "truncate_error_folio" in \
+        (src.path / "mm/memory-failure.c").read_text()
+    res = build(BuildRequest(Variant("b"), src, "tinyconfig", (), cache, 2), runner, progress)
+    assert res.status == "built"
+    with pytest.raises(UserError, match="no commit 'v9'"):
+        prepare_source(Source("git", fake_kernel, "v9"), cache, runner, progress)
