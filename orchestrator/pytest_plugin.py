@@ -14,6 +14,28 @@ def pytest_addoption(parser):
     parser.addoption("--farm-plan", help="the plan.json of a farm run")
 
 
+PROGRESS = "##farm "
+
+
+def _emit(event: dict) -> None:
+    """A line for the farm's progress display (read from this session's stdout)."""
+    print(PROGRESS + json.dumps(event), flush=True)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _emit({"event": "start", "id": nodeid.split("::", 1)[-1]})
+
+
+def pytest_runtest_logreport(report):
+    props = dict(report.user_properties)
+    if "farm_status" in props:
+        if report.when == "call":
+            _emit({"event": "done", **props["farm_status"]})
+    elif report.failed:  # the farm itself broke inside the worker
+        _emit({"event": "done", "id": report.nodeid.split("::", 1)[-1], "status": "error",
+               "message": str(report.longrepr).splitlines()[-1][:300], "seconds": 0})
+
+
 def pytest_collect_file(file_path, parent):
     plan = parent.config.getoption("farm_plan")
     if plan and file_path.name == "plan.json" and str(file_path) == plan:
@@ -39,6 +61,9 @@ class CaseItem(pytest.Item):
     def runtest(self):
         record = run_case(self.spec)
         status, message = record["status"], record["message"]
+        self.user_properties.append(("farm_status", {
+            "id": record["id"], "status": status, "message": message,
+            "seconds": record["seconds"]}))
         if status == "skip":
             pytest.skip(message)
         if status != "pass":

@@ -22,6 +22,7 @@ from .errors import FarmError, InfraError, UserError
 from .image import build_image
 from .kernel import BuildRequest, compile_kernel, plan_build, prepare_source, prepare_tree
 from .progress import Progress, fmt_seconds
+from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
 from .report import write_reports
 from .results import assemble, exit_code, load_cases, missing_cases, write_json
@@ -156,7 +157,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         write_json(results / "run.json", {"run": meta, "variants": variant_docs})
         progress.say(f"running {len(plan)} cases ({len(variants)} variants x "
                      f"{len(scenarios)} scenarios x {repeat}), {jobs} guests at a time")
-        _run_cases(results, jobs, runner)
+        _run_cases(results, jobs, len(plan), runner, progress)
         why_missing = "not run: a pytest worker died before the case finished"
     except KeyboardInterrupt:
         meta["interrupted"] = True
@@ -199,17 +200,53 @@ def _accelerator(cfg: FarmConfig, probe: GuestRequest, runner: Runner) -> tuple[
     return accel, why
 
 
-def _run_cases(results: Path, jobs: int, runner: Runner) -> None:
+class CaseProgress:
+    """Turns the case runner's progress lines into what the user sees: one line per finished
+    case, and a status line with done, running and failed guests and the time so far."""
+
+    def __init__(self, total: int, progress: Progress, log):
+        self.total, self.progress, self.log = total, progress, log
+        self.running: set[str] = set()
+        self.counts = dict.fromkeys(("pass", "fail", "error", "skip"), 0)
+
+    def line(self, line: str) -> None:
+        self.log.write(line + "\n")
+        at = line.find(PROGRESS)  # pytest's own progress dots may precede it
+        if at < 0:
+            return
+        try:
+            ev = json.loads(line[at + len(PROGRESS):])
+        except ValueError:
+            return
+        if ev.get("event") == "start":
+            self.running.add(ev["id"])
+        elif ev.get("event") == "done":
+            self.running.discard(ev["id"])
+            status = ev.get("status", "error")
+            self.counts[status] = self.counts.get(status, 0) + 1
+            variant, scenario, rep = (ev["id"].split("::") + ["", ""])[:3]
+            note = "" if status == "pass" else f": {ev.get('message', '')}"
+            self.progress.say(f"{status.upper():5} {variant} / {scenario} {rep} "
+                              f"({ev.get('seconds', 0):.1f}s){note}")
+        done = sum(self.counts.values())
+        self.progress.status(
+            f"guests: {done}/{self.total} done, {len(self.running)} running, "
+            f"{self.counts['fail']} failed, {self.counts['error']} errors")
+
+
+def _run_cases(results: Path, jobs: int, total: int, runner: Runner,
+               progress: Progress) -> None:
     plan = results / "plan.json"
     cmd = [sys.executable, "-m", "pytest", "-p", "orchestrator.pytest_plugin",
            "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", results,
-           "--farm-plan", plan, plan, "-n", str(jobs), "-v", "--no-header", "-rfEs",
-           "-o", "console_output_style=count"]
+           "--farm-plan", plan, plan, "-n", str(jobs), "-q", "--no-header", "-rfEs"]
     with open(results / "pytest.log", "w") as log:
         res = runner.run(cmd, cwd=results, check=False,
-                         on_line=lambda ln: (print(ln, flush=True), log.write(ln + "\n")))
+                         on_line=CaseProgress(total, progress, log).line)
     if res.returncode not in (0, 1):
-        raise InfraError(f"pytest exited with {res.returncode}; see {results / 'pytest.log'}")
+        tail = "\n".join(res.output.splitlines()[-15:])
+        raise InfraError(f"the case runner (pytest) exited with {res.returncode}; "
+                         f"log: {results / 'pytest.log'}\n{tail}")
 
 
 def report_dir(results: Path, plan_missing: str = "not run") -> int:

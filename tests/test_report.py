@@ -78,3 +78,21 @@ def test_control_characters_from_a_console_keep_junit_valid(run_dir, tmp_path):
     out = tmp_path / "junit.xml"
     out.write_text(junit(doc, run_dir))
     validate(out)
+
+
+def test_progress_from_a_recorded_case_runner_log(data, tmp_path):
+    import io
+
+    from orchestrator.progress import Progress
+    from orchestrator.run import CaseProgress
+
+    shown = io.StringIO()
+    cp = CaseProgress(20, Progress(stream=shown), open(tmp_path / "pytest.log", "w"))
+    for line in (data / "recorded" / "pytest-progress.log").read_text().splitlines():
+        cp.line(line)
+    assert cp.counts == {"pass": 18, "fail": 2, "error": 0, "skip": 0}
+    assert not cp.running
+    text = shown.getvalue()
+    assert "PASS  baseline / anon-madvise r1" in text
+    assert "FAIL  poison-clean-ptes / pagecache-clean-madvise r1" in text
+    assert "access_signal: expected None, observed 'BUS_MCEERR_AR'" in text
