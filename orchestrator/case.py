@@ -9,23 +9,39 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import Scenario
+from .config import GUEST_INJECTORS, Scenario
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, Machine, run_guest
 from .runner import Runner
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
 FEATURE_MISSING = {2: "ENOENT", 22: "EINVAL", 38: "ENOSYS", 95: "EOPNOTSUPP"}
-GUEST_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn")
+WRITEBACK_THROTTLE = "throttling.bps-write=16384"  # keeps a written page under writeback
+
+
+def drives(s: Scenario, disk: Path, swap: Path) -> tuple[tuple[Path, str], ...]:
+    """The guest's virtio disks, in /dev/vda, /dev/vdb order: the ext2 disk for file
+    kinds (throttled for the writeback kind), a swap disk for swap-cache kinds."""
+    out = []
+    if s.needs_disk:
+        out.append((disk, WRITEBACK_THROTTLE if s.page == "writeback" else ""))
+    if s.needs_swap:
+        out.append((swap, ""))
+    return tuple(out)
 
 
 def kernel_cmdline(s: Scenario) -> str:
-    run = ":".join(["hwpoison-case", "--kind", s.page, "--injector", s.injector,
-                    "--access", s.access])
-    words = ["console=ttyS0", "panic=-1", "rdinit=/init", f"farm.run={run}",
-             f"farm.sysctl=vm.memory_failure_early_kill={s.early_kill}"]
+    run = ["hwpoison-case", "--kind", s.page, "--injector", s.injector, "--access", s.access]
+    if s.cleanup != "none":
+        run += ["--cleanup", s.cleanup]
+    words = ["console=ttyS0", "panic=-1", "rdinit=/init", f"farm.run={':'.join(run)}",
+             f"farm.sysctl=vm.memory_failure_early_kill={s.early_kill},"
+             f"vm.memory_failure_recovery={s.recovery}"]
+    devices = iter("abcd")
     if s.needs_disk:
-        words.append("farm.disk=/dev/vda")
+        words.append(f"farm.disk=/dev/vd{next(devices)}")
+    if s.needs_swap:
+        words.append(f"farm.swap=/dev/vd{next(devices)}")
     return " ".join(words)
 
 
@@ -50,6 +66,8 @@ def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
     if not obs["booted"] and obs["guest"] != "panicked":
         return "error", "the guest never reached its agent"
     if obs.get("setup_error"):
+        if obs.get("setup_errno") in FEATURE_MISSING:
+            return "skip", f"the guest cannot set up this page: {obs['setup_error']}"
         return "error", f"guest setup failed: {obs['setup_error']}"
     errno = obs.get("inject_errno")
     if s.injector in GUEST_INJECTORS and errno in FEATURE_MISSING and \
@@ -73,7 +91,7 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     req = GuestRequest(machine=Machine(**spec["machine"]), kernel=Path(spec["kernel"]),
                        initrd=Path(spec["initrd"]), append=kernel_cmdline(s), workdir=case_dir,
                        timeout=spec["timeout"],
-                       disk=Path(spec["disk"]) if s.needs_disk else None)
+                       drives=drives(s, Path(spec["disk"]), Path(spec["swap"])))
     start = time.time()
     run = run_guest(req, runner)
     with open(run.console, errors="replace") as f:
@@ -86,7 +104,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         "id": spec["id"], "variant": spec["variant"], "scenario": s.name,
         "repeat": spec["repeat"], "status": status, "message": message,
         "page_kind": s.page, "injector": s.injector, "access": s.access,
-        "policy": {"early_kill": s.early_kill}, "why": s.why,
+        "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
+        "cleanup": s.cleanup, "why": s.why,
         "expected": expected_of(s), "observed": obs, "started": start,
         "seconds": run.seconds, "qemu_exit": run.exit_code, "command": run.cmd,
         "logs": {name: str(Path(spec["dir"]) / f"{name}.log")

@@ -15,8 +15,17 @@ from .errors import ConfigErrors
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 ACCELS = ("auto", "tcg", "kvm")
-PAGE_KINDS = ("anon", "pagecache-clean", "pagecache-dirty")
-INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "host-srao", "host-srar")
+PAGE_KINDS = ("anon", "anon-clean", "mlocked", "pagecache-clean", "pagecache-dirty", "file-hole",
+              "shmem", "sysv-shm", "swap-clean", "swap-dirty", "thp-head", "thp-tail",
+              "hugetlb-anon", "hugetlb-file", "ksm", "anon-shared-fork", "writeback",
+              "free-buddy", "kernel")
+# Kinds with no mapping in the workload: only a PFN, so nothing to touch afterwards.
+UNMAPPED_KINDS = ("free-buddy", "kernel")
+INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
+             "mce-inject", "host-srao", "host-srar", "host-srar-kernel")
+GUEST_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
+                   "mce-inject")
+CLEANUPS = ("none", "unpoison")
 ACCESSES = ("read", "write", "none")
 # Observables a scenario may expect, with the YAML types each may take.
 OBSERVABLES: dict[str, tuple[type, ...]] = {
@@ -32,6 +41,14 @@ OBSERVABLES: dict[str, tuple[type, ...]] = {
     "inject_errno": (int,),
     "fsync_errno": (int, type(None)),
     "kernel_errors": (list,),
+    "early_signal": (str, type(None)),
+    "sibling_early_signal": (str, type(None)),
+    "sibling_access_signal": (str, type(None)),
+    "sibling_data": (str,),
+    "huge_pages_lost": (int,),
+    "mce_logged": (bool,),
+    "unpoison_errno": (int,),
+    "hardware_corrupted_kb_after_unpoison": (int,),
 }
 GUEST_STATES = ("survived", "panicked", "hung")
 DATA_STATES = ("intact", "zeroed", "changed", "unreadable", "written", "unchecked")
@@ -74,10 +91,16 @@ class Scenario:
     why: str
     early_kill: int = 0
     expect: dict[str, Any] = field(default_factory=dict)
+    recovery: int = 1  # vm.memory_failure_recovery
+    cleanup: str = "none"
 
     @property
     def needs_disk(self) -> bool:
-        return self.page.startswith("pagecache")
+        return self.page in ("pagecache-clean", "pagecache-dirty", "file-hole", "writeback")
+
+    @property
+    def needs_swap(self) -> bool:
+        return self.page.startswith("swap-")
 
     @property
     def from_host(self) -> bool:
@@ -335,7 +358,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
     for item in node.value if node is not None else ():
         f = c.mapping(item, "scenario", {"name": True, "page": True, "injector": True,
                                          "access": True, "why": True, "policy": False,
-                                         "expect": True})
+                                         "cleanup": False, "expect": True})
         name = c.value(f["name"], "scenario name", (str,)) if "name" in f else None
         label = f"scenario '{name}'" if name else "scenario"
         if name is not None:
@@ -348,27 +371,36 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         inj = c.choice(f["injector"], f"{label}: injector", INJECTORS) if "injector" in f else None
         acc = c.choice(f["access"], f"{label}: access", ACCESSES) if "access" in f else None
         why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
-        early_kill = 0
+        policy = {"early_kill": 0, "recovery": 1}
         if "policy" in f:
-            pol = c.mapping(f["policy"], f"{label}: policy", {"early_kill": False})
-            if "early_kill" in pol:
-                ek = c.value(pol["early_kill"], f"{label}: policy.early_kill", (int,))
-                if ek not in (0, 1, None):
-                    c.err(pol["early_kill"], f"{label}: policy.early_kill must be 0 or 1")
-                early_kill = ek or 0
+            pol = c.mapping(f["policy"], f"{label}: policy", dict.fromkeys(policy, False))
+            for key, vnode in pol.items():
+                val = c.value(vnode, f"{label}: policy.{key}", (int,))
+                if val not in (0, 1, None):
+                    c.err(vnode, f"{label}: policy.{key} must be 0 or 1")
+                elif val is not None:
+                    policy[key] = val
+        cleanup = c.choice(f["cleanup"], f"{label}: cleanup", CLEANUPS) if "cleanup" in f \
+            else "none"
+        if page in UNMAPPED_KINDS and acc not in (None, "none"):
+            c.err(f["access"], f"{label}: a {page} page has no mapping to touch: access "
+                               "must be none")
         expect: dict[str, Any] = {}
         if "expect" in f:
             em = c.mapping(f["expect"], f"{label}: expect", {k: False for k in OBSERVABLES})
             for key, vnode in em.items():
                 val = c.value(vnode, f"{label}: expect.{key}", OBSERVABLES[key])
-                allowed = {"guest": GUEST_STATES, "data": DATA_STATES,
-                           "inject_signal": SIGNAL_CODES, "access_signal": SIGNAL_CODES}.get(key)
+                allowed = {"guest": GUEST_STATES, "data": DATA_STATES, "sibling_data": DATA_STATES,
+                           **dict.fromkeys(("inject_signal", "access_signal", "early_signal",
+                                            "sibling_early_signal", "sibling_access_signal"),
+                                           SIGNAL_CODES)}.get(key)
                 if allowed and val is not None and val not in allowed:
                     c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
                                  f"{', '.join(allowed)}")
                 expect[key] = val
         if name and page and inj and acc and why:
-            out.append(Scenario(name, page, inj, acc, why, early_kill, expect))
+            out.append(Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
+                                policy["recovery"], cleanup or "none"))
     if node is not None and not node.value:
         c.err(node, "scenarios: the list is empty")
     if c.problems:

@@ -18,10 +18,14 @@ BUSYBOX = Path("/bin/busybox")
 DISK_MB = 32
 
 
+SWAP_MB = 64
+
+
 @dataclass(frozen=True)
 class GuestImage:
     initrd: Path
     disk: Path
+    swap: Path
     digest: str
 
 
@@ -50,7 +54,7 @@ def workload_sources(guest_tests: Path) -> list[Path]:
 
 
 def image_digest(guest_tests: Path) -> str:
-    h = hashlib.sha256(b"farm-image-1\n")
+    h = hashlib.sha256(b"farm-image-2\n")
     for p in [*workload_sources(guest_tests), guest_tests / "agent" / "init", BUSYBOX]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:20]
@@ -62,9 +66,9 @@ def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
         raise InfraError(f"{BUSYBOX} is missing (Debian: apt-get install busybox-static)")
     digest = image_digest(guest_tests)
     out = cache / "images" / digest
-    initrd, disk = out / "initramfs.cpio", out / "disk.ext2"
-    if initrd.is_file() and disk.is_file():
-        return GuestImage(initrd, disk, digest)
+    initrd, disk, swap = out / "initramfs.cpio", out / "disk.ext2", out / "swap.img"
+    if initrd.is_file() and disk.is_file() and swap.is_file():
+        return GuestImage(initrd, disk, swap, digest)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "bin").mkdir(parents=True)
@@ -80,10 +84,12 @@ def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
     write_cpio(entries, tmp / "initramfs.cpio")
     runner.run(["mke2fs", "-q", "-t", "ext2", "-b", "4096", "-F", "-L", "farm",
                 tmp / "disk.ext2", f"{DISK_MB}M"])
+    with open(tmp / "swap.img", "wb") as f:  # sparse; the guest runs mkswap on it
+        f.truncate(SWAP_MB << 20)
     shutil.rmtree(tmp / "bin")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(out)
     except OSError:  # another run built it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
-    return GuestImage(initrd, disk, digest)
+    return GuestImage(initrd, disk, swap, digest)

@@ -102,29 +102,58 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
         "panic": console.panic,
         "sigbus_sent": console.sigbus_sent,
         "mce_killed": console.mce_killed,
+        "mce_logged": any("Machine check events logged" in e or "Machine Check" in e
+                          for e in console.hardware_errors),
         "workload_rc": end.get("rc") if end else None,
     }
-    if start and end and isinstance(start.get("hardware_corrupted_kb"), int) \
-            and isinstance(end.get("hardware_corrupted_kb"), int):
-        obs["hardware_corrupted_kb"] = end["hardware_corrupted_kb"] - start["hardware_corrupted_kb"]
+    hc0 = start.get("hardware_corrupted_kb") if start else None
+    hc_end = end.get("hardware_corrupted_kb") if end else None
+    if result and isinstance(result.get("hardware_corrupted_kb_after"), int):
+        hc_end = result["hardware_corrupted_kb_after"]  # before any clean-up undid it
+    if isinstance(hc0, int) and isinstance(hc_end, int):
+        obs["hardware_corrupted_kb"] = hc_end - hc0
     if result:
-        inj, acc = result.get("inject_signal"), result.get("access_signal")
-        first = inj or acc
+        inj, acc, early = (result.get(k) for k in ("inject_signal", "access_signal",
+                                                    "early_signal"))
+        first = inj or early or acc
         before, after = result.get("pfn_before"), result.get("pfn_after")
+        sib = result.get("sibling") or {}
         obs.update({
             "inject_errno": result.get("inject_errno"),
             "inject_signal": inj["code"] if inj else None,
             "access_signal": acc["code"] if acc else None,
+            "early_signal": early["code"] if early else None,
             "si_addr_is_page": first["addr_is_page"] if first else None,
             "si_addr_lsb": first["addr_lsb"] if first else None,
             "data": result.get("data"),
             "pfn_before": before,
             "pfn_after": after,
             "pfn_changed": (before != after) if after not in (None, "0", "0x0") else None,
-            "fsync_errno": None if result.get("fsync_errno", -1) < 0 else result["fsync_errno"],
+            "fsync_errno": _nonneg(result.get("fsync_errno")),
         })
+        if sib:
+            obs.update({"sibling_early_signal": _signal(sib.get("early_signal")),
+                        "sibling_access_signal": _signal(sib.get("access_signal")),
+                        "sibling_data": sib.get("data")})
+        hb, ha = result.get("huge_pages_before"), result.get("huge_pages_after")
+        if isinstance(hb, int) and isinstance(ha, int) and hb > 0:
+            obs["huge_pages_lost"] = hb - ha
+        if _nonneg(result.get("unpoison_errno")) is not None:
+            obs["unpoison_errno"] = result["unpoison_errno"]
+            after_unpoison = result.get("hardware_corrupted_kb_after_unpoison")
+            if isinstance(hc0, int) and isinstance(after_unpoison, int) and after_unpoison >= 0:
+                obs["hardware_corrupted_kb_after_unpoison"] = after_unpoison - hc0
     setup = _first(events, "setup-error")
     if setup:
         obs["setup_error"] = setup.get("what", "?") + (
             f": {setup['error']}" if setup.get("error") else "")
+        obs["setup_errno"] = setup.get("errno")
     return obs
+
+
+def _nonneg(v):
+    return v if isinstance(v, int) and v >= 0 else None
+
+
+def _signal(code):
+    return None if code in (None, "-") else code

@@ -25,6 +25,9 @@ MCE = {
     "srao": ("0xbd000000000000c0", "0x5"),  # uncorrected, action optional; RIPV|MCIP
     "srar": ("0xbd80000000000134", "0x7"),  # uncorrected, action required; RIPV|EIPV|MCIP
 }
+MCE["srar-kernel"] = MCE["srar"]
+# The privilege level the vCPU must be at when each kind of machine check arrives.
+WANT_CPL = {"srar": "3", "srar-kernel": "0"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class GuestRequest:
     append: str
     workdir: Path
     timeout: float
-    disk: Path | None = None
+    drives: tuple[tuple[Path, str], ...] = ()  # (raw image, extra -drive options)
     stop_on: str | None = None  # an agent event that ends the guest at once (the KVM probe)
 
 
@@ -73,8 +76,9 @@ def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
            "-chardev", f"socket,id=agent,path={agent},server=on,wait=off",
            "-device", "virtserialport,chardev=agent,name=farm.agent",
            "-qmp", f"unix:{qmp},server=on,wait=off"]
-    if req.disk:
-        cmd += ["-drive", f"file={req.disk},format=raw,if=virtio,snapshot=on"]
+    for image, options in req.drives:
+        cmd += ["-drive", f"file={image},format=raw,if=virtio,snapshot=on"
+                + (f",{options}" if options else "")]
     return cmd
 
 
@@ -227,23 +231,26 @@ def _inject(qmp: QMP, event: dict, chan: socket.socket | None) -> dict:
     An SRAR means "the instruction now running consumed poison": it must arrive while the
     vCPU runs the workload in user mode, or the guest rightly panics ("Data load in
     unrecoverable area of kernel"). The workload spins on the page; the farm stops the VM,
-    injects only if the vCPU is at CPL 3, and lets it go on, trying again otherwise."""
+    injects only if the vCPU is at CPL 3, and lets it go on, trying again otherwise. The
+    srar-kernel mode does the opposite on purpose: the workload sleeps, and the machine check
+    lands at CPL 0, where the kernel must panic."""
     mode = event.get("mode")
     status, mcg = MCE[mode]
     line = f"mce 0 {MCE_BANK} {status} {mcg} {event['gpa']} {MCE_MISC}"
     record = {"mode": mode, "gpa": event["gpa"], "monitor": line}
-    if mode == "srar":
+    if mode in WANT_CPL:
         for attempt in range(1, SRAR_ATTEMPTS + 1):
             qmp.execute("stop")
             m = CPL.search(qmp.hmp("info registers"))
-            if m and m.group(1) == "3":
+            if m and m.group(1) == WANT_CPL[mode]:
                 record["reply"] = qmp.hmp(line)
                 qmp.execute("cont")
                 record["attempts"] = attempt
                 return record
             qmp.execute("cont")
             time.sleep(0.002)
-        raise InfraError(f"SRAR: the vCPU was never in user mode in {SRAR_ATTEMPTS} tries")
+        raise InfraError(f"{mode}: the vCPU was never at CPL {WANT_CPL[mode]} "
+                         f"in {SRAR_ATTEMPTS} tries")
     record["reply"] = qmp.hmp(line)
     if chan is not None:
         chan.sendall(b"injected\n")
@@ -266,7 +273,7 @@ def probe_accel(requested: str, base: GuestRequest, runner: Runner) -> tuple[str
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "tcg (/dev/kvm not usable)"
     probe = replace(base, machine=replace(base.machine, accel="kvm"), timeout=10.0,
-                    stop_on="agent-start", disk=None)
+                    stop_on="agent-start", drives=())
     run = run_guest(probe, runner)
     if any(e.get("event") == "agent-start" for e in run.events):
         return "kvm", f"kvm (probe guest reached its agent in {run.seconds:.1f}s)"

@@ -11,9 +11,11 @@ SCHEMA = 1
 STATUSES = ("pass", "fail", "error", "skip")
 VERDICTS = ("same", "regression", "fixed", "changed", "error", "flaky")
 # Observables that make two outcomes "the same" (PFN values and timings differ run to run).
-SIGNATURE = ("guest", "recovery", "inject_signal", "access_signal", "si_addr_is_page",
-             "si_addr_lsb", "data", "pfn_changed", "hardware_corrupted_kb", "fsync_errno",
-             "inject_errno", "panic", "kernel_errors")
+SIGNATURE = ("guest", "recovery", "inject_signal", "access_signal", "early_signal",
+             "si_addr_is_page", "si_addr_lsb", "data", "pfn_changed", "hardware_corrupted_kb",
+             "fsync_errno", "inject_errno", "sibling_early_signal", "sibling_access_signal",
+             "sibling_data", "huge_pages_lost", "unpoison_errno",
+             "hardware_corrupted_kb_after_unpoison", "mce_logged", "panic", "kernel_errors")
 
 
 def signature(case: dict) -> dict:
@@ -45,7 +47,8 @@ def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
         out.append({"id": spec["id"], "variant": spec["variant"], "scenario": s["name"],
                     "repeat": spec["repeat"], "status": "error", "message": why,
                     "page_kind": s["page"], "injector": s["injector"], "access": s["access"],
-                    "policy": {"early_kill": s["early_kill"]}, "why": s["why"],
+                    "policy": {"early_kill": s["early_kill"], "recovery": s.get("recovery", 1)},
+                    "cleanup": s.get("cleanup", "none"), "why": s["why"],
                     "expected": {}, "observed": {}, "seconds": 0.0, "logs": {}})
     return out
 

@@ -139,8 +139,8 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         accel, why = _accelerator(cfg, GuestRequest(
             machine, Path(first.kernel), image.initrd, kernel_cmdline(scenarios[0]),
             results / "accel-probe", cfg.guest.timeout), runner)
-        meta.update(accelerator=accel, accel_reason=why, image=asdict(image) | {
-            "initrd": str(image.initrd), "disk": str(image.disk)})
+        meta.update(accelerator=accel, accel_reason=why, image={
+            k: str(v) for k, v in asdict(image).items()})
         progress.say(f"accelerator: {why}")
         machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
                           memory_mb=cfg.guest.memory_mb, accel=accel)
@@ -152,6 +152,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
                                  "dir": f"cases/{v}/{s.name}/r{r}",
                                  "machine": asdict(machine), "kernel": builds[v].kernel,
                                  "initrd": str(image.initrd), "disk": str(image.disk),
+                                 "swap": str(image.swap),
                                  "timeout": cfg.guest.timeout})
         write_json(results / "plan.json", {"cases": plan})
         write_json(results / "run.json", {"run": meta, "variants": variant_docs})

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests_support import check_junit
 
+from orchestrator.config import INJECTORS, PAGE_KINDS, load_farm
+
 REPO = Path(__file__).parent.parent
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 FARM = [sys.executable, "-m", "orchestrator.cli"]
@@ -40,7 +42,13 @@ def test_default_ab_run_covers_both_variants_and_all_scenarios(ab):
     proc, results, doc = ab
     assert proc.returncode == 1, proc.stderr[-3000:]  # the shipped patch regresses
     base, patched = cases(doc, "baseline"), cases(doc, "poison-clean-ptes")
-    assert len(base) >= 8 and set(base) == set(patched)
+    assert len(base) >= 60 and set(base) == set(patched)
+    kinds = {c["page_kind"] for c in base.values()}
+    injectors = {c["injector"] for c in base.values()}
+    assert kinds == set(PAGE_KINDS) and injectors == set(INJECTORS)
+    for kind in ("anon", "pagecache-clean", "hugetlb-anon"):
+        assert {"host-srao", "host-srar"} <= {c["injector"] for c in base.values()
+                                              if c["page_kind"] == kind}, kind
     not_passed = {n: (c["status"], c["message"]) for n, c in base.items()
                   if c["status"] != "pass"}
     assert not not_passed, not_passed
@@ -62,6 +70,12 @@ def test_default_ab_run_observes_real_hwpoison_behaviour(ab):
     assert srar["observed"]["injections"][0]["monitor"].startswith("mce 0 9 0xbd80000000000134")
     assert srar["observed"]["inject_signal"] == "BUS_MCEERR_AR"
     assert base["pagecache-dirty-madvise"]["observed"]["fsync_errno"] == 5
+    assert base["anon-host-srar-in-kernel"]["observed"]["guest"] == "panicked"
+    assert base["hugetlb-anon-madvise"]["observed"]["si_addr_lsb"] == 21
+    unpoisoned = base["anon-corrupt-pfn-unpoison"]["observed"]
+    assert unpoisoned["hardware_corrupted_kb_after_unpoison"] == 0
+    assert base["swap-clean-madvise"]["observed"]["recovery"] == [
+        "clean swapcache page: Recovered"]
 
 
 def test_shipped_patch_shows_a_regression_on_clean_page_cache(ab):
@@ -94,7 +108,7 @@ def test_a_a_run_shows_no_regression(tmp_path):
     proc = farm("run", "-c", str(farm_yaml), "--results", str(tmp_path / "r"), "-j", "2")
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
     verdicts = [c["verdict"] for c in doc["comparison"]]
-    assert len(verdicts) >= 8
+    assert len(verdicts) >= 60
     assert "regression" not in verdicts, doc["comparison"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -135,7 +149,7 @@ def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):
     assert proc.returncode == 3, err[-3000:]
     doc = json.loads((results / "results.json").read_text())
     assert doc["run"]["interrupted"] is True
-    assert len(doc["cases"]) == 20
+    assert len(doc["cases"]) == 2 * len(load_farm(REPO / "farm.yaml").scenarios)
     assert any(c["status"] == "pass" for c in doc["cases"])
     not_run = [c for c in doc["cases"] if c["message"].startswith("not run")]
     assert not_run and all(c["status"] == "error" for c in not_run)

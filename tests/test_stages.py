@@ -39,7 +39,9 @@ def test_runner_logs_streams_and_fails_loudly(tmp_path):
 
 def test_qemu_command_is_a_list_with_intel_cpu_no_network_and_private_sockets(tmp_path):
     req = GuestRequest(Machine(accel="tcg"), Path("/k/bzImage"), Path("/i/initramfs.cpio"),
-                       "console=ttyS0 panic=-1", tmp_path / "case", 60.0, disk=Path("/d.ext2"))
+                       "console=ttyS0 panic=-1", tmp_path / "case", 60.0,
+                       drives=((Path("/d.ext2"), "throttling.bps-write=16384"),
+                               (Path("/swap.img"), "")))
     cmd = qemu_command(req, tmp_path / "qmp.sock", tmp_path / "agent.sock")
     assert cmd[0] == "qemu-system-x86_64"
     assert cmd[cmd.index("-cpu") + 1] == "Skylake-Server"
@@ -47,7 +49,23 @@ def test_qemu_command_is_a_list_with_intel_cpu_no_network_and_private_sockets(tm
     assert "-nodefaults" in cmd and "-no-reboot" in cmd
     assert not any("net" in c for c in cmd)
     assert f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off" in cmd
-    assert "file=/d.ext2,format=raw,if=virtio,snapshot=on" in cmd
+    assert [cmd[i + 1] for i, c in enumerate(cmd) if c == "-drive"] == [
+        "file=/d.ext2,format=raw,if=virtio,snapshot=on,throttling.bps-write=16384",
+        "file=/swap.img,format=raw,if=virtio,snapshot=on"]
+
+
+def test_kernel_command_line_names_the_disks_in_order():
+    from orchestrator.case import drives, kernel_cmdline
+    from orchestrator.config import Scenario
+    s = Scenario("x", "swap-dirty", "host-srao", "read", "why", early_kill=1, recovery=0,
+                 cleanup="unpoison")
+    line = kernel_cmdline(s)
+    assert "farm.swap=/dev/vda" in line and "farm.disk" not in line
+    assert "farm.sysctl=vm.memory_failure_early_kill=1,vm.memory_failure_recovery=0" in line
+    assert "farm.run=hwpoison-case:--kind:swap-dirty:--injector:host-srao:--access:read:" \
+           "--cleanup:unpoison" in line
+    wb = Scenario("w", "writeback", "madvise", "read", "why")
+    assert drives(wb, Path("/d"), Path("/s")) == ((Path("/d"), "throttling.bps-write=16384"),)
 
 
 def test_initramfs_is_a_newc_archive_cpio_reads(tmp_path):

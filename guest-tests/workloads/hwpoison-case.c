@@ -1,14 +1,17 @@
-// hwpoison-case: map one page of a given kind, poison it with a given injector,
-// touch it, and report what happened as JSON lines on the agent channel (fd 3).
+// hwpoison-case: get one page of a given kind, poison it with a given injector, touch it,
+// and report what happened as JSON lines on the agent channel (fd 3).
 //
-// Usage: hwpoison-case --kind K --injector I --access A [--dir D] [--timeout S]
-//   kinds:     anon, anon-clean, pagecache-clean, pagecache-dirty
-//   injectors: madvise, madvise-soft, corrupt-pfn, host-srao, host-srar, none
-//   access:    read, write, none
-// Host injectors use a handshake on fd 3: the workload emits an
-// "inject-request" event with the page's guest-physical address; for SRAO it
-// waits for a line from the host, for SRAR it spins on the page in user mode
-// until the machine check arrives (an SRAR must hit a user-mode access).
+// Usage: hwpoison-case --kind K --injector I --access A [--dir D] [--timeout S] [--cleanup unpoison]
+//   kinds:     anon anon-clean mlocked pagecache-clean pagecache-dirty file-hole shmem sysv-shm
+//              swap-clean swap-dirty thp-head thp-tail hugetlb-anon hugetlb-file ksm
+//              anon-shared-fork writeback free-buddy kernel
+//   injectors: madvise madvise-soft corrupt-pfn hard-offline soft-offline mce-inject
+//              host-srao host-srar host-srar-kernel none
+//   access:    read write none
+// Host injectors use a handshake on fd 3: the workload emits an "inject-request" event with
+// the page's guest-physical address. For SRAO it waits for the host's line; for SRAR it
+// spins on the page in user mode until the machine check arrives (an SRAR must hit a
+// user-mode access); for SRAR in kernel mode it sleeps in the kernel until the end.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,8 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ipc.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +36,15 @@
 #ifndef MADV_SOFT_OFFLINE
 #define MADV_SOFT_OFFLINE 101
 #endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_FREE
+#define MADV_FREE 8
+#endif
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 4U
+#endif
 #ifndef BUS_MCEERR_AR
 #define BUS_MCEERR_AR 4
 #endif
@@ -38,21 +53,32 @@
 #endif
 
 #define PAGE 4096UL
+#define HUGE (2UL << 20)
 #define CHAN 3
+#define KPF_WRITEBACK 8
+#define KPF_BUDDY 10
+#define KPF_THP 22
+#define KPF_KSM 21
 
 static sigjmp_buf jump;
 static volatile sig_atomic_t armed;
-static struct { int signo, code, lsb; uintptr_t addr; } last_sig;
+static volatile struct { int signo, code, lsb; uintptr_t addr; } last_sig, early_sig;
 
 static void on_sigbus(int signo, siginfo_t *si, void *uc)
 {
 	(void)uc;
+	if (!armed && si->si_code == BUS_MCEERR_AO) {
+		/* an early kill: advisory, delivered outside any access; note it and go on */
+		early_sig.signo = signo;
+		early_sig.code = si->si_code;
+		early_sig.addr = (uintptr_t)si->si_addr;
+		early_sig.lsb = si->si_addr_lsb;
+		return;
+	}
 	last_sig.signo = signo;
 	last_sig.code = si->si_code;
 	last_sig.addr = (uintptr_t)si->si_addr;
-#ifdef si_addr_lsb
 	last_sig.lsb = si->si_addr_lsb;
-#endif
 	if (armed) {
 		armed = 0;
 		siglongjmp(jump, 1);
@@ -64,7 +90,7 @@ static int chan = CHAN;
 
 static void emit(const char *fmt, ...)
 {
-	char buf[2048];
+	char buf[4096];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
@@ -103,63 +129,72 @@ static const char *code_name(int code)
 	}
 }
 
-static void sig_json(char *out, size_t len, int got, uintptr_t page)
+static void sig_json(char *out, size_t len, int got, int code, uintptr_t addr, int lsb,
+		     uintptr_t page)
 {
 	if (!got) {
 		snprintf(out, len, "null");
 		return;
 	}
-	snprintf(out, len,
-		 "{\"signo\":%d,\"code\":\"%s\",\"addr_is_page\":%s,\"addr_lsb\":%d}",
-		 last_sig.signo, code_name(last_sig.code),
-		 (last_sig.addr & ~(PAGE - 1)) == page ? "true" : "false", last_sig.lsb);
+	snprintf(out, len, "{\"code\":\"%s\",\"addr_is_page\":%s,\"addr_lsb\":%d}",
+		 code_name(code), page && (addr & ~(PAGE - 1)) == page ? "true" : "false", lsb);
 }
 
-static uint64_t pfn_of(void *addr)
+static uint64_t pagemap_entry(void *addr)
 {
 	uint64_t ent = 0;
 	int fd = open("/proc/self/pagemap", O_RDONLY);
 	if (fd < 0)
 		return 0;
-	off_t off = ((uintptr_t)addr / PAGE) * sizeof(ent);
-	if (pread(fd, &ent, sizeof(ent), off) != sizeof(ent))
+	if (pread(fd, &ent, sizeof(ent), ((uintptr_t)addr / PAGE) * sizeof(ent)) != sizeof(ent))
 		ent = 0;
 	close(fd);
+	return ent;
+}
+
+static uint64_t pfn_of(void *addr)
+{
+	uint64_t ent = pagemap_entry(addr);
 	if (!(ent & (1ULL << 63)))
 		return 0;	/* not present */
 	return ent & ((1ULL << 55) - 1);
 }
 
-static long hardware_corrupted_kb(void)
+static int swapped(void *addr)
 {
-	char line[256];
-	long kb = -1;
+	return !!(pagemap_entry(addr) & (1ULL << 62));
+}
+
+static uint64_t kpageflags(uint64_t pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) != sizeof(flags))
+		flags = 0;
+	close(fd);
+	return flags;
+}
+
+static long meminfo(const char *key)
+{
+	char line[256], fmt[64];
+	long val = -1;
 	FILE *f = fopen("/proc/meminfo", "r");
 	if (!f)
 		return -1;
+	snprintf(fmt, sizeof(fmt), "%s: %%ld", key);
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "HardwareCorrupted: %ld kB", &kb) == 1)
+		if (sscanf(line, fmt, &val) == 1)
 			break;
 	fclose(f);
-	return kb;
+	return val;
 }
 
-static void fill(unsigned char *p, unsigned seed)
+static long hardware_corrupted_kb(void)
 {
-	for (unsigned long i = 0; i < PAGE; i++)
-		p[i] = (unsigned char)(i * 7 + seed);
-}
-
-static const char *check(const unsigned char *p, unsigned seed)
-{
-	int zero = 1, same = 1;
-	for (unsigned long i = 0; i < PAGE; i++) {
-		if (p[i] != (unsigned char)(i * 7 + seed))
-			same = 0;
-		if (p[i])
-			zero = 0;
-	}
-	return same ? "intact" : zero ? "zeroed" : "changed";
+	return meminfo("HardwareCorrupted");
 }
 
 static int write_str(const char *path, const char *s)
@@ -172,6 +207,33 @@ static int write_str(const char *path, const char *s)
 	return r;
 }
 
+static int write_num(const char *path, const char *fmt, unsigned long long v)
+{
+	char s[64];
+	snprintf(s, sizeof(s), fmt, v);
+	return write_str(path, s);
+}
+
+static void fill(unsigned char *p, unsigned seed)
+{
+	for (unsigned long i = 0; i < PAGE; i++)
+		p[i] = (unsigned char)(i * 7 + seed);
+}
+
+static const char *check(const unsigned char *p, unsigned seed, int zero_expected)
+{
+	int zero = 1, same = 1;
+	for (unsigned long i = 0; i < PAGE; i++) {
+		if (p[i] != (unsigned char)(i * 7 + seed))
+			same = 0;
+		if (p[i])
+			zero = 0;
+	}
+	if (zero_expected)
+		return zero ? "intact" : "changed";
+	return same ? "intact" : zero ? "zeroed" : "changed";
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -179,13 +241,263 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The page under test. */
+struct target {
+	unsigned char *page;	/* NULL for kinds with no mapping (free-buddy, kernel) */
+	uint64_t pfn;
+	int fd;			/* the file behind a file-backed kind, or -1 */
+	int zero;		/* the page's original content is zeros (a file hole) */
+	pid_t sibling;		/* anon-shared-fork: the child sharing the page */
+	int to_sibling, from_sibling;
+	const char *note;	/* what the set-up found, for the result */
+};
+
+static const unsigned seed = 0x5a;
+
+static unsigned char *map_anon(size_t len)
+{
+	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				-1, 0);
+	if (p == MAP_FAILED)
+		fail("mmap");
+	return p;
+}
+
+static unsigned char *map_file(struct target *t, const char *path, int flags, size_t len)
+{
+	t->fd = open(path, O_RDWR | O_CREAT | O_TRUNC | flags, 0600);
+	if (t->fd < 0)
+		fail("open");
+	if (ftruncate(t->fd, len))
+		fail("ftruncate");
+	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+	if (p == MAP_FAILED)
+		fail("mmap");
+	return p;
+}
+
+/* The child of anon-shared-fork: waits, touches the shared page, reports its signal. */
+static void sibling(unsigned char *page, int in, int out)
+{
+	char c, buf[128];
+	ssize_t n;
+	while ((n = read(in, &c, 1)) < 0 && errno == EINTR)
+		;	/* an early-kill signal (BUS_MCEERR_AO) interrupts the wait */
+	if (n != 1)
+		_exit(0);
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	const char *data;
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		data = check(page, seed, 0);
+		armed = 0;
+	} else {
+		data = "unreadable";
+	}
+	snprintf(buf, sizeof(buf), "%s %s %s\n", early_sig.signo ? code_name(early_sig.code) : "-",
+		 last_sig.signo ? code_name(last_sig.code) : "-", data);
+	if (write(out, buf, strlen(buf)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static void setup(const char *kind, const char *dir, struct target *t)
+{
+	char path[512];
+	t->fd = -1;
+	if (!strcmp(kind, "anon") || !strcmp(kind, "anon-clean") || !strcmp(kind, "mlocked")) {
+		t->page = map_anon(PAGE);
+		fill(t->page, seed);
+		if (!strcmp(kind, "mlocked") && mlock(t->page, PAGE))
+			fail("mlock");
+		if (!strcmp(kind, "anon-clean") && madvise(t->page, PAGE, MADV_FREE))
+			fail("madvise(MADV_FREE)");
+	} else if (!strcmp(kind, "pagecache-clean") || !strcmp(kind, "pagecache-dirty") ||
+		   !strcmp(kind, "writeback")) {
+		unsigned char buf[PAGE];
+		snprintf(path, sizeof(path), "%s/hwpoison-case.dat", dir);
+		t->page = map_file(t, path, 0, PAGE);
+		if (!strcmp(kind, "pagecache-clean")) {
+			fill(buf, seed);
+			if (pwrite(t->fd, buf, PAGE, 0) != PAGE || fsync(t->fd))
+				fail("write+fsync");
+			(void)*(volatile unsigned char *)t->page;
+		} else {
+			fill(t->page, seed);
+		}
+		if (!strcmp(kind, "writeback")) {
+			/* start writeback; the throttled disk keeps the page under it */
+			if (sync_file_range(t->fd, 0, PAGE, SYNC_FILE_RANGE_WRITE))
+				fail("sync_file_range");
+		}
+	} else if (!strcmp(kind, "file-hole")) {
+		snprintf(path, sizeof(path), "%s/hwpoison-case.hole", dir);
+		t->page = map_file(t, path, 0, 16 * PAGE);
+		t->page += 8 * PAGE;	/* a hole in the middle of a sparse file */
+		(void)*(volatile unsigned char *)t->page;
+		t->zero = 1;
+	} else if (!strcmp(kind, "shmem")) {
+		t->page = map_file(t, "/tmp/hwpoison-case.shm", 0, PAGE);
+		fill(t->page, seed);
+	} else if (!strcmp(kind, "sysv-shm")) {
+		int id = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
+		if (id < 0)
+			fail("shmget");
+		t->page = shmat(id, NULL, 0);
+		if (t->page == (void *)-1)
+			fail("shmat");
+		shmctl(id, IPC_RMID, NULL);	/* gone when detached */
+		fill(t->page, seed);
+	} else if (!strcmp(kind, "swap-clean") || !strcmp(kind, "swap-dirty")) {
+		t->page = map_anon(PAGE);
+		fill(t->page, seed);
+		if (madvise(t->page, PAGE, MADV_PAGEOUT))
+			fail("madvise(MADV_PAGEOUT)");
+		if (!swapped(t->page)) {
+			errno = ENOSPC;
+			fail("page not swapped out (no swap device?)");
+		}
+		/* a read fault brings it back into the swap cache, mapped writable but clean */
+		(void)*(volatile unsigned char *)t->page;
+		if (!strcmp(kind, "swap-dirty")) {
+			/* A write through /proc/self/mem marks the folio dirty (set_page_dirty_lock)
+			 * while it stays in the swap cache; a plain store would only dirty the PTE. */
+			int mem = open("/proc/self/mem", O_RDWR);
+			if (mem < 0 || pwrite(mem, t->page, PAGE, (off_t)(uintptr_t)t->page) != PAGE)
+				fail("write /proc/self/mem");
+			close(mem);
+		}
+	} else if (!strcmp(kind, "thp-head") || !strcmp(kind, "thp-tail")) {
+		write_str("/sys/kernel/mm/transparent_hugepage/enabled", "always");
+		unsigned char *raw = map_anon(2 * HUGE);
+		unsigned char *huge = (unsigned char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
+		madvise(huge, HUGE, MADV_HUGEPAGE);
+		for (unsigned long off = 0; off < HUGE; off += PAGE)
+			fill(huge + off, seed);
+		t->page = huge + (!strcmp(kind, "thp-tail") ? 5 * PAGE : 0);
+		if (!(kpageflags(pfn_of(t->page)) & (1ULL << KPF_THP))) {
+			errno = ENOMEM;
+			fail("no transparent huge page");
+		}
+	} else if (!strcmp(kind, "hugetlb-anon") || !strcmp(kind, "hugetlb-file")) {
+		write_str("/proc/sys/vm/nr_hugepages", "2");
+		if (!strcmp(kind, "hugetlb-anon")) {
+			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+		} else {
+			t->fd = memfd_create("hwpoison-case", MFD_HUGETLB);
+			if (t->fd < 0 || ftruncate(t->fd, HUGE))
+				fail("memfd_create(MFD_HUGETLB)");
+			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+		}
+		if (t->page == MAP_FAILED)
+			fail("mmap(hugetlb)");
+		for (unsigned long off = 0; off < HUGE; off += PAGE)
+			fill(t->page + off, seed);
+	} else if (!strcmp(kind, "ksm")) {
+		write_str("/sys/kernel/mm/ksm/sleep_millisecs", "10");
+		write_str("/sys/kernel/mm/ksm/run", "1");
+		unsigned char *two = map_anon(2 * PAGE);
+		fill(two, seed);
+		fill(two + PAGE, seed);
+		if (madvise(two, 2 * PAGE, MADV_MERGEABLE))
+			fail("madvise(MADV_MERGEABLE)");
+		double end = now() + 20;
+		while (pfn_of(two) != pfn_of(two + PAGE) && now() < end)
+			usleep(20000);
+		if (pfn_of(two) != pfn_of(two + PAGE)) {
+			errno = ETIMEDOUT;
+			fail("ksmd did not merge the pages");
+		}
+		t->page = two;
+	} else if (!strcmp(kind, "anon-shared-fork")) {
+		int down[2], up[2];
+		t->page = map_anon(PAGE);
+		fill(t->page, seed);
+		if (pipe(down) || pipe(up))
+			fail("pipe");
+		t->sibling = fork();
+		if (t->sibling < 0)
+			fail("fork");
+		if (t->sibling == 0) {
+			close(down[1]);
+			close(up[0]);
+			sibling(t->page, down[0], up[1]);
+		}
+		close(down[0]);
+		close(up[1]);
+		t->to_sibling = down[1];
+		t->from_sibling = up[0];
+	} else if (!strcmp(kind, "free-buddy")) {
+		/* the highest head page of a free buddy block: nothing allocates it meanwhile */
+		uint64_t flags[512];
+		int fd = open("/proc/kpageflags", O_RDONLY);
+		ssize_t n;
+		for (uint64_t base = 0; fd >= 0 && (n = pread(fd, flags, sizeof(flags),
+					base * sizeof(uint64_t))) > 0; base += n / sizeof(uint64_t))
+			for (ssize_t i = 0; i < n / (ssize_t)sizeof(uint64_t); i++)
+				if (flags[i] & (1ULL << KPF_BUDDY))
+					t->pfn = base + i;
+		if (fd >= 0)
+			close(fd);
+		if (!t->pfn) {
+			errno = ENOENT;
+			fail("no free buddy page in /proc/kpageflags");
+		}
+	} else if (!strcmp(kind, "kernel")) {
+		/* a page of kernel text, from /proc/iomem (real addresses for root) */
+		char line[256];
+		unsigned long start = 0, end;
+		FILE *f = fopen("/proc/iomem", "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (strstr(line, "Kernel code") && sscanf(line, " %lx-%lx", &start, &end) == 2)
+				break;
+		if (f)
+			fclose(f);
+		if (!start) {
+			errno = ENOENT;
+			fail("no 'Kernel code' in /proc/iomem");
+		}
+		t->pfn = start / PAGE + 16;
+	} else {
+		errno = EINVAL;
+		fail("unknown kind");
+	}
+	if (t->page)
+		t->pfn = pfn_of(t->page);
+}
+
+static int sysfs_offline(const char *which, uint64_t pfn)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/sys/devices/system/memory/%s_offline_page", which);
+	return write_num(path, "%#llx\n", pfn * PAGE);
+}
+
+static int mce_inject(uint64_t pfn)
+{
+	const char *d = "/sys/kernel/debug/mce-inject";
+	char path[128];
+	int r;
+#define MCE_FILE(name, fmt, val) \
+	(snprintf(path, sizeof(path), "%s/" name, d), write_num(path, fmt, val))
+	if ((r = write_str("/sys/kernel/debug/mce-inject/flags", "sw\n")) ||
+	    (r = MCE_FILE("status", "%#llx\n", 0xbd000000000000c0ULL)) ||
+	    (r = MCE_FILE("misc", "%#llx\n", 0x8cULL)) ||
+	    (r = MCE_FILE("addr", "%#llx\n", pfn * PAGE)) ||
+	    (r = MCE_FILE("bank", "%llu\n", 9ULL)))
+		return r;
+	return 0;
+#undef MCE_FILE
+}
+
 int main(int argc, char **argv)
 {
 	/* static: these live across siglongjmp */
 	static const char *kind = "anon", *injector = "madvise", *access_mode = "read";
-	static const char *dir = "/mnt";
+	static const char *dir = "/mnt", *cleanup = "none";
 	static int timeout = 20;
-	const unsigned seed = 0x5a;
+	static struct target t;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--kind")) kind = argv[i + 1];
@@ -193,6 +505,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--access")) access_mode = argv[i + 1];
 		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--timeout")) timeout = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--cleanup")) cleanup = argv[i + 1];
 		else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
 	}
 	if (fcntl(chan, F_GETFD) < 0)
@@ -201,73 +514,49 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
 
-	unsigned char *page;
-	int fd = -1;
-	int is_file = !strncmp(kind, "pagecache", 9);
-	if (!strcmp(kind, "anon") || !strcmp(kind, "anon-clean")) {
-		page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (page == MAP_FAILED)
-			fail("mmap");
-		fill(page, seed);
-	} else if (is_file) {
-		char path[512];
-		unsigned char buf[PAGE];
-		snprintf(path, sizeof(path), "%s/hwpoison-case.dat", dir);
-		fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-		if (fd < 0)
-			fail("open");
-		if (!strcmp(kind, "pagecache-clean")) {
-			fill(buf, seed);
-			if (write(fd, buf, PAGE) != PAGE)
-				fail("write");
-			if (fsync(fd))
-				fail("fsync");
-		} else if (ftruncate(fd, PAGE)) {
-			fail("ftruncate");
-		}
-		page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (page == MAP_FAILED)
-			fail("mmap");
-		if (!strcmp(kind, "pagecache-dirty"))
-			fill(page, seed);
-		else
-			(void)*(volatile unsigned char *)page;
-	} else {
-		errno = EINVAL;
-		fail("unknown kind");
-	}
-
-	uintptr_t addr = (uintptr_t)page;
-	uint64_t pfn_before = pfn_of(page);
+	setup(kind, dir, &t);
+	long huge_before = meminfo("HugePages_Total");
+	static uintptr_t addr;
+	addr = (uintptr_t)t.page;
+	static uint64_t pfn_before;
+	pfn_before = t.pfn;
+	uint64_t flags_before = kpageflags(pfn_before);
 	long hc_before = hardware_corrupted_kb();
 	emit("{\"event\":\"page\",\"kind\":\"%s\",\"vaddr\":\"%#lx\",\"pfn\":\"%#llx\","
-	     "\"gpa\":\"%#llx\",\"hardware_corrupted_kb\":%ld}",
+	     "\"gpa\":\"%#llx\",\"kpageflags\":\"%#llx\",\"hardware_corrupted_kb\":%ld}",
 	     kind, (unsigned long)addr, (unsigned long long)pfn_before,
-	     (unsigned long long)(pfn_before * PAGE), hc_before);
+	     (unsigned long long)(pfn_before * PAGE), (unsigned long long)flags_before, hc_before);
 
 	/* inject */
 	static int inject_rc, inject_errno, inject_sig;
-	char sigbuf_inject[256], sigbuf_access[256];
-	memset(&last_sig, 0, sizeof(last_sig));
+	char sig_inject[256], sig_access[256], sig_early[256];
+	memset((void *)&last_sig, 0, sizeof(last_sig));
 	if (sigsetjmp(jump, 1) == 0) {
 		armed = 1;
 		if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft")) {
 			int advice = strcmp(injector, "madvise") ? MADV_SOFT_OFFLINE : MADV_HWPOISON;
-			inject_rc = madvise(page, PAGE, advice);
+			inject_rc = madvise(t.page, PAGE, advice);
 			inject_errno = inject_rc ? errno : 0;
 		} else if (!strcmp(injector, "corrupt-pfn")) {
-			char s[32];
-			snprintf(s, sizeof(s), "%#llx\n", (unsigned long long)pfn_before);
-			inject_rc = write_str("/sys/kernel/debug/hwpoison/corrupt-pfn", s);
+			inject_rc = write_num("/sys/kernel/debug/hwpoison/corrupt-pfn", "%#llx\n",
+					      pfn_before);
 			inject_errno = -inject_rc;
+		} else if (!strcmp(injector, "hard-offline") || !strcmp(injector, "soft-offline")) {
+			inject_rc = sysfs_offline(injector[0] == 'h' ? "hard" : "soft", pfn_before);
+			inject_errno = -inject_rc;
+		} else if (!strcmp(injector, "mce-inject")) {
+			inject_rc = mce_inject(pfn_before);
+			inject_errno = -inject_rc;
+			double end = now() + 2;	/* logged records are handled from a work queue */
+			while (hardware_corrupted_kb() == hc_before && now() < end)
+				usleep(20000);
 		} else if (!strcmp(injector, "host-srao")) {
 			char line[64] = "";
 			emit("{\"event\":\"inject-request\",\"mode\":\"srao\",\"gpa\":\"%#llx\"}",
 			     (unsigned long long)(pfn_before * PAGE));
-			ssize_t n = read(chan, line, sizeof(line) - 1);
-			if (n <= 0)
+			if (read(chan, line, sizeof(line) - 1) <= 0)
 				fail("handshake");
 			/* SRAO is handled from a work queue: wait until the kernel counts it */
 			double end = now() + timeout;
@@ -278,9 +567,19 @@ int main(int argc, char **argv)
 			     (unsigned long long)(pfn_before * PAGE));
 			double end = now() + timeout;
 			unsigned long sum = 0;
-			while (now() < end)
-				for (long i = 0; i < (1L << 22); i++)
-					sum += ((volatile unsigned char *)page)[i & (PAGE - 1)];
+			/* A clean page may be dropped without a signal and read back into a new
+			 * frame: stop spinning when the PFN changes. */
+			while (now() < end && pfn_of(t.page) == pfn_before)
+				for (long i = 0; i < (1L << 20); i++)
+					sum += ((volatile unsigned char *)t.page)[i & (PAGE - 1)];
+			if (pfn_of(t.page) == pfn_before) {
+				inject_rc = -1;
+				inject_errno = ETIMEDOUT;
+			}
+		} else if (!strcmp(injector, "host-srar-kernel")) {
+			emit("{\"event\":\"inject-request\",\"mode\":\"srar-kernel\",\"gpa\":\"%#llx\"}",
+			     (unsigned long long)(pfn_before * PAGE));
+			sleep(timeout);	/* in the kernel: the host injects while the CPU is at CPL 0 */
 			inject_rc = -1;
 			inject_errno = ETIMEDOUT;
 		} else if (strcmp(injector, "none")) {
@@ -291,40 +590,74 @@ int main(int argc, char **argv)
 	} else {
 		inject_sig = 1;
 	}
-	sig_json(sigbuf_inject, sizeof(sigbuf_inject), inject_sig, addr);
-	long hc_after_inject = hardware_corrupted_kb();
+	sig_json(sig_inject, sizeof(sig_inject), inject_sig, last_sig.code, last_sig.addr,
+		 last_sig.lsb, addr);
+	static long hc_after_inject;
+	hc_after_inject = hardware_corrupted_kb();
 
 	/* access */
 	static int access_sig;
 	static const char *data = "unchecked";
-	memset(&last_sig, 0, sizeof(last_sig));
-	if (sigsetjmp(jump, 1) == 0) {
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	if (t.page && sigsetjmp(jump, 1) == 0) {
 		armed = 1;
 		if (!strcmp(access_mode, "read"))
-			data = check(page, seed);
+			data = check(t.page, seed, t.zero);
 		else if (!strcmp(access_mode, "write")) {
-			fill(page, seed + 1);
+			fill(t.page, seed + 1);
 			data = "written";
 		}
 		armed = 0;
-	} else {
+	} else if (t.page) {
 		access_sig = 1;
 		data = "unreadable";
 	}
-	sig_json(sigbuf_access, sizeof(sigbuf_access), access_sig, addr);
+	sig_json(sig_access, sizeof(sig_access), access_sig, last_sig.code, last_sig.addr,
+		 last_sig.lsb, addr);
+	sig_json(sig_early, sizeof(sig_early), early_sig.signo, early_sig.code, early_sig.addr,
+		 early_sig.lsb, addr);
 
-	uint64_t pfn_after = access_sig ? 0 : pfn_of(page);
+	uint64_t pfn_after = (t.page && !access_sig) ? pfn_of(t.page) : 0;
 	int fsync_errno = -1;
-	if (is_file)
-		fsync_errno = fsync(fd) ? errno : 0;
+	if (t.fd >= 0)
+		fsync_errno = fsync(t.fd) ? errno : 0;
+
+	char sibling_json[160] = "null";
+	if (t.sibling > 0) {
+		char buf[128] = "", early[32], late[32], sdata[32];
+		int status = 0;
+		if (write(t.to_sibling, "x", 1) == 1 && read(t.from_sibling, buf, sizeof(buf) - 1) > 0 &&
+		    sscanf(buf, "%31s %31s %31s", early, late, sdata) == 3)
+			snprintf(sibling_json, sizeof(sibling_json),
+				 "{\"early_signal\":\"%s\",\"access_signal\":\"%s\",\"data\":\"%s\"}",
+				 early, late, sdata);
+		waitpid(t.sibling, &status, 0);
+	}
+
+	if (t.page && (!strncmp(kind, "hugetlb", 7) || !strncmp(kind, "thp", 3)))
+		munmap(t.page, HUGE);	/* a poisoned huge page leaves the pool when freed */
+	long huge_after = meminfo("HugePages_Total");
+	long hc_after = hardware_corrupted_kb();
+
+	int unpoison_errno = -1;
+	long hc_after_unpoison = -1;
+	if (!strcmp(cleanup, "unpoison")) {
+		int r = write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", pfn_before);
+		unpoison_errno = -r;
+		hc_after_unpoison = hardware_corrupted_kb();
+	}
 
 	emit("{\"event\":\"result\",\"kind\":\"%s\",\"injector\":\"%s\",\"access\":\"%s\","
 	     "\"inject_rc\":%d,\"inject_errno\":%d,\"inject_signal\":%s,\"access_signal\":%s,"
+	     "\"early_signal\":%s,\"sibling\":%s,"
 	     "\"data\":\"%s\",\"pfn_before\":\"%#llx\",\"pfn_after\":\"%#llx\","
 	     "\"hardware_corrupted_kb_before\":%ld,\"hardware_corrupted_kb_after_inject\":%ld,"
-	     "\"fsync_errno\":%d}",
-	     kind, injector, access_mode, inject_rc, inject_errno, sigbuf_inject,
-	     sigbuf_access, data, (unsigned long long)pfn_before,
-	     (unsigned long long)pfn_after, hc_before, hc_after_inject, fsync_errno);
+	     "\"hardware_corrupted_kb_after\":%ld,\"huge_pages_before\":%ld,"
+	     "\"huge_pages_after\":%ld,\"fsync_errno\":%d,\"unpoison_errno\":%d,"
+	     "\"hardware_corrupted_kb_after_unpoison\":%ld}",
+	     kind, injector, access_mode, inject_rc, inject_errno, sig_inject, sig_access,
+	     sig_early, sibling_json, data, (unsigned long long)pfn_before,
+	     (unsigned long long)pfn_after, hc_before, hc_after_inject, hc_after, huge_before,
+	     huge_after, fsync_errno, unpoison_errno, hc_after_unpoison);
 	return 0;
 }
