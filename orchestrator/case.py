@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario
+from .ktap import KtapResult, KtapTest, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
-from .qemu import GuestRequest, Machine, run_guest
+from .qemu import GuestRequest, GuestRun, Machine, run_guest
 from .runner import Runner
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
@@ -30,13 +30,23 @@ def drives(s: Scenario, disk: Path, swap: Path) -> tuple[tuple[Path, str], ...]:
     return tuple(out)
 
 
+def kselftest_binary(prog: str) -> str:
+    """Where a kselftest program lives in the guest, under /guest-tests."""
+    return "kselftest/" + prog.replace("/", "-")
+
+
 def kernel_cmdline(s: Scenario) -> str:
-    run = ["hwpoison-case", "--kind", s.page, "--injector", s.injector, "--access", s.access]
+    if s.kselftest:
+        run = [kselftest_binary(s.kselftest)]
+    else:
+        run = ["hwpoison-case", "--kind", s.page, "--injector", s.injector, "--access",
+               s.access]
     if s.cleanup != "none":
         run += ["--cleanup", s.cleanup]
+    sysctl = {"vm.memory_failure_early_kill": s.early_kill,
+              "vm.memory_failure_recovery": s.recovery, **s.sysctl}
     words = ["console=ttyS0", "panic=-1", "rdinit=/init", f"farm.run={':'.join(run)}",
-             f"farm.sysctl=vm.memory_failure_early_kill={s.early_kill},"
-             f"vm.memory_failure_recovery={s.recovery}"]
+             "farm.sysctl=" + ",".join(f"{k}={v}" for k, v in sysctl.items())]
     devices = iter("abcd")
     if s.needs_disk:
         words.append(f"farm.disk=/dev/vd{next(devices)}")
@@ -55,10 +65,10 @@ def expected_of(s: Scenario) -> dict:
     return exp
 
 
-def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
-          timeout: float = 0) -> tuple[str, str]:
-    """(status, message): pass / fail / error / skip, by DESIGN.md's outcome table."""
-    exp = expected_of(s)
+def _no_answer(exp: dict, obs: dict, infra_error: str | None,
+               timeout: float) -> tuple[str, str] | None:
+    """The outcomes where the farm, not the kernel, failed to get an answer (or the guest
+    could not even set the case up)."""
     if infra_error:
         return "error", infra_error
     if obs["guest"] == "hung" and exp["guest"] != "hung":
@@ -67,18 +77,88 @@ def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
         return "error", "the guest never reached its agent"
     if obs.get("setup_error"):
         if obs.get("setup_errno") in FEATURE_MISSING:
-            return "skip", f"the guest cannot set up this page: {obs['setup_error']}"
+            return "skip", f"the guest cannot set this case up: {obs['setup_error']}"
         return "error", f"guest setup failed: {obs['setup_error']}"
+    return None
+
+
+def _differences(exp: dict, obs: dict) -> list[str]:
+    return [f"{k}: expected {v!r}, observed {obs.get(k)!r}"
+            for k, v in exp.items() if obs.get(k) != v]
+
+
+def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
+          timeout: float = 0) -> tuple[str, str]:
+    """(status, message): pass / fail / error / skip, by DESIGN.md's outcome table."""
+    exp = expected_of(s)
+    early = _no_answer(exp, obs, infra_error, timeout)
+    if early:
+        return early
     errno = obs.get("inject_errno")
     if s.injector in GUEST_INJECTORS and errno in FEATURE_MISSING and \
             exp.get("inject_errno", 0) != errno:
         return "skip", (f"the kernel refused {s.injector} with {FEATURE_MISSING[errno]}: "
                         "feature not available")
-    diff = [f"{k}: expected {v!r}, observed {obs.get(k)!r}"
-            for k, v in exp.items() if obs.get(k) != v]
+    diff = _differences(exp, obs)
     if diff:
         return "fail", "; ".join(diff)
     return "pass", "as expected"
+
+
+def judge_kselftest(s: Scenario, obs: dict, ktap: KtapResult, *, missing: str = "",
+                    infra_error: str | None = None, timeout: float = 0) -> tuple[str, str]:
+    """A selftest program's verdict, the way kselftest's runner judges it (exit code and
+    top-level KTAP results), after the same checks for a guest that gave no answer."""
+    if missing:
+        return "skip", f"{s.kselftest}: {missing}"
+    exp = expected_of(s)
+    early = _no_answer(exp, obs, infra_error, timeout)
+    if early:
+        return early
+    diff = _differences({k: v for k, v in exp.items() if k != "guest"}, obs)
+    if obs["guest"] != "survived":
+        return "fail", f"guest {obs['guest']}" + (f": {obs['panic']}" if obs["panic"] else "")
+    status = program_result(ktap, obs.get("workload_rc"))
+    failed = [f"{path} ({t.name})" for path, t in flatten(ktap) if t.status in ("fail", "error")]
+    if status == "skip":
+        return "skip", f"{s.kselftest} skipped" + (f": {ktap.reason}" if ktap.reason else "")
+    if status != "pass" or diff:
+        why = [f"exit code {obs.get('workload_rc')}"] + failed + diff + ktap.problems
+        return "fail", "; ".join(why)
+    return "pass", f"{len(flatten(ktap))} KTAP tests, as expected"
+
+
+def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
+    """Every KTAP test and subtest of a selftest program as a case of its own, keyed by its
+    number path (names change with the outcome in some selftests)."""
+    out = []
+    for path, t in flatten_numbers(ktap):
+        name = f"{record['scenario']}/{path}"
+        out.append({
+            **{k: record[k] for k in ("variant", "repeat", "page_kind", "injector", "access",
+                                      "policy", "cleanup", "logs", "started")},
+            "id": f"{record['variant']}::{name}::r{record['repeat']}", "scenario": name,
+            "status": t.status if t.status != "error" else (
+                "error" if record["status"] == "error" else "fail"),
+            "message": t.name + (f" — {t.reason}" if t.reason else ""),
+            "why": f"KTAP test {path} of {record['why']}",
+            "expected": {"status": "pass"},
+            "observed": {"ktap_name": t.name, "ktap_status": t.status, "reason": t.reason,
+                         "guest": record["observed"]["guest"]},
+            "seconds": 0.0, "parent": record["id"]})
+    return out
+
+
+def flatten_numbers(ktap: KtapResult) -> list[tuple[str, KtapTest]]:
+    out = []
+
+    def walk(tests: list[KtapTest], prefix: str) -> None:
+        for t in tests:
+            path = f"{prefix}{t.number}"
+            out.append((path, t))
+            walk(t.subtests, path + ".")
+    walk(ktap.tests, "")
+    return out
 
 
 def run_case(spec: dict, runner: Runner | None = None) -> dict:
@@ -93,13 +173,27 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
                        timeout=spec["timeout"],
                        drives=drives(s, Path(spec["disk"]), Path(spec["swap"])))
     start = time.time()
-    run = run_guest(req, runner)
+    missing = spec.get("kselftest_missing", "")
+    if missing:  # nothing to boot: the variant's tree has no such program
+        run = GuestRun([], None, False, 0.0, case_dir / "console.log", case_dir / "agent.log")
+        run.console.write_text("")
+        run.agent.write_text("")
+    else:
+        run = run_guest(req, runner)
     with open(run.console, errors="replace") as f:
         console = parse_console(f)
-    obs = observe(console, parse_agent(run.agent.read_text(errors="replace").splitlines()),
-                  timed_out=run.timed_out)
+    agent_lines = run.agent.read_text(errors="replace").splitlines()
+    obs = observe(console, parse_agent(agent_lines), timed_out=run.timed_out)
     obs["injections"] = run.injections
-    status, message = judge(s, obs, infra_error=run.infra_error, timeout=req.timeout)
+    ktap = None
+    if s.kselftest:
+        ktap = parse_ktap(ln for ln in agent_lines if not ln.startswith('{"event"'))
+        obs["ktap_tests"] = len(flatten(ktap))
+        obs["ktap_problems"] = ktap.problems
+        status, message = judge_kselftest(s, obs, ktap, missing=missing,
+                                          infra_error=run.infra_error, timeout=req.timeout)
+    else:
+        status, message = judge(s, obs, infra_error=run.infra_error, timeout=req.timeout)
     record = {
         "id": spec["id"], "variant": spec["variant"], "scenario": s.name,
         "repeat": spec["repeat"], "status": status, "message": message,
@@ -111,11 +205,11 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         "logs": {name: str(Path(spec["dir"]) / f"{name}.log")
                  for name in ("console", "agent", "qemu")},
     }
+    if s.kselftest:
+        record["kselftest"] = s.kselftest
+        record["subcases"] = ktap_subcases(record, ktap) if ktap else []
     tmp = case_dir / "case.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(case_dir / "case.json")
     return record
 
-
-def scenario_dict(s: Scenario) -> dict:
-    return asdict(s)

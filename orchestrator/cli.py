@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,18 @@ def _positive(text: str) -> int:
     return n
 
 
+def _matrix_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variants", help="comma-separated variants (default: all)")
+    p.add_argument("--scenarios", help="comma-separated name patterns, e.g. 'anon-*'")
+    p.add_argument("--page-kind", help="comma-separated page kinds, e.g. anon,hugetlb-anon")
+    p.add_argument("--injector", help="comma-separated injectors, e.g. host-srao,host-srar")
+    p.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
+
+
+def _words(text: str | None) -> tuple[str, ...]:
+    return tuple(w for w in (text or "").split(",") if w)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="farm", description=(
         "A/B test farm for Linux memory-failure (HWPOISON) patches."))
@@ -33,10 +46,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"),
                    help="farm file (default: ./farm.yaml)")
     r.add_argument("--results", type=Path, help="result directory (default: results/<run-id>)")
-    r.add_argument("--variants", help="comma-separated variants to run (default: all)")
-    r.add_argument("--scenarios", help="comma-separated name patterns, e.g. 'anon-*'")
+    _matrix_args(r)
     r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
-    r.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
+
+    pl = sub.add_parser("plan", help="print the matrix a run would execute; build nothing")
+    pl.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
+    _matrix_args(pl)
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
 
     v = sub.add_parser("validate", help="check a farm file and its scenarios; build nothing")
     v.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
@@ -60,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.results / "run.json").is_file():
                 raise UserError(f"{args.results}: not a farm result directory (no run.json)")
             return report_dir(args.results)
-        from .run import RunOptions, run
+        from .run import RunOptions, plan_doc, plan_text, run
         cfg = load_farm(args.config)
-        opts = RunOptions(results=args.results,
-                          variants=tuple(v for v in (args.variants or "").split(",") if v),
-                          scenarios=args.scenarios, jobs=args.jobs, repeat=args.repeat)
+        opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
+                          scenarios=args.scenarios, page_kinds=_words(args.page_kind),
+                          injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
+                          repeat=args.repeat)
+        if args.command == "plan":
+            doc = plan_doc(cfg, opts)
+            print(json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n"))
+            return 0
         return run(cfg, opts, Progress())
     except FarmError as e:
         kind = "error" if isinstance(e, UserError) else "infrastructure error"

@@ -26,6 +26,8 @@ INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-off
 GUEST_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
                    "mce-inject")
 CLEANUPS = ("none", "unpoison")
+KSELFTEST_RE = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")  # under tools/testing/selftests
+SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 ACCESSES = ("read", "write", "none")
 # Observables a scenario may expect, with the YAML types each may take.
 OBSERVABLES: dict[str, tuple[type, ...]] = {
@@ -93,6 +95,8 @@ class Scenario:
     expect: dict[str, Any] = field(default_factory=dict)
     recovery: int = 1  # vm.memory_failure_recovery
     cleanup: str = "none"
+    kselftest: str = ""  # e.g. "mm/hugetlb-soft-offline": a program of the variant's own tree
+    sysctl: dict[str, str] = field(default_factory=dict)  # set in the guest before the run
 
     @property
     def needs_disk(self) -> bool:
@@ -117,6 +121,7 @@ class FarmConfig:
     base: str
     guest: GuestSettings
     scenarios_path: Path
+    guest_tests: Path  # the agent and the workloads that go into the guest image
     scenarios: tuple[Scenario, ...]
     jobs: int
     repeat: int
@@ -230,7 +235,8 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     base_dir = path.parent
     top = c.mapping(root, "farm.yaml", {
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
-        "scenarios": False, "jobs": False, "repeat": False, "cache": False})
+        "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
+        "cache": False})
 
     source = None
     if "source" in top:
@@ -325,6 +331,14 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     scen_path = base_dir / "guest-tests" / "scenarios.yaml"
     if "scenarios" in top:
         scen_path = c.file(top["scenarios"], "scenarios", base_dir) or scen_path
+    guest_tests = _guest_tests(base_dir, scen_path)
+    if "guest_tests" in top:
+        guest_tests = c.file(top["guest_tests"], "guest_tests", base_dir, "dir")
+        if guest_tests and not (guest_tests / "agent" / "init").is_file():
+            c.err(top["guest_tests"], f"guest_tests: {guest_tests} has no agent/init")
+    elif guest_tests is None:
+        c.err(root, "no guest-tests directory (with agent/init) beside farm.yaml or the "
+                    "scenario file: name one with guest_tests:")
     scenarios: tuple[Scenario, ...] = ()
     problems = list(c.problems)
     if check_scenarios:
@@ -336,8 +350,19 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         raise ConfigErrors(problems)
     return FarmConfig(path=path, source=source, base_config=base_config, fragments=fragments,
                       variants=variants, base=base, guest=guest, scenarios_path=scen_path,
+                      guest_tests=guest_tests,
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
                       repeat=repeat or 1, cache=cache)
+
+
+def _guest_tests(base_dir: Path, scenarios: Path) -> Path | None:
+    """The guest-tests directory: beside farm.yaml, else the scenario file's own directory,
+    else the farm's own (a farm.yaml elsewhere still gets the shipped agent and workloads)."""
+    for d in (base_dir / "guest-tests", scenarios.parent,
+              Path(__file__).resolve().parent.parent / "guest-tests"):
+        if (d / "agent" / "init").is_file():
+            return d.resolve()
+    return None
 
 
 def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
@@ -356,9 +381,16 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         c.err(node, "scenarios must be a list")
         node = None
     for item in node.value if node is not None else ():
-        f = c.mapping(item, "scenario", {"name": True, "page": True, "injector": True,
-                                         "access": True, "why": True, "policy": False,
-                                         "cleanup": False, "expect": True})
+        keys = dict((k.value, v) for k, v in item.value) if isinstance(
+            item, yaml.MappingNode) else {}
+        kself = "kselftest" in keys
+        named = keys.get("name")
+        f = c.mapping(item, f"scenario '{named.value}'" if isinstance(
+            named, yaml.ScalarNode) else "scenario", {
+            "name": True, "why": True, "policy": False, "sysctl": False,
+            **({"kselftest": True} if kself else {
+                "page": True, "injector": True, "access": True, "cleanup": False,
+                "expect": True})})
         name = c.value(f["name"], "scenario name", (str,)) if "name" in f else None
         label = f"scenario '{name}'" if name else "scenario"
         if name is not None:
@@ -367,10 +399,31 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             elif name in seen:
                 c.err(f["name"], f"duplicate scenario '{name}'")
             seen.add(name)
-        page = c.choice(f["page"], f"{label}: page", PAGE_KINDS) if "page" in f else None
-        inj = c.choice(f["injector"], f"{label}: injector", INJECTORS) if "injector" in f else None
-        acc = c.choice(f["access"], f"{label}: access", ACCESSES) if "access" in f else None
+        if kself:
+            page, inj, acc = "kselftest", "kselftest", "none"
+            prog = c.value(f["kselftest"], f"{label}: kselftest", (str,))
+            if prog is not None and not KSELFTEST_RE.match(prog):
+                c.err(f["kselftest"], f"{label}: kselftest '{prog}' must name a program under "
+                                      "tools/testing/selftests, e.g. mm/hugetlb-soft-offline")
+                prog = None
+        else:
+            prog = ""
+            page = c.choice(f["page"], f"{label}: page", PAGE_KINDS) if "page" in f else None
+            inj = c.choice(f["injector"], f"{label}: injector",
+                           INJECTORS) if "injector" in f else None
+            acc = c.choice(f["access"], f"{label}: access", ACCESSES) if "access" in f else None
         why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
+        sysctl: dict[str, str] = {}
+        if "sysctl" in f:
+            node_s = f["sysctl"]
+            if not isinstance(node_s, yaml.MappingNode):
+                c.err(node_s, f"{label}: sysctl must be a mapping of name: value")
+            else:
+                for k, v in node_s.value:
+                    if not SYSCTL_RE.match(str(k.value)):
+                        c.err(k, f"{label}: sysctl name '{k.value}' is not like vm.nr_hugepages")
+                    elif c.value(v, f"{label}: sysctl.{k.value}", (int, str)) is not None:
+                        sysctl[k.value] = str(v.value)
         policy = {"early_kill": 0, "recovery": 1}
         if "policy" in f:
             pol = c.mapping(f["policy"], f"{label}: policy", dict.fromkeys(policy, False))
@@ -398,9 +451,9 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
                     c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
                                  f"{', '.join(allowed)}")
                 expect[key] = val
-        if name and page and inj and acc and why:
+        if name and page and inj and acc and why and prog is not None:
             out.append(Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
-                                policy["recovery"], cleanup or "none"))
+                                policy["recovery"], cleanup or "none", prog, sysctl))
     if node is not None and not node.value:
         c.err(node, "scenarios: the list is empty")
     if c.problems:

@@ -49,6 +49,29 @@ def write_cpio(entries: list[tuple[str, int, bytes]], dest: Path) -> None:
         f.write(_cpio_entry("TRAILER!!!", 0))
 
 
+def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) -> Path:
+    """The image's initramfs with a variant's own selftest binaries appended as a second
+    cpio archive (the kernel unpacks concatenated archives in turn) under
+    /guest-tests/kselftest/."""
+    if not kselftests:
+        return image.initrd
+    dest = where / f"initramfs-{image.digest}.cpio"
+    if dest.is_file():
+        return dest
+    extra = where / f"kselftests-{os.getpid()}.cpio"
+    entries = [("guest-tests/kselftest", stat.S_IFDIR | 0o755, b"")]
+    entries += [(f"guest-tests/kselftest/{prog.replace('/', '-')}", stat.S_IFREG | 0o755,
+                 Path(exe).read_bytes()) for prog, exe in sorted(kselftests.items())]
+    write_cpio(entries, extra)
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as out:
+        out.write(image.initrd.read_bytes())
+        out.write(extra.read_bytes())
+    extra.unlink()
+    tmp.replace(dest)
+    return dest
+
+
 def workload_sources(guest_tests: Path) -> list[Path]:
     return sorted((guest_tests / "workloads").glob("*.c"))
 

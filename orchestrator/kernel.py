@@ -12,7 +12,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import Source, Variant
@@ -39,6 +39,7 @@ class BuildRequest:
     fragments: tuple[Path, ...]
     cache: Path
     jobs: int
+    kselftests: tuple[str, ...] = ()  # programs of the tree's own selftests to build
 
 
 @dataclass
@@ -52,6 +53,9 @@ class BuildResult:
     release: str
     seconds: float
     patches: list[dict]
+    # kselftest program -> its static binary, or "" with the reason in kselftest_errors
+    kselftests: dict[str, str] = field(default_factory=dict)
+    kselftest_errors: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -143,6 +147,8 @@ def build_key(req: BuildRequest, compiler: str) -> str:
     h = hashlib.sha256()
     h.update(f"farm-build-1\0{req.source.digest}\0{req.base_config}\0{TARGET}\0{compiler}\n"
              .encode())
+    if req.kselftests:
+        h.update(("kselftests\0" + "\0".join(sorted(req.kselftests))).encode())
     for p in req.variant.patches:
         h.update(b"patch\0" + p.read_bytes())
     for p in (*req.fragments, *req.variant.fragments):
@@ -300,6 +306,7 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
         release = (obj / "include/config/kernel.release").read_text().strip()
         out = plan.out
         out.mkdir(parents=True, exist_ok=True)
+        built, failed = build_kselftests(src, req.kselftests, out / "kselftest", runner, log)
         shutil.copy2(obj / IMAGE_PATH, out / "bzImage")
         shutil.copy2(obj / ".config", out / "config")
         shutil.copy2(log, out / "build.log")
@@ -307,7 +314,8 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
                              kernel=str(out / "bzImage"), config=str(out / "config"),
                              log=str(out / "build.log"), release=release,
                              seconds=round(time.monotonic() - start, 1),
-                             patches=patch_records(req.variant))
+                             patches=patch_records(req.variant), kselftests=built,
+                             kselftest_errors=failed)
         record = out / "record.json"
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(result.to_json(), indent=1))
@@ -315,6 +323,29 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
         progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
                      f"({count} objects compiled)")
         return result
+
+
+def build_kselftests(src: Path, programs: tuple[str, ...], dest: Path, runner: Runner,
+                     log: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Static binaries of the tree's own selftest programs, so a variant is tested against
+    its own expectations. One that is missing or does not build is reported, not fatal."""
+    built: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    top = src / "tools" / "testing" / "selftests"
+    for prog in programs:
+        source = top / f"{prog}.c"
+        if not source.is_file():
+            failed[prog] = f"not in this kernel tree: {source.relative_to(src)}"
+            continue
+        exe = dest / prog.replace("/", "-")
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", exe,
+                          source], log_path=log, check=False)
+        if res.returncode:
+            failed[prog] = "did not build: " + " | ".join(res.output.splitlines()[-3:])
+        else:
+            built[prog] = str(exe)
+    return built, failed
 
 
 def build(req: BuildRequest, runner: Runner, progress: Progress) -> BuildResult:

@@ -30,9 +30,12 @@ def load_cases(results: Path) -> list[dict]:
     cases = []
     for p in sorted((results / "cases").glob("*/*/*/case.json")):
         try:
-            cases.append(json.loads(p.read_text()))
+            case = json.loads(p.read_text())
         except ValueError:
             continue  # a case cut off mid-write: it counts as not run
+        subcases = case.pop("subcases", [])
+        cases.append(case)
+        cases.extend(subcases)  # a selftest program's KTAP tests, each a case of its own
     return cases
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import __version__
 from .case import kernel_cmdline
-from .config import FarmConfig, Scenario
+from .config import INJECTORS, PAGE_KINDS, FarmConfig, Scenario
 from .errors import FarmError, InfraError, UserError
-from .image import build_image
+from .image import build_image, with_kselftests
 from .kernel import BuildRequest, compile_kernel, plan_build, prepare_source, prepare_tree
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
@@ -38,6 +38,8 @@ class RunOptions:
     results: Path | None = None
     variants: tuple[str, ...] = ()
     scenarios: str | None = None
+    page_kinds: tuple[str, ...] = ()
+    injectors: tuple[str, ...] = ()
     jobs: int | None = None
     repeat: int | None = None
 
@@ -52,14 +54,50 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
             raise UserError(f"--variants: unknown variant(s) {', '.join(unknown)} "
                             f"(known: {', '.join(cfg.variants)})")
         variants = list(opts.variants)
-    scenarios = list(cfg.scenarios)
+    for flag, wanted, known in (("--page-kind", opts.page_kinds, (*PAGE_KINDS, "kselftest")),
+                                ("--injector", opts.injectors, (*INJECTORS, "kselftest"))):
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise UserError(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    scenarios = [s for s in cfg.scenarios
+                 if (not opts.page_kinds or s.page in opts.page_kinds)
+                 and (not opts.injectors or s.injector in opts.injectors)]
     if opts.scenarios:
         pats = [p for p in opts.scenarios.split(",") if p]
         scenarios = [s for s in scenarios if any(fnmatch.fnmatch(s.name, p) for p in pats)]
-        if not scenarios:
-            raise UserError(f"--scenarios {opts.scenarios!r} matches no scenario "
-                            f"(known: {', '.join(s.name for s in cfg.scenarios)})")
+    if not scenarios:
+        raise UserError("no scenario matches the filters (--scenarios, --page-kind, "
+                        "--injector); `farm plan` lists them")
     return variants, scenarios
+
+
+def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
+    """What a run with these options would execute; builds and boots nothing."""
+    variants, scenarios = select(cfg, opts)
+    repeat = opts.repeat or cfg.repeat
+    rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
+             "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
+             "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
+             "expect": s.expect, "why": s.why} for s in scenarios]
+    return {"config": str(cfg.path), "variants": variants,
+            "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
+            "cases": len(variants) * len(scenarios) * repeat, "scenarios": rows}
+
+
+def plan_text(doc: dict) -> str:
+    out = [f"{len(doc['scenarios'])} scenarios x {len(doc['variants'])} variants "
+           f"({', '.join(doc['variants'])}; base {doc['base']}) x {doc['repeat']} "
+           f"repeat(s) = {doc['cases']} cases", ""]
+    head = ("scenario", "page kind", "injector", "access", "policy")
+    rows = [(r["scenario"], r["page_kind"], r["injector"], r["access"],
+             f"early_kill={r['policy']['early_kill']}"
+             + ("" if r["policy"]["recovery"] else " recovery=0")
+             + ("" if r["cleanup"] == "none" else f" cleanup={r['cleanup']}"))
+            for r in doc["scenarios"]]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
+    for row in (head, *rows):
+        out.append("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(out) + "\n"
 
 
 def check_tools() -> None:
@@ -98,7 +136,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
     meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
             "config": str(cfg.path), "base": base, "jobs": jobs, "repeat": repeat,
-            "scenarios_file": str(cfg.scenarios_path),
+            "scenarios_file": str(cfg.scenarios_path), "guest_tests": str(cfg.guest_tests),
             "argv": sys.argv, "interrupted": False}
     variant_docs: dict[str, dict] = {v: {"description": cfg.variants[v].description,
                                          "patches": [str(p) for p in cfg.variants[v].patches]}
@@ -110,8 +148,10 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         src = prepare_source(cfg.source, cfg.cache, runner, progress)
         meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
                           "path": str(src.path)}
+        kselftests = tuple(sorted({s.kselftest for s in scenarios if s.kselftest}))
         reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments,
-                                cfg.cache, (os.cpu_count() or 1) + 1) for v in variants}
+                                cfg.cache, (os.cpu_count() or 1) + 1, kselftests)
+                for v in variants}
         plans = {}
         for v in variants:
             t = time.monotonic()
@@ -132,7 +172,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
             else:
                 builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
             variant_docs[v]["build"] = builds[v].to_json()
-        image = build_image(cfg.scenarios_path.parent, cfg.cache, runner)
+        image = build_image(cfg.guest_tests, cfg.cache, runner)
         machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
                           memory_mb=cfg.guest.memory_mb)
         first = builds[variants[0]]
@@ -145,15 +185,17 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
                           memory_mb=cfg.guest.memory_mb, accel=accel)
         for v in variants:
+            initrd = with_kselftests(image, builds[v].kselftests, Path(builds[v].kernel).parent)
             for s in scenarios:
                 for r in range(1, repeat + 1):
                     plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
                                  "scenario": asdict(s), "results": str(results),
                                  "dir": f"cases/{v}/{s.name}/r{r}",
                                  "machine": asdict(machine), "kernel": builds[v].kernel,
-                                 "initrd": str(image.initrd), "disk": str(image.disk),
-                                 "swap": str(image.swap),
-                                 "timeout": cfg.guest.timeout})
+                                 "initrd": str(initrd), "disk": str(image.disk),
+                                 "swap": str(image.swap), "timeout": cfg.guest.timeout,
+                                 "kselftest_missing": builds[v].kselftest_errors.get(
+                                     s.kselftest, "")})
         write_json(results / "plan.json", {"cases": plan})
         write_json(results / "run.json", {"run": meta, "variants": variant_docs})
         progress.say(f"running {len(plan)} cases ({len(variants)} variants x "

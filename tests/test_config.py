@@ -144,12 +144,12 @@ def test_scenario_file_problems_are_reported_with_the_farm_problems(farm_dir):
     assert f"{scen}:8: scenario 'anon-madvise': expect.recovery must be list" in text
     assert f"{scen}:9: scenario 'anon-madvise': expect: unknown key 'colour'" in text
     assert f"{scen}:10: duplicate scenario 'anon-madvise'" in text
-    assert f"{scen}:10: scenario: missing key 'why'" in text
+    assert f"{scen}:10: scenario 'anon-madvise': missing key 'why'" in text
 
 
 def test_shipped_scenarios_each_say_why():
     scen = load_scenarios(REPO_FARM.parent / "guest-tests" / "scenarios.yaml")
-    assert all(len(s.why) > 40 and s.expect for s in scen)
+    assert all(len(s.why) > 40 and (s.expect or s.kselftest) for s in scen)
 
 
 def test_cli_validate_exits_2_and_prints_every_problem(farm_dir, capsys):
@@ -170,3 +170,47 @@ def test_cli_run_with_broken_farm_yaml_exits_2_before_building(farm_dir, capsys)
 def test_cli_unknown_variant_is_bad_input(capsys):
     assert main(["run", "-c", str(REPO_FARM), "--variants", "nope"]) == 2
     assert "unknown variant(s) nope" in capsys.readouterr().err
+
+
+def test_kselftest_scenarios_need_no_page_but_a_program_path(farm_dir):
+    scen = farm_dir / "guest-tests" / "scenarios.yaml"
+    scen.write_text(textwrap.dedent("""\
+        scenarios:
+          - name: kst
+            kselftest: mm/hugetlb-soft-offline
+            sysctl: {vm.nr_hugepages: 8}
+            why: the tree's own test
+          - name: bad
+            kselftest: ../../etc/passwd
+            page: anon
+            sysctl: {"nr hugepages": 8}
+            why: no
+        """))
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n")
+    text = "\n".join(problems(path))
+    assert f"{scen}:7: scenario 'bad': kselftest '../../etc/passwd' must name a program" in text
+    assert f"{scen}:8: scenario 'bad': unknown key 'page'" in text
+    assert f"{scen}:9: scenario 'bad': sysctl name 'nr hugepages'" in text
+    scen.write_text("\n".join(scen.read_text().splitlines()[:5]) + "\n")
+    (s,) = load_farm(path).scenarios
+    assert (s.kselftest, s.page, s.sysctl) == ("mm/hugetlb-soft-offline", "kselftest",
+                                               {"vm.nr_hugepages": "8"})
+
+
+def test_plan_filters_and_json_build_nothing(capsys):
+    import json
+    assert main(["plan", "-c", str(REPO_FARM), "--page-kind", "hugetlb-anon",
+                 "--injector", "host-srao,host-srar", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["scenario"] for r in doc["scenarios"]] == ["hugetlb-anon-host-srao",
+                                                        "hugetlb-anon-host-srar"]
+    assert doc["cases"] == 4 and doc["variants"] == ["baseline", "poison-clean-ptes"]
+    assert main(["plan", "-c", str(REPO_FARM), "--scenarios", "anon-madvise*",
+                 "--variants", "baseline", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 scenarios x 1 variants (baseline; base baseline) x 3 repeat(s) "
+                          "= 12 cases")
+    assert "anon-madvise-recovery-off  anon       madvise   read    early_kill=0 recovery=0" \
+        in out
+    assert main(["plan", "-c", str(REPO_FARM), "--page-kind", "lava"]) == 2
+    assert main(["plan", "-c", str(REPO_FARM), "--scenarios", "nothing-*"]) == 2

@@ -43,8 +43,9 @@ def test_default_ab_run_covers_both_variants_and_all_scenarios(ab):
     assert proc.returncode == 1, proc.stderr[-3000:]  # the shipped patch regresses
     base, patched = cases(doc, "baseline"), cases(doc, "poison-clean-ptes")
     assert len(base) >= 60 and set(base) == set(patched)
-    kinds = {c["page_kind"] for c in base.values()}
-    injectors = {c["injector"] for c in base.values()}
+    pages = [c for c in base.values() if c["page_kind"] != "kselftest"]
+    kinds = {c["page_kind"] for c in pages}
+    injectors = {c["injector"] for c in pages}
     assert kinds == set(PAGE_KINDS) and injectors == set(INJECTORS)
     for kind in ("anon", "pagecache-clean", "hugetlb-anon"):
         assert {"host-srao", "host-srar"} <= {c["injector"] for c in base.values()
@@ -76,6 +77,20 @@ def test_default_ab_run_observes_real_hwpoison_behaviour(ab):
     assert unpoisoned["hardware_corrupted_kb_after_unpoison"] == 0
     assert base["swap-clean-madvise"]["observed"]["recovery"] == [
         "clean swapcache page: Recovered"]
+
+
+def test_kselftests_of_the_tree_run_in_the_guest_as_ktap_cases(ab):
+    _, results, doc = ab
+    base = cases(doc, "baseline")
+    program = base["kselftest-hugetlb-soft-offline"]
+    assert program["status"] == "pass", program["message"]
+    ktap = {n: c for n, c in base.items() if n.startswith("kselftest-hugetlb-soft-offline/")}
+    assert sorted(ktap) == ["kselftest-hugetlb-soft-offline/1",
+                            "kselftest-hugetlb-soft-offline/2"]
+    assert {c["status"] for c in ktap.values()} == {"pass"}
+    assert "soft-offline" in ktap["kselftest-hugetlb-soft-offline/2"]["observed"]["ktap_name"]
+    junit = (results / "junit.xml").read_text()
+    assert 'name="kselftest-hugetlb-soft-offline/1"' in junit
 
 
 def test_shipped_patch_shows_a_regression_on_clean_page_cache(ab):
