@@ -60,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite a result directory's results.json and "
                                         "reports from its case files")
     rep.add_argument("results", type=Path)
+
+    cmp = sub.add_parser("compare", help="A/B verdicts between saved result directories")
+    cmp.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    cmp.add_argument("--base", help="the variant the others are compared with (default: the "
+                                    "first directory's base)")
+    cmp.add_argument("--out", type=Path, help="where the comparison's results.json and "
+                                              "reports go (default: results/compare-<time>)")
     return p
 
 
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.results / "run.json").is_file():
                 raise UserError(f"{args.results}: not a farm result directory (no run.json)")
             return report_dir(args.results)
+        if args.command == "compare":
+            from datetime import datetime
+
+            from .run import compare_dirs
+            out = args.out or Path("results") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+            return compare_dirs(args.dirs, out, args.base)
         from .run import RunOptions, plan_doc, plan_text, run
         cfg = load_farm(args.config)
         opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),

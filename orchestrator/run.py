@@ -306,3 +306,47 @@ def report_dir(results: Path, plan_missing: str = "not run") -> int:
     write_json(results / "results.json", doc)
     print(write_reports(doc, results, code), end="", flush=True)
     return code
+
+
+def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
+    """`farm compare`: the verdicts of saved result directories against each other, e.g. a
+    baseline run of Monday and a patched run of Tuesday. Variants keep their names unless two
+    directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
+    docs = []
+    for d in dirs:
+        try:
+            docs.append((d.resolve(), json.loads((d / "results.json").read_text())))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{d}: not a farm result directory (results.json: {e})") from None
+    names = [v for _, doc in docs for v in doc["variants"]]
+    clash = len(names) != len(set(names))
+    variants: dict[str, dict] = {}
+    cases: list[dict] = []
+    order: list[str] = []
+    for d, doc in docs:
+        for v, vdoc in doc["variants"].items():
+            name = f"{d.name}:{v}" if clash else v
+            variants[name] = {**vdoc, "from": str(d)}
+        for c in doc["cases"]:
+            name = f"{d.name}:{c['variant']}" if clash else c["variant"]
+            logs = {k: str(d / p) for k, p in c.get("logs", {}).items()}
+            cases.append({**c, "variant": name, "id": f"{name}::{c['scenario']}::r{c['repeat']}",
+                          "logs": logs})
+            order.append(c["scenario"])
+    first_dir, first = docs[0]
+    base = base or (f"{first_dir.name}:{first['run']['base']}" if clash else first["run"]["base"])
+    if base not in variants:
+        raise UserError(f"--base {base!r} is not among the compared variants: "
+                        f"{', '.join(variants)}")
+    started = datetime.now(UTC)
+    run_meta = {**first["run"], "id": "compare-" + started.strftime("%Y%m%d-%H%M%S"),
+                "farm_version": __version__, "base": base, "seconds": 0.0,
+                "compared": [str(d) for d, _ in docs], "started": started.timestamp(),
+                "started_iso": started.isoformat(timespec="seconds"),
+                "interrupted": any(doc["run"].get("interrupted") for _, doc in docs)}
+    doc = assemble(run_meta, variants, cases, base, list(dict.fromkeys(order)))
+    code = exit_code(doc)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", doc)
+    print(write_reports(doc, out, code), end="", flush=True)
+    return code

@@ -96,3 +96,25 @@ def test_progress_from_a_recorded_case_runner_log(data, tmp_path):
     assert "PASS  baseline / anon-madvise r1" in text
     assert "FAIL  poison-clean-ptes / pagecache-clean-madvise r1" in text
     assert "access_signal: expected None, observed 'BUS_MCEERR_AR'" in text
+
+
+def test_compare_saved_result_directories(data, tmp_path, capsys):
+    monday, tuesday = tmp_path / "monday", tmp_path / "tuesday"
+    shutil.copytree(data / "run-ab", monday)
+    shutil.copytree(data / "run-ab", tuesday)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(monday), str(tuesday), "--base", "tuesday:baseline",
+                 "--out", str(out)]) == 1
+    doc = load(out)
+    assert list(doc["variants"]) == ["monday:baseline", "monday:poison-clean-ptes",
+                                     "tuesday:baseline", "tuesday:poison-clean-ptes"]
+    verdicts = {(c["variant"], c["scenario"]): c["verdict"] for c in doc["comparison"]}
+    assert verdicts[("monday:baseline", "pagecache-clean-madvise")] == "same"
+    assert verdicts[("monday:poison-clean-ptes", "pagecache-clean-madvise")] == "regression"
+    assert {v for (var, _), v in verdicts.items() if var == "monday:baseline"} == {"same"}
+    check_junit(out, doc)
+    c = doc["cases"][0]
+    assert (out / c["logs"]["console"]).is_file()  # logs point back into the saved runs
+    assert main(["compare", str(monday), "--base", "nope", "--out", str(out)]) == 2
+    assert main(["compare", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "not a farm result directory" in capsys.readouterr().err
