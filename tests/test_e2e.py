@@ -17,7 +17,9 @@ from tests_support import check_junit
 from orchestrator.config import INJECTORS, PAGE_KINDS, load_farm
 
 REPO = Path(__file__).parent.parent
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+# The e2e tests share one A/B run and must not run beside each other: tox runs the suite with
+# --dist loadfile, so this whole file goes to one worker.
+pytestmark = pytest.mark.e2e
 FARM = [sys.executable, "-m", "orchestrator.cli"]
 
 
