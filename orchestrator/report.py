@@ -125,9 +125,12 @@ def _cell(case_list: list[dict]) -> str:
         return "-"
     statuses = [c["status"] for c in case_list]
     text = statuses[0] if len(set(statuses)) == 1 else "/".join(statuses)
-    rec = case_list[0].get("observed", {}).get("recovery")
-    if rec:
-        text += f" ({'; '.join(rec)})"
+    obs = case_list[0].get("observed", {})
+    notes = list(obs.get("recovery") or [])
+    if obs.get("guest") not in (None, "survived"):
+        notes.insert(0, f"guest {obs['guest']}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     return text
 
 
@@ -185,7 +188,37 @@ COLORS = {"pass": "#c8f0c8", "fail": "#f7c1c1", "error": "#f7dc9c", "skip": "#dd
           "changed": "#a8c8f0", "flaky": "#e0b0f0"}
 
 
+def _side_by_side(doc: dict, by: dict) -> list[str]:
+    """For each verdict other than same: the observables of base and variant next to each
+    other, the ones that differ marked."""
+    from .results import SIGNATURE, signature
+
+    e = html.escape
+    out = []
+    for c in doc["comparison"]:
+        if c["verdict"] == "same":
+            continue
+        a, b = by.get((c["base"], c["scenario"]), []), by.get((c["variant"], c["scenario"]), [])
+        if not a or not b:
+            continue
+        sa, sb = signature(a[0]), signature(b[0])
+        keys = [k for k in SIGNATURE if sa.get(k) is not None or sb.get(k) is not None]
+        rows = "".join(
+            f"<tr{' class=diff' if sa.get(k) != sb.get(k) else ''}><td>{e(k)}</td>"
+            f"<td>{e(repr(sa.get(k)))}</td><td>{e(repr(sb.get(k)))}</td></tr>" for k in keys)
+        out.append(
+            f'<h3 id="{e(c["variant"])}--{e(c["scenario"])}">{e(c["scenario"])}: '
+            f'<span class="v-{e(c["verdict"])}">{e(c["verdict"])}</span></h3>'
+            f"<p>{e(c['detail'])}</p><table><tr><th>observable</th><th>{e(c['base'])} "
+            f"({e(a[0]['status'])})</th><th>{e(c['variant'])} ({e(b[0]['status'])})</th></tr>"
+            f"{rows}</table>")
+    return out
+
+
 def report_html(doc: dict) -> str:
+    """The page a person reads: the matrix coloured by status and verdict, the observables
+    that differ side by side, and expected vs observed for every case that did not pass.
+    Everything that came from a guest is escaped."""
     e = html.escape
     run = doc["run"]
     variants, scenarios, by, verdicts, compared = _grid(doc)
@@ -199,15 +232,20 @@ def report_html(doc: dict) -> str:
                 for c in cs for k in ("console", "agent") if c.get("logs", {}).get(k))
             status = cs[0]["status"] if cs else "-"
             title = e(cs[0]["message"]) if cs else ""
-            cells.append(f'<td style="background:{COLORS.get(status, "#fff")}" title="{title}">'
+            cells.append(f'<td class="s-{e(status)}" title="{title}">'
                          f"{e(_cell(cs))}<br><small>{links}</small></td>")
         for v in compared:
             c = verdicts.get((v, s)) or {"verdict": "-", "detail": ""}
-            cells.append(f'<td style="background:{COLORS.get(c["verdict"], "#fff")}">'
-                         f'<b>{e(c["verdict"])}</b><br><small>{e(c["detail"])}</small></td>')
+            verdict = e(c["verdict"])
+            label = (f'<a href="#{e(v)}--{e(s)}">{verdict}</a>' if c["verdict"] not in
+                     ("same", "-") else verdict)
+            cells.append(f'<td class="v-{verdict}"><b>{label}</b></td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{e(h)}</th>" for h in
                    ["scenario", *variants, *[f"{run['base']} → {v}" for v in compared]])
+    totals = " · ".join(
+        f"{e(v)}: " + ", ".join(f'<span class="s-{k}">{n} {k}</span>' for k, n in t.items())
+        for v, t in doc["totals"].items())
     details = []
     for c in doc["cases"]:
         if c["status"] == "pass":
@@ -216,19 +254,26 @@ def report_html(doc: dict) -> str:
         trs = "".join(
             f"<tr{' class=diff' if obs.get(k) != v else ''}><td>{e(k)}</td><td>{e(repr(v))}"
             f"</td><td>{e(repr(obs.get(k)))}</td></tr>" for k, v in exp.items())
+        log = c.get("logs", {}).get("console")
         details.append(f"<h3>{e(c['variant'])} / {e(c['scenario'])} r{c['repeat']}: "
-                       f"{e(c['status'])}</h3><p>{e(c['message'])}</p>"
+                       f'<span class="s-{e(c["status"])}">{e(c["status"])}</span></h3>'
+                       f"<p>{e(c['message'])}" + (f' (<a href="{e(log)}">console</a>)'
+                                                   if log else "") + "</p>"
                        f"<table><tr><th>observable</th><th>expected</th><th>observed</th></tr>"
                        f"{trs}</table>")
+    style = "".join(f".s-{k},.v-{k}{{background:{c}}}" for k, c in COLORS.items())
+    side = _side_by_side(doc, by)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hwpoison farm {e(run['id'])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;vertical-align:top;text-align:left}}
-tr.diff td{{background:#fde0e0}}</style></head><body>
+tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
 <h1>hwpoison farm run {e(run['id'])}</h1>
 <p>kernel source {e(run['source']['describe'])}; accelerator {e(str(run.get('accel_reason')))};
 wall time {run.get('seconds', 0):.0f}s</p>
-<table><tr>{head}</tr>{''.join(rows)}</table>
+<p>{totals}</p>
+<table id="matrix"><tr>{head}</tr>{''.join(rows)}</table>
+<h2>Verdicts other than same, side by side</h2>{''.join(side) or '<p>none</p>'}
 <h2>Cases that did not pass</h2>{''.join(details) or '<p>none</p>'}
 </body></html>
 """

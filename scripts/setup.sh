@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Set-up for the farm on Debian 12, idempotent: the Debian packages it needs (installed with
 # apt-get when missing; needs root) and the virtualenv in .venv with the farm installed.
+# --test adds what only the tests need (headless Chromium for the HTML report, cpio).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(
   linux-source-6.12                                   # the default kernel source
-  gcc make libc6-dev flex bison bc libelf-dev libssl-dev patch ccache xz-utils cpio
+  gcc make libc6-dev flex bison bc libelf-dev libssl-dev patch ccache xz-utils
   qemu-system-x86 busybox-static e2fsprogs            # guests
   python3 python3-venv                                # the orchestrator
 )
+if [ "${1:-}" = --test ]; then
+  PACKAGES+=(chromium cpio)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
