@@ -24,7 +24,8 @@ scenarios:
 
 @pytest.fixture
 def farm_dir(tmp_path):
-    (tmp_path / "guest-tests").mkdir()
+    (tmp_path / "guest-tests" / "agent").mkdir(parents=True)
+    (tmp_path / "guest-tests" / "agent" / "init").write_text("#!/bin/sh\n")
     (tmp_path / "guest-tests" / "scenarios.yaml").write_text(SCENARIOS)
     (tmp_path / "linux.tar.xz").write_bytes(b"")
     (tmp_path / "fix.patch").write_text("--- a/x\n+++ b/x\n")
@@ -214,3 +215,11 @@ def test_plan_filters_and_json_build_nothing(capsys):
         in out
     assert main(["plan", "-c", str(REPO_FARM), "--page-kind", "lava"]) == 2
     assert main(["plan", "-c", str(REPO_FARM), "--scenarios", "nothing-*"]) == 2
+
+
+def test_guest_tests_directory_is_found_or_named(farm_dir, tmp_path):
+    cfg = load_farm(write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n"))
+    assert cfg.guest_tests == farm_dir / "guest-tests"
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n"
+                                "guest_tests: linux.tar.xz\n")
+    assert problems(path) == [f"{path}:3: guest_tests: no such dir: {farm_dir / 'linux.tar.xz'}"]

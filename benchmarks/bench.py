@@ -1,0 +1,194 @@
+"""Benchmarks of the farm, each a ratio measured side by side in one run on this machine.
+Never a timed test: these machines are shared and noisy, so read the ratios, not the seconds.
+
+    .venv/bin/python benchmarks/bench.py [--only NAME,...] [--cold] [--out FILE]
+
+  build      farm build of a variant vs plain `make` of the same config, both with warm ccache
+             (--cold: also both from an empty ccache, ~11 minutes on two cores)
+  unchanged  the time for the farm to find an unchanged variant's kernel in its cache
+  case       one farm case vs a bare qemu-system-x86_64 boot of the same kernel and initramfs
+             running the same workload (median of 5 each)
+  parallel   the same 16-case matrix with -j 2 vs -j 1
+  ab         the whole default A/B run (farm.yaml) from a warm cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from orchestrator.case import kernel_cmdline, run_case  # noqa: E402
+from orchestrator.config import load_farm  # noqa: E402
+from orchestrator.image import build_image  # noqa: E402
+from orchestrator.kernel import (  # noqa: E402
+    BuildRequest,
+    build,
+    plan_build,
+    prepare_source,
+)
+from orchestrator.progress import Progress  # noqa: E402
+from orchestrator.qemu import GuestRequest, Machine, qemu_command  # noqa: E402
+from orchestrator.run import RunOptions, run  # noqa: E402
+from orchestrator.runner import Runner  # noqa: E402
+
+CFG = load_farm(REPO / "farm.yaml")
+RUNNER = Runner()
+QUIET = Progress(stream=open(os.devnull, "w"))
+
+
+def timed(fn, *args, **kwargs) -> float:
+    start = time.monotonic()
+    fn(*args, **kwargs)
+    return time.monotonic() - start
+
+
+def source():
+    return prepare_source(CFG.source, CFG.cache, RUNNER, QUIET)
+
+
+def plain_make(src: Path, ccache_dir: Path, use_ccache: bool) -> float:
+    """The same config built the way a developer would by hand, in a fresh O= directory."""
+    work = Path(tempfile.mkdtemp(prefix="bench-make-"))
+    obj = work / "obj"
+    cc = "ccache gcc" if use_ccache else "gcc"
+    env = {"CCACHE_DIR": str(ccache_dir)}
+    make = ["make", "-C", src, f"O={obj}", f"CC={cc}", f"HOSTCC={cc}"]
+    start = time.monotonic()
+    RUNNER.run([*make, CFG.base_config], env=env)
+    RUNNER.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj, obj / ".config",
+                *CFG.fragments], env=env)
+    RUNNER.run([*make, "olddefconfig"], env=env)
+    RUNNER.run([*make, f"-j{(os.cpu_count() or 1) + 1}", "bzImage"], env=env)
+    seconds = time.monotonic() - start
+    shutil.rmtree(work)
+    return seconds
+
+
+def farm_build(cache: Path) -> float:
+    src = source()
+    req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, cache,
+                       (os.cpu_count() or 1) + 1)
+    return timed(build, req, RUNNER, QUIET)
+
+
+def bench_build(cold: bool) -> dict:
+    out = {}
+    src = source().path
+    ccache = CFG.cache / "ccache"
+    # warm: the farm in a scratch cache (so it really builds) sharing the warm ccache
+    scratch = Path(tempfile.mkdtemp(prefix="bench-farm-"))
+    (scratch / "ccache").symlink_to(ccache)
+    (scratch / "sources").symlink_to(CFG.cache / "sources")
+    farm = farm_build(scratch)
+    plain = plain_make(src, ccache, use_ccache=True)
+    out["warm"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
+                   "ratio": round(farm / plain, 3)}
+    shutil.rmtree(scratch)
+    if cold:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-farm-cold-"))
+        (scratch / "sources").symlink_to(CFG.cache / "sources")
+        farm = farm_build(scratch)  # its own empty ccache
+        plain = plain_make(src, scratch / "unused", use_ccache=False)
+        out["cold"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
+                       "ratio": round(farm / plain, 3)}
+        shutil.rmtree(scratch)
+    return out
+
+
+def bench_unchanged() -> dict:
+    def find():
+        src = source()
+        req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments,
+                           CFG.cache, 3, tuple(sorted({s.kselftest for s in CFG.scenarios
+                                                       if s.kselftest})))
+        assert plan_build(req, RUNNER).cached, "build the default farm once first"
+    runs = [timed(find) for _ in range(5)]
+    return {"median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs]}
+
+
+def bench_case() -> dict:
+    s = next(s for s in CFG.scenarios if s.name == "anon-madvise")
+    src = source()
+    req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, CFG.cache, 3)
+    kernel = Path(build(req, RUNNER, QUIET).kernel)
+    image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
+    machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-case-"))
+
+    def farm_case(i):
+        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
+                "results": str(tmp), "dir": f"farm/{i}", "machine": asdict(machine),
+                "kernel": str(kernel), "initrd": str(image.initrd), "disk": str(image.disk),
+                "swap": str(image.swap), "timeout": 60}
+        rec = run_case(spec, RUNNER)
+        assert rec["status"] == "pass", rec["message"]
+
+    def bare_case(i):
+        d = tmp / "bare" / str(i)
+        d.mkdir(parents=True)
+        req = GuestRequest(machine, kernel, image.initrd, kernel_cmdline(s), d, 60)
+        cmd = qemu_command(req, d / "qmp.sock", d / "agent.sock")
+        # the same guest with its agent port written to a file instead of the farm's socket
+        cmd = [c.replace(f"socket,id=agent,path={d / 'agent.sock'},server=on,wait=off",
+                         f"file,id=agent,path={d / 'agent.log'}") for c in cmd]
+        cmd = cmd[:cmd.index("-qmp")] + cmd[cmd.index("-qmp") + 2:]
+        RUNNER.run(cmd, timeout=60)
+        assert '"event":"result"' in (d / "agent.log").read_text()
+
+    farm = [timed(farm_case, i) for i in range(5)]
+    bare = [timed(bare_case, i) for i in range(5)]
+    shutil.rmtree(tmp)
+    f, b = statistics.median(farm), statistics.median(bare)
+    return {"farm_case_s": round(f, 2), "bare_qemu_s": round(b, 2), "ratio": round(f / b, 3)}
+
+
+def farm_run(**opts) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as d:
+        return timed(run, CFG, RunOptions(results=Path(d) / "r", **opts), QUIET)
+
+
+def bench_parallel() -> dict:
+    names = ",".join(s.name for s in CFG.scenarios[:16])
+    one = farm_run(variants=(CFG.base,), scenarios=names, jobs=1)
+    two = farm_run(variants=(CFG.base,), scenarios=names, jobs=2)
+    return {"cases": 16, "j1_s": round(one, 1), "j2_s": round(two, 1),
+            "speedup": round(one / two, 3)}
+
+
+def bench_ab() -> dict:
+    return {"default_ab_warm_s": round(farm_run(), 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab")
+    ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
+    args = ap.parse_args()
+    names = (args.only or "build,unchanged,case,parallel,ab").split(",")
+    benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
+               "case": bench_case, "parallel": bench_parallel, "ab": bench_ab}
+    results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
+               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for name in names:
+        print(f"== {name}", flush=True)
+        results[name] = benches[name]()
+        print(json.dumps(results[name]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
