@@ -15,6 +15,8 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -57,12 +59,13 @@ def source():
     return prepare_source(CFG.source, CFG.cache, RUNNER, QUIET)
 
 
-def plain_make(src: Path, ccache_dir: Path, use_ccache: bool) -> float:
-    """The same config built the way a developer would by hand, in a fresh O= directory."""
-    work = Path(tempfile.mkdtemp(prefix="bench-make-"))
-    obj = work / "obj"
+def plain_make(src: Path, obj: Path, ccache_dir: Path, use_ccache: bool) -> float:
+    """The same config built the way a developer would by hand: make in a fresh O= directory.
+    With ccache it gets the farm's own ccache settings, so both see the same warm cache."""
+    shutil.rmtree(obj, ignore_errors=True)
     cc = "ccache gcc" if use_ccache else "gcc"
-    env = {"CCACHE_DIR": str(ccache_dir)}
+    env = {"CCACHE_DIR": str(ccache_dir), "CCACHE_BASEDIR": str(obj.parent),
+           "CCACHE_NOHASHDIR": "1"}
     make = ["make", "-C", src, f"O={obj}", f"CC={cc}", f"HOSTCC={cc}"]
     start = time.monotonic()
     RUNNER.run([*make, CFG.base_config], env=env)
@@ -70,36 +73,36 @@ def plain_make(src: Path, ccache_dir: Path, use_ccache: bool) -> float:
                 *CFG.fragments], env=env)
     RUNNER.run([*make, "olddefconfig"], env=env)
     RUNNER.run([*make, f"-j{(os.cpu_count() or 1) + 1}", "bzImage"], env=env)
-    seconds = time.monotonic() - start
-    shutil.rmtree(work)
-    return seconds
+    return time.monotonic() - start
 
 
-def farm_build(cache: Path) -> float:
+def farm_build(cache: Path) -> tuple[float, Path]:
+    """The farm's build of the base variant; returns its time and its work directory."""
     src = source()
     req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, cache,
                        (os.cpu_count() or 1) + 1)
-    return timed(build, req, RUNNER, QUIET)
+    seconds = timed(build, req, RUNNER, QUIET)
+    return seconds, plan_build(req, RUNNER).work
 
 
 def bench_build(cold: bool) -> dict:
     out = {}
-    src = source().path
     ccache = CFG.cache / "ccache"
-    # warm: the farm in a scratch cache (so it really builds) sharing the warm ccache
+    # warm: the farm in a scratch cache (so it really builds) sharing the warm ccache, then
+    # plain make in the farm's own patched tree, in a new O= directory beside the farm's
     scratch = Path(tempfile.mkdtemp(prefix="bench-farm-"))
     (scratch / "ccache").symlink_to(ccache)
     (scratch / "sources").symlink_to(CFG.cache / "sources")
-    farm = farm_build(scratch)
-    plain = plain_make(src, ccache, use_ccache=True)
+    farm, work = farm_build(scratch)
+    plain = plain_make(work / "src", work / "obj-plain", ccache, use_ccache=True)
     out["warm"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
                    "ratio": round(farm / plain, 3)}
     shutil.rmtree(scratch)
     if cold:
         scratch = Path(tempfile.mkdtemp(prefix="bench-farm-cold-"))
         (scratch / "sources").symlink_to(CFG.cache / "sources")
-        farm = farm_build(scratch)  # its own empty ccache
-        plain = plain_make(src, scratch / "unused", use_ccache=False)
+        farm, work = farm_build(scratch)  # its own empty ccache
+        plain = plain_make(work / "src", work / "obj-plain", scratch / "unused", False)
         out["cold"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
                        "ratio": round(farm / plain, 3)}
         shutil.rmtree(scratch)
@@ -154,7 +157,8 @@ def bench_case() -> dict:
 
 
 def farm_run(**opts) -> float:
-    with tempfile.TemporaryDirectory(prefix="bench-run-") as d:
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as d, \
+            contextlib.redirect_stdout(io.StringIO()):  # the run's summary is not a figure
         return timed(run, CFG, RunOptions(results=Path(d) / "r", **opts), QUIET)
 
 
