@@ -11,7 +11,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -182,8 +182,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         meta.update(accelerator=accel, accel_reason=why, image={
             k: str(v) for k, v in asdict(image).items()})
         progress.say(f"accelerator: {why}")
-        machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
-                          memory_mb=cfg.guest.memory_mb, accel=accel)
+        machine = replace(machine, accel=accel)
         for v in variants:
             initrd = with_kselftests(image, builds[v].kselftests, Path(builds[v].kernel).parent)
             for s in scenarios:
