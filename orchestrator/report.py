@@ -145,11 +145,16 @@ def _grid(doc: dict):
     return variants, scenarios, by, verdicts, compared
 
 
+def _source(run: dict) -> str:
+    src = run.get("source")  # absent when a run stopped before the source was ready
+    return f"{src['describe']} ({src['digest'][:23]})" if src else "not prepared"
+
+
 def summary(doc: dict, code: int) -> str:
     run = doc["run"]
     variants, scenarios, by, verdicts, compared = _grid(doc)
     out = [f"# hwpoison farm run {run['id']}", "",
-           f"- kernel source: {run['source']['describe']} ({run['source']['digest'][:23]})",
+           f"- kernel source: {_source(run)}",
            f"- accelerator: {run.get('accel_reason', run.get('accelerator'))}",
            f"- jobs: {run.get('jobs')}, repeats: {run.get('repeat')}, "
            f"wall time: {run.get('seconds', 0):.0f}s" + (", INTERRUPTED" if run.get(
@@ -269,7 +274,7 @@ def report_html(doc: dict) -> str:
 td,th{{border:1px solid #999;padding:4px 8px;vertical-align:top;text-align:left}}
 tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
 <h1>hwpoison farm run {e(run['id'])}</h1>
-<p>kernel source {e(run['source']['describe'])}; accelerator {e(str(run.get('accel_reason')))};
+<p>kernel source {e(_source(run))}; accelerator {e(str(run.get('accel_reason')))};
 wall time {run.get('seconds', 0):.0f}s</p>
 <p>{totals}</p>
 <table id="matrix"><tr>{head}</tr>{''.join(rows)}</table>

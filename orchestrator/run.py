@@ -19,8 +19,16 @@ from . import __version__
 from .case import kernel_cmdline
 from .config import INJECTORS, PAGE_KINDS, FarmConfig, Scenario
 from .errors import FarmError, InfraError, UserError
-from .image import build_image, with_kselftests
-from .kernel import BuildRequest, compile_kernel, plan_build, prepare_source, prepare_tree
+from .image import GuestImage, build_image, with_kselftests
+from .kernel import (
+    BuildRequest,
+    BuildResult,
+    SourceTree,
+    compile_kernel,
+    plan_build,
+    prepare_source,
+    prepare_tree,
+)
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
@@ -148,29 +156,8 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         src = prepare_source(cfg.source, cfg.cache, runner, progress)
         meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
                           "path": str(src.path)}
-        kselftests = tuple(sorted({s.kselftest for s in scenarios if s.kselftest}))
-        reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments,
-                                cfg.cache, (os.cpu_count() or 1) + 1, kselftests)
-                for v in variants}
-        plans = {}
+        builds = _build_variants(cfg, variants, scenarios, src, runner, progress)
         for v in variants:
-            t = time.monotonic()
-            plans[v] = plan_build(reqs[v], runner)
-            if plans[v].cached:
-                plans[v].cached.seconds = round(time.monotonic() - t, 2)
-        # Every patch series is applied before anything is compiled, so a patch that does
-        # not apply stops the run at once.
-        for v in variants:
-            if not plans[v].cached:
-                prepare_tree(reqs[v], plans[v], runner, progress)
-        builds = {}
-        for v in variants:
-            if plans[v].cached:
-                builds[v] = plans[v].cached
-                progress.say(f"{v}: kernel {builds[v].release} already built "
-                             f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
-            else:
-                builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
             variant_docs[v]["build"] = builds[v].to_json()
         image = build_image(cfg.guest_tests, cfg.cache, runner)
         machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
@@ -182,19 +169,8 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         meta.update(accelerator=accel, accel_reason=why, image={
             k: str(v) for k, v in asdict(image).items()})
         progress.say(f"accelerator: {why}")
-        machine = replace(machine, accel=accel)
-        for v in variants:
-            initrd = with_kselftests(image, builds[v].kselftests, Path(builds[v].kernel).parent)
-            for s in scenarios:
-                for r in range(1, repeat + 1):
-                    plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
-                                 "scenario": asdict(s), "results": str(results),
-                                 "dir": f"cases/{v}/{s.name}/r{r}",
-                                 "machine": asdict(machine), "kernel": builds[v].kernel,
-                                 "initrd": str(initrd), "disk": str(image.disk),
-                                 "swap": str(image.swap), "timeout": cfg.guest.timeout,
-                                 "kselftest_missing": builds[v].kselftest_errors.get(
-                                     s.kselftest, "")})
+        plan = _plan(cfg, variants, scenarios, repeat, builds, image,
+                     replace(machine, accel=accel), results)
         write_json(results / "plan.json", {"cases": plan})
         write_json(results / "run.json", {"run": meta, "variants": variant_docs})
         progress.say(f"running {len(plan)} cases ({len(variants)} variants x "
@@ -217,6 +193,54 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
     progress.say(f"done in {fmt_seconds(meta['seconds'])}: {results}")
     logging.getLogger("farm").removeHandler(handler)
     return code
+
+
+def _build_variants(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario],
+                    src: SourceTree, runner: Runner, progress: Progress) -> dict[str, BuildResult]:
+    """Every variant's kernel (and its own selftest binaries), built or found in the cache.
+    Every patch series is applied before anything is compiled, so a patch that does not
+    apply stops the run at once."""
+    kselftests = tuple(sorted({s.kselftest for s in scenarios if s.kselftest}))
+    reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments, cfg.cache,
+                            (os.cpu_count() or 1) + 1, kselftests) for v in variants}
+    plans = {}
+    for v in variants:
+        t = time.monotonic()
+        plans[v] = plan_build(reqs[v], runner)
+        if plans[v].cached:
+            plans[v].cached.seconds = round(time.monotonic() - t, 2)
+    for v in variants:
+        if not plans[v].cached:
+            prepare_tree(reqs[v], plans[v], runner, progress)
+    builds = {}
+    for v in variants:
+        if plans[v].cached:
+            builds[v] = plans[v].cached
+            progress.say(f"{v}: kernel {builds[v].release} already built "
+                         f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
+        else:
+            builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
+    return builds
+
+
+def _plan(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario], repeat: int,
+          builds: dict[str, BuildResult], image: GuestImage, machine: Machine,
+          results: Path) -> list[dict]:
+    """One entry per (variant, scenario, repeat): everything a worker needs to run the case."""
+    plan = []
+    for v in variants:
+        initrd = with_kselftests(image, builds[v].kselftests, Path(builds[v].kernel).parent)
+        for s in scenarios:
+            for r in range(1, repeat + 1):
+                plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
+                             "scenario": asdict(s), "results": str(results),
+                             "dir": f"cases/{v}/{s.name}/r{r}", "machine": asdict(machine),
+                             "kernel": builds[v].kernel, "initrd": str(initrd),
+                             "disk": str(image.disk), "swap": str(image.swap),
+                             "timeout": cfg.guest.timeout,
+                             "kselftest_missing": builds[v].kselftest_errors.get(
+                                 s.kselftest, "")})
+    return plan
 
 
 def _accelerator(cfg: FarmConfig, probe: GuestRequest, runner: Runner) -> tuple[str, str]:
