@@ -155,16 +155,21 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
             qmp = QMP(_connect(qmp_path, proc, start + 15))
             buf = b""
             while True:
+                # After QEMU ends, what it had sent is still read to the end of the stream:
+                # the last lines (the result, agent-end) come just before the guest stops.
+                exited = proc.poll() is not None
                 if time.monotonic() > deadline:
                     run.timed_out = True
                     break
-                if proc.poll() is not None:
-                    break
                 if chan is None:
+                    if exited:
+                        break
                     time.sleep(0.02)
                     continue
                 ready, _, _ = select.select([chan], [], [], 0.05)
                 if not ready:
+                    if exited:
+                        break
                     continue
                 data = chan.recv(65536)
                 if not data:
@@ -186,6 +191,8 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
                         run.injections.append(_inject(qmp, event, chan))
                     if req.stop_on and event.get("event") == req.stop_on:
                         raise _Stop
+            if buf:  # a line cut off when the guest stopped: kept in the log, not parsed
+                alog.write(buf.decode(errors="replace") + "\n")
         except _Stop:
             pass
         except (OSError, InfraError) as e:
