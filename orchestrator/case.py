@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario
-from .ktap import KtapResult, KtapTest, flatten, parse_ktap, program_result
+from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, GuestRun, Machine, run_guest
 from .runner import Runner
@@ -119,20 +119,21 @@ def judge_kselftest(s: Scenario, obs: dict, ktap: KtapResult, *, missing: str = 
     if obs["guest"] != "survived":
         return "fail", f"guest {obs['guest']}" + (f": {obs['panic']}" if obs["panic"] else "")
     status = program_result(ktap, obs.get("workload_rc"))
-    failed = [f"{path} ({t.name})" for path, t in flatten(ktap) if t.status in ("fail", "error")]
+    tests = flatten(ktap, numbers=True)
+    failed = [f"{path} ({t.name})" for path, t in tests if t.status in ("fail", "error")]
     if status == "skip":
         return "skip", f"{s.kselftest} skipped" + (f": {ktap.reason}" if ktap.reason else "")
     if status != "pass" or diff:
         why = [f"exit code {obs.get('workload_rc')}"] + failed + diff + ktap.problems
         return "fail", "; ".join(why)
-    return "pass", f"{len(flatten(ktap))} KTAP tests, as expected"
+    return "pass", f"{len(tests)} KTAP tests, as expected"
 
 
 def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
     """Every KTAP test and subtest of a selftest program as a case of its own, keyed by its
     number path (names change with the outcome in some selftests)."""
     out = []
-    for path, t in flatten_numbers(ktap):
+    for path, t in flatten(ktap, numbers=True):
         name = f"{record['scenario']}/{path}"
         out.append({
             **{k: record[k] for k in ("variant", "repeat", "page_kind", "injector", "access",
@@ -146,18 +147,6 @@ def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
             "observed": {"ktap_name": t.name, "ktap_status": t.status, "reason": t.reason,
                          "guest": record["observed"]["guest"]},
             "seconds": 0.0, "parent": record["id"]})
-    return out
-
-
-def flatten_numbers(ktap: KtapResult) -> list[tuple[str, KtapTest]]:
-    out = []
-
-    def walk(tests: list[KtapTest], prefix: str) -> None:
-        for t in tests:
-            path = f"{prefix}{t.number}"
-            out.append((path, t))
-            walk(t.subtests, path + ".")
-    walk(ktap.tests, "")
     return out
 
 

@@ -23,8 +23,7 @@ PAGE_KINDS = ("anon", "anon-clean", "mlocked", "pagecache-clean", "pagecache-dir
 UNMAPPED_KINDS = ("free-buddy", "kernel")
 INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
              "mce-inject", "host-srao", "host-srar", "host-srar-kernel")
-GUEST_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
-                   "mce-inject")
+GUEST_INJECTORS = tuple(i for i in INJECTORS if not i.startswith("host-"))
 CLEANUPS = ("none", "unpoison")
 KSELFTEST_RE = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")  # under tools/testing/selftests
 SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")

@@ -302,20 +302,25 @@ def parse_ktap(lines: Iterable[str]) -> KtapResult:
                       reason=reason, diagnostics=diagnostics)
 
 
-def flatten(result: KtapResult, prefix: str = "") -> list[tuple[str, KtapTest]]:
-    """Every test and subtest as (path, test); path joins names with '/', e.g. 'suite/case'.
+def flatten(result: KtapResult, prefix: str = "", *,
+            numbers: bool = False) -> list[tuple[str, KtapTest]]:
+    """Every test and subtest as (path, test); path joins names with '/', e.g. 'suite/case',
+    or with numbers=True test numbers with '.', e.g. '2.1'.
 
     Parents come before their subtests, in output order. Names are not unique in kselftest
-    output (mkdirty prints five tests with one name), so paths may repeat."""
+    output (mkdirty prints five tests with one name), so name paths may repeat; number paths
+    do not, and stay the same when a test's name changes with its outcome."""
     out: list[tuple[str, KtapTest]] = []
+    sep = "." if numbers else "/"
 
     def walk(tests: list[KtapTest], base: str) -> None:
         for t in tests:
-            path = f"{base}/{t.name}" if base else t.name
+            label = str(t.number) if numbers else t.name
+            path = f"{base}{sep}{label}" if base else label
             out.append((path, t))
             walk(t.subtests, path)
 
-    walk(result.tests, prefix.rstrip("/"))
+    walk(result.tests, prefix.rstrip(sep))
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from .parse import KERNEL_ERROR, strip_timestamp
+from .results import SIGNATURE, signature
 
 EXCERPT = re.compile(r"Memory failure|MCE|Hardware Error|mce:|soft offline|Injecting memory|"
                      + KERNEL_ERROR.pattern, re.IGNORECASE)
@@ -196,8 +197,6 @@ COLORS = {"pass": "#c8f0c8", "fail": "#f7c1c1", "error": "#f7dc9c", "skip": "#dd
 def _side_by_side(doc: dict, by: dict) -> list[str]:
     """For each verdict other than same: the observables of base and variant next to each
     other, the ones that differ marked."""
-    from .results import SIGNATURE, signature
-
     e = html.escape
     out = []
     for c in doc["comparison"]:

@@ -259,6 +259,10 @@ def test_nested_subtests(ktap, style):
     assert tests["main_test/example_test_1/test_1"].diagnostics == ["# test_1: initializing test_1"]
     assert tests["main_test/example_test_3/test_2"].diagnostics == ["# test_2: FAIL"]
     assert [t.number for t in tests["main_test"].subtests] == [1, 2, 3]
+    numbered = [(p, t.name) for p, t in flatten(r, numbers=True)]
+    assert [p for p, _ in numbered] == ["1", "1.1", "1.1.1", "1.2", "1.2.1", "1.2.2", "1.3",
+                                        "1.3.1", "1.3.2", "1.3.3"]
+    assert numbered[5] == ("1.2.2", "test_2")
     assert program_result(r, 0) == "fail"
 
 
