@@ -20,7 +20,7 @@ from .errors import InfraError, UserError
 from .progress import Progress, fmt_seconds
 from .runner import Runner
 
-TARGET = "bzImage"
+TARGET = "bzImage"  # builds vmlinux on the way
 IMAGE_PATH = "arch/x86/boot/bzImage"
 CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$|^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
@@ -53,6 +53,10 @@ class BuildResult:
     release: str
     seconds: float
     patches: list[dict]
+    # What QEMU boots: the vmlinux through its PVH entry point when the config has one
+    # (CONFIG_PVH: no firmware boot loader, no decompression), else the bzImage.
+    boot: str = ""
+    boot_via: str = ""  # pvh | bzimage
     # kselftest program -> its static binary, or "" with the reason in kselftest_errors
     kselftests: dict[str, str] = field(default_factory=dict)
     kselftest_errors: dict[str, str] = field(default_factory=dict)
@@ -145,7 +149,7 @@ def patch_records(variant: Variant) -> list[dict]:
 
 def build_key(req: BuildRequest, compiler: str) -> str:
     h = hashlib.sha256()
-    h.update(f"farm-build-1\0{req.source.digest}\0{req.base_config}\0{TARGET}\0{compiler}\n"
+    h.update(f"farm-build-2\0{req.source.digest}\0{req.base_config}\0{TARGET}\0{compiler}\n"
              .encode())
     if req.kselftests:
         h.update(("kselftests\0" + "\0".join(sorted(req.kselftests))).encode())
@@ -238,10 +242,11 @@ def plan_build(req: BuildRequest, runner: Runner) -> BuildPlan:
     out = req.cache / "builds" / key
     plan = BuildPlan(key, out, req.cache / "work" / key)
     record = out / "record.json"
-    if record.is_file() and (out / "bzImage").is_file():
+    if record.is_file():
         res = BuildResult(**json.loads(record.read_text()))
-        res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
-        plan.cached = res
+        if Path(res.kernel).is_file() and Path(res.boot).is_file():
+            res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
+            plan.cached = res
     return plan
 
 
@@ -309,9 +314,11 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
         built, failed = build_kselftests(src, req.kselftests, out / "kselftest", runner, log)
         shutil.copy2(obj / IMAGE_PATH, out / "bzImage")
         shutil.copy2(obj / ".config", out / "config")
+        boot, via = boot_image(obj, out)
         shutil.copy2(log, out / "build.log")
         result = BuildResult(variant=name, status="built", key=plan.key,
                              kernel=str(out / "bzImage"), config=str(out / "config"),
+                             boot=str(boot), boot_via=via,
                              log=str(out / "build.log"), release=release,
                              seconds=round(time.monotonic() - start, 1),
                              patches=patch_records(req.variant), kselftests=built,
@@ -323,6 +330,16 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
         progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
                      f"({count} objects compiled)")
         return result
+
+
+def boot_image(obj: Path, out: Path) -> tuple[Path, str]:
+    """The image QEMU is to boot, copied into the build's cache directory. A vmlinux with a
+    PVH entry point is loaded by QEMU itself and starts in the kernel proper, so a guest
+    skips the firmware's Linux loader and the decompressor; under TCG both are slow."""
+    if parse_config((obj / ".config").read_text()).get("CONFIG_PVH") == "y":
+        shutil.copy2(obj / "vmlinux", out / "vmlinux")
+        return out / "vmlinux", "pvh"
+    return out / "bzImage", "bzimage"
 
 
 def build_kselftests(src: Path, programs: tuple[str, ...], dest: Path, runner: Runner,

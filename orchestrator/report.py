@@ -73,7 +73,8 @@ def junit(doc: dict, results: Path) -> str:
                  "kernel_source": run.get("source", {}).get("digest", "?"),
                  "build_key": build.get("key", "?"), "patch_digest": patch_digest(variant),
                  "patches": " ".join(Path(p["path"]).name for p in build.get("patches", [])),
-                 "accelerator": run.get("accelerator", "?"), "farm_version": run["farm_version"]}
+                 "accelerator": run.get("accelerator", "?"),
+                 "boot": build.get("boot_via") or "?", "farm_version": run["farm_version"]}
         cases = []
         for c in (c for c in doc["cases"] if c["variant"] == name):
             tc = TestCase(name=c["scenario"] + (f" #{c['repeat']}" if run.get("repeat", 1) > 1

@@ -164,7 +164,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
                           memory_mb=cfg.guest.memory_mb)
         first = builds[variants[0]]
         accel, why = _accelerator(cfg, GuestRequest(
-            machine, Path(first.kernel), image.initrd, kernel_cmdline(scenarios[0]),
+            machine, Path(first.boot), image.initrd, kernel_cmdline(scenarios[0]),
             results / "accel-probe", cfg.guest.timeout), runner)
         meta.update(accelerator=accel, accel_reason=why, image={
             k: str(v) for k, v in asdict(image).items()})
@@ -235,7 +235,7 @@ def _plan(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario], repea
                 plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
                              "scenario": asdict(s), "results": str(results),
                              "dir": f"cases/{v}/{s.name}/r{r}", "machine": asdict(machine),
-                             "kernel": builds[v].kernel, "initrd": str(initrd),
+                             "kernel": builds[v].boot, "initrd": str(initrd),
                              "disk": str(image.disk), "swap": str(image.swap),
                              "timeout": cfg.guest.timeout,
                              "kselftest_missing": builds[v].kselftest_errors.get(

@@ -65,6 +65,16 @@ def test_build_then_found_in_cache(env):
     assert not any(c.startswith("make") for c in commands[n:]), "a cached build ran make"
 
 
+def test_boot_image_is_vmlinux_with_a_pvh_entry_else_bzimage(env):
+    runner, progress, req, _, tmp = env
+    plain = build(req(), runner, progress)
+    assert (plain.boot_via, plain.boot) == ("bzimage", plain.kernel)
+    pvh = build(req(fragments=(write(tmp / "pvh.config", "CONFIG_PVH=y\n"),)), runner, progress)
+    assert pvh.boot_via == "pvh" and pvh.boot.endswith("/vmlinux")
+    assert b"CONFIG_PVH=y" in open(pvh.boot, "rb").read()
+    assert build(req(fragments=(tmp / "pvh.config",)), runner, progress).boot == pvh.boot
+
+
 def test_commands_are_logged_shell_quoted(env):
     runner, progress, req, commands, _ = env
     build(req(), runner, progress)
