@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,12 +25,22 @@ def _positive(text: str) -> int:
     return n
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 2/4: {text!r}")
+    return int(k), int(n)
+
+
 def _matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", help="comma-separated variants (default: all)")
     p.add_argument("--scenarios", help="comma-separated name patterns, e.g. 'anon-*'")
     p.add_argument("--page-kind", help="comma-separated page kinds, e.g. anon,hugetlb-anon")
     p.add_argument("--injector", help="comma-separated injectors, e.g. host-srao,host-srar")
     p.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
+    p.add_argument("--shard", type=_shard, metavar="K/N",
+                   help="only the K-th of N parts of the scenarios (e.g. one per CI job); "
+                        "`farm merge` joins the parts")
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -61,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
                                         "reports from its case files")
     rep.add_argument("results", type=Path)
 
+    mg = sub.add_parser("merge", help="join the result directories of a sharded run")
+    mg.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    mg.add_argument("--out", type=Path, help="the merged result directory (default: "
+                                             "results/merge-<time>)")
+
     cmp = sub.add_parser("compare", help="A/B verdicts between saved result directories")
     cmp.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     cmp.add_argument("--base", help="the variant the others are compared with (default: the "
@@ -79,22 +95,25 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(cfg.scenarios)} scenarios from {cfg.scenarios_path}")
             return 0
         if args.command == "report":
-            from .run import report_dir
+            from .saved import report_dir
             if not (args.results / "run.json").is_file():
                 raise UserError(f"{args.results}: not a farm result directory (no run.json)")
             return report_dir(args.results)
-        if args.command == "compare":
+        if args.command in ("compare", "merge"):
             from datetime import datetime
 
-            from .run import compare_dirs
-            out = args.out or Path("results") / datetime.now().strftime("compare-%Y%m%d-%H%M%S")
+            from .saved import compare_dirs, merge_dirs
+            out = args.out or Path("results") / datetime.now().strftime(
+                f"{args.command}-%Y%m%d-%H%M%S")
+            if args.command == "merge":
+                return merge_dirs(args.dirs, out)
             return compare_dirs(args.dirs, out, args.base)
         from .run import RunOptions, plan_doc, plan_text, run
         cfg = load_farm(args.config)
         opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
                           scenarios=args.scenarios, page_kinds=_words(args.page_kind),
                           injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
-                          repeat=args.repeat)
+                          repeat=args.repeat, shard=args.shard)
         if args.command == "plan":
             doc = plan_doc(cfg, opts)
             print(json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n"))
@@ -107,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("farm: interrupted", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # `farm plan | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

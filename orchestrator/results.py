@@ -40,7 +40,8 @@ def load_cases(results: Path) -> list[dict]:
 
 
 def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
-    """Plan entries with no case.json (interrupted, or a worker died): recorded as errors."""
+    """Plan entries with no case.json (interrupted, or a worker died): recorded as errors.
+    An entry may carry its own reason in "not_run" (a shard missing from a merge)."""
     done = {c["id"] for c in cases}
     out = []
     for spec in plan:
@@ -48,7 +49,8 @@ def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
             continue
         s = spec["scenario"]
         out.append({"id": spec["id"], "variant": spec["variant"], "scenario": s["name"],
-                    "repeat": spec["repeat"], "status": "error", "message": why,
+                    "repeat": spec["repeat"], "status": "error",
+                    "message": spec.get("not_run", why),
                     "page_kind": s["page"], "injector": s["injector"], "access": s["access"],
                     "policy": {"early_kill": s["early_kill"], "recovery": s.get("recovery", 1)},
                     "cleanup": s.get("cleanup", "none"), "why": s["why"],

@@ -32,9 +32,9 @@ from .kernel import (
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
-from .report import write_reports
-from .results import assemble, exit_code, load_cases, missing_cases, write_json
+from .results import write_json
 from .runner import Runner
+from .saved import report_dir
 
 TOOLS = {"make": "make", "gcc": "gcc", "patch": "patch", "tar": "tar", "ccache": "ccache",
          "flex": "flex", "bison": "bison", "bc": "bc", "mke2fs": "e2fsprogs",
@@ -50,6 +50,21 @@ class RunOptions:
     injectors: tuple[str, ...] = ()
     jobs: int | None = None
     repeat: int | None = None
+    shard: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix, from 1
+
+
+def shard_of(scenarios: list[Scenario], shard: tuple[int, int] | None) -> list[Scenario]:
+    """The scenarios of shard K of N: every N-th from the K-th, so the page kinds spread
+    over the shards alike. A scenario's variants and repeats stay in one shard, so each
+    shard has whole A/B verdicts of its own."""
+    if not shard:
+        return scenarios
+    k, n = shard
+    part = scenarios[k - 1::n]
+    if not part:
+        raise UserError(f"--shard {k}/{n}: no scenario falls in this shard "
+                        f"({len(scenarios)} scenarios for {n} shards)")
+    return part
 
 
 def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]]:
@@ -79,9 +94,18 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
     return variants, scenarios
 
 
+def _shard_meta(scenarios: list[Scenario], shard: tuple[int, int] | None) -> dict | None:
+    """What `farm merge` needs to join the shards: which one this is, and the whole
+    matrix, so that the cases of a shard that never came back are still accounted for."""
+    if not shard:
+        return None
+    return {"index": shard[0], "count": shard[1], "scenarios": [asdict(s) for s in scenarios]}
+
+
 def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
     """What a run with these options would execute; builds and boots nothing."""
-    variants, scenarios = select(cfg, opts)
+    variants, every = select(cfg, opts)
+    scenarios = shard_of(every, opts.shard)
     repeat = opts.repeat or cfg.repeat
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
@@ -89,13 +113,15 @@ def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
              "expect": s.expect, "why": s.why} for s in scenarios]
     return {"config": str(cfg.path), "variants": variants,
             "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
+            "shard": f"{opts.shard[0]}/{opts.shard[1]}" if opts.shard else None,
             "cases": len(variants) * len(scenarios) * repeat, "scenarios": rows}
 
 
 def plan_text(doc: dict) -> str:
     out = [f"{len(doc['scenarios'])} scenarios x {len(doc['variants'])} variants "
            f"({', '.join(doc['variants'])}; base {doc['base']}) x {doc['repeat']} "
-           f"repeat(s) = {doc['cases']} cases", ""]
+           f"repeat(s) = {doc['cases']} cases"
+           + (f" (shard {doc['shard']})" if doc.get("shard") else ""), ""]
     head = ("scenario", "page kind", "injector", "access", "policy")
     rows = [(r["scenario"], r["page_kind"], r["injector"], r["access"],
              f"early_kill={r['policy']['early_kill']}"
@@ -125,7 +151,8 @@ def _logging(results: Path) -> logging.Handler:
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
     progress = progress or Progress()
-    variants, scenarios = select(cfg, opts)
+    variants, every = select(cfg, opts)
+    scenarios = shard_of(every, opts.shard)
     base = cfg.base if cfg.base in variants else variants[0]
     jobs = opts.jobs or cfg.jobs
     repeat = opts.repeat or cfg.repeat
@@ -145,7 +172,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
             "config": str(cfg.path), "base": base, "jobs": jobs, "repeat": repeat,
             "scenarios_file": str(cfg.scenarios_path), "guest_tests": str(cfg.guest_tests),
-            "argv": sys.argv, "interrupted": False}
+            "argv": sys.argv, "interrupted": False, "shard": _shard_meta(every, opts.shard)}
     variant_docs: dict[str, dict] = {v: {"description": cfg.variants[v].description,
                                          "patches": [str(p) for p in cfg.variants[v].patches]}
                                      for v in variants}
@@ -313,63 +340,3 @@ def _run_cases(results: Path, jobs: int, total: int, runner: Runner,
         tail = "\n".join(res.output.splitlines()[-15:])
         raise InfraError(f"the case runner (pytest) exited with {res.returncode}; "
                          f"log: {results / 'pytest.log'}\n{tail}")
-
-
-def report_dir(results: Path, plan_missing: str = "not run") -> int:
-    """Gather a result directory's case files into results.json and write the reports;
-    print the summary and return the exit code. Needs no kernel and no guest."""
-    run_doc = json.loads((results / "run.json").read_text())
-    plan_path = results / "plan.json"
-    plan = json.loads(plan_path.read_text())["cases"] if plan_path.exists() else []
-    cases = load_cases(results)
-    cases += missing_cases(plan, cases, plan_missing)
-    order = list(dict.fromkeys(spec["scenario"]["name"] for spec in plan))
-    doc = assemble(run_doc["run"], run_doc["variants"], cases, run_doc["run"]["base"], order)
-    code = exit_code(doc)
-    write_json(results / "results.json", doc)
-    print(write_reports(doc, results, code), end="", flush=True)
-    return code
-
-
-def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
-    """`farm compare`: the verdicts of saved result directories against each other, e.g. a
-    baseline run of Monday and a patched run of Tuesday. Variants keep their names unless two
-    directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
-    docs = []
-    for d in dirs:
-        try:
-            docs.append((d.resolve(), json.loads((d / "results.json").read_text())))
-        except (OSError, ValueError) as e:
-            raise UserError(f"{d}: not a farm result directory (results.json: {e})") from None
-    names = [v for _, doc in docs for v in doc["variants"]]
-    clash = len(names) != len(set(names))
-    variants: dict[str, dict] = {}
-    cases: list[dict] = []
-    order: list[str] = []
-    for d, doc in docs:
-        for v, vdoc in doc["variants"].items():
-            name = f"{d.name}:{v}" if clash else v
-            variants[name] = {**vdoc, "from": str(d)}
-        for c in doc["cases"]:
-            name = f"{d.name}:{c['variant']}" if clash else c["variant"]
-            logs = {k: str(d / p) for k, p in c.get("logs", {}).items()}
-            cases.append({**c, "variant": name, "id": f"{name}::{c['scenario']}::r{c['repeat']}",
-                          "logs": logs})
-            order.append(c["scenario"])
-    first_dir, first = docs[0]
-    base = base or (f"{first_dir.name}:{first['run']['base']}" if clash else first["run"]["base"])
-    if base not in variants:
-        raise UserError(f"--base {base!r} is not among the compared variants: "
-                        f"{', '.join(variants)}")
-    started = datetime.now(UTC)
-    run_meta = {**first["run"], "id": "compare-" + started.strftime("%Y%m%d-%H%M%S"),
-                "farm_version": __version__, "base": base, "seconds": 0.0,
-                "compared": [str(d) for d, _ in docs], "started": started.timestamp(),
-                "started_iso": started.isoformat(timespec="seconds"),
-                "interrupted": any(doc["run"].get("interrupted") for _, doc in docs)}
-    doc = assemble(run_meta, variants, cases, base, list(dict.fromkeys(order)))
-    code = exit_code(doc)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", doc)
-    print(write_reports(doc, out, code), end="", flush=True)
-    return code

@@ -112,6 +112,37 @@ def test_default_ab_run_junit_validates_and_matches_results(ab):
     check_junit(results, doc)
 
 
+def test_default_ab_run_boots_the_vmlinux_through_its_pvh_entry(ab):
+    _, results, doc = ab
+    for v in ("baseline", "poison-clean-ptes"):
+        build = doc["variants"][v]["build"]
+        assert build["boot_via"] == "pvh" and build["boot"].endswith("/vmlinux"), build
+    qemu = (results / doc["cases"][0]["logs"]["qemu"]).read_text()
+    assert " -kernel " in qemu and "/vmlinux " in qemu
+    assert '<property name="boot" value="pvh"' in (results / "junit.xml").read_text()
+
+
+def test_shards_of_a_run_merge_into_one_result(ab, tmp_path):
+    names = "anon-madvise,pagecache-clean-madvise,anon-host-srao"
+    shards = []
+    for k in (1, 2):
+        shards.append(tmp_path / f"shard-{k}")
+        proc = farm("run", "-c", str(REPO / "farm.yaml"), "--scenarios", names,
+                    "--shard", f"{k}/2", "--results", str(shards[-1]), "-j", "2")
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    ran = [{c["scenario"] for c in json.loads((d / "results.json").read_text())["cases"]}
+           for d in shards]
+    assert ran == [{"anon-madvise", "pagecache-clean-madvise"}, {"anon-host-srao"}]
+    proc = farm("merge", *map(str, shards), "--out", str(tmp_path / "merged"))
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the clean page-cache regression
+    doc = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert len(doc["cases"]) == 6 and {c["status"] for c in doc["cases"]} == {"pass", "fail"}
+    verdicts = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
+    assert verdicts == {"anon-madvise": "same", "anon-host-srao": "same",
+                        "pagecache-clean-madvise": "regression"}
+    check_junit(tmp_path / "merged", doc)
+
+
 def test_a_a_run_shows_no_regression(tmp_path):
     farm_yaml = tmp_path / "farm.yaml"
     farm_yaml.write_text(textwrap.dedent(f"""\
