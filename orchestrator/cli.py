@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", type=Path, help="result directory (default: results/<run-id>)")
     _matrix_args(r)
     r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
+    r.add_argument("--local", action="store_true",
+                   help="run here even if farm.yaml lists hosts")
 
     pl = sub.add_parser("plan", help="print the matrix a run would execute; build nothing")
     pl.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             doc = plan_doc(cfg, opts)
             print(json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n"))
             return 0
+        if cfg.hosts and not args.local:
+            from .pool import run_on_hosts
+            return run_on_hosts(cfg, opts, Progress())
         return run(cfg, opts, Progress())
     except FarmError as e:
         kind = "error" if isinstance(e, UserError) else "infrastructure error"

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .runner import SSH_TARGET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 ACCELS = ("auto", "tcg", "kvm")
@@ -111,6 +112,15 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class Host:
+    """A machine of the pool: reached over SSH, it runs one shard of the matrix."""
+    ssh: str  # [user@]host[:port]
+    dir: str = "hwpoison-farm"  # where the farm is copied on the host (relative to its home)
+    jobs: int | None = None  # guests at once there (default: its CPUs)
+    key: Path | None = None  # SSH identity file (default: the SSH agent and ~/.ssh keys)
+
+
+@dataclass(frozen=True)
 class FarmConfig:
     path: Path
     source: Source
@@ -125,6 +135,7 @@ class FarmConfig:
     jobs: int
     repeat: int
     cache: Path
+    hosts: tuple[Host, ...] = ()
 
 
 class _Checker:
@@ -235,7 +246,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     top = c.mapping(root, "farm.yaml", {
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
-        "cache": False})
+        "cache": False, "hosts": False})
 
     source = None
     if "source" in top:
@@ -327,6 +338,8 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         if cv:
             cache = (base_dir / os.path.expanduser(cv)).resolve()
 
+    hosts = _hosts(c, top["hosts"], base_dir) if "hosts" in top else ()
+
     scen_path = base_dir / "guest-tests" / "scenarios.yaml"
     if "scenarios" in top:
         scen_path = c.file(top["scenarios"], "scenarios", base_dir) or scen_path
@@ -351,7 +364,44 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       variants=variants, base=base, guest=guest, scenarios_path=scen_path,
                       guest_tests=guest_tests,
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
-                      repeat=repeat or 1, cache=cache)
+                      repeat=repeat or 1, cache=cache, hosts=hosts)
+
+
+REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def _hosts(c: _Checker, node, base_dir: Path) -> tuple[Host, ...]:
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        c.err(node, "hosts must be a list of {ssh: [user@]host[:port], dir: ..., jobs: N}")
+        return ()
+    hosts: list[Host] = []
+    for i, n in enumerate(node.value):
+        what = f"hosts[{i}]"
+        h = c.mapping(n, what, {"ssh": True, "dir": False, "jobs": False, "key": False})
+        ssh = c.value(h["ssh"], f"{what}.ssh", (str,)) if "ssh" in h else None
+        if ssh is not None and not SSH_TARGET.match(ssh):
+            c.err(h["ssh"], f"{what}.ssh: not [user@]host[:port]: {ssh!r}")
+            ssh = None
+        kw: dict[str, Any] = {}
+        if "dir" in h:
+            d = c.value(h["dir"], f"{what}.dir", (str,))
+            if d is not None and not REMOTE_DIR_RE.match(d):
+                c.err(h["dir"], f"{what}.dir: use letters, digits and ._/- only (a relative "
+                                f"path is under the home directory there): {d!r}")
+            elif d:
+                kw["dir"] = d
+        if "jobs" in h:
+            kw["jobs"] = c.positive(h["jobs"], f"{what}.jobs")
+        if "key" in h:
+            kw["key"] = c.file(h["key"], f"{what}.key", base_dir)
+        if ssh is None:
+            continue
+        host = Host(ssh, **{k: v for k, v in kw.items() if v is not None})
+        if any((x.ssh, x.dir) == (host.ssh, host.dir) for x in hosts):
+            c.err(n, f"{what}: {ssh} with dir {host.dir} is listed twice")
+            continue
+        hosts.append(host)
+    return tuple(hosts)
 
 
 def _guest_tests(base_dir: Path, scenarios: Path) -> Path | None:

@@ -140,7 +140,8 @@ def check_tools() -> None:
         raise InfraError("missing tools; on Debian: apt-get install " + " ".join(missing))
 
 
-def _logging(results: Path) -> logging.Handler:
+def log_commands(results: Path) -> logging.Handler:
+    """Every command the farm runs, here or over SSH, into the result directory's farm.log."""
     handler = logging.FileHandler(results / "farm.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     root = logging.getLogger("farm")
@@ -166,7 +167,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         if latest.is_symlink() or not latest.exists():
             latest.unlink(missing_ok=True)
             latest.symlink_to(results.name)
-    handler = _logging(results)
+    handler = log_commands(results)
     runner = Runner()
     meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),

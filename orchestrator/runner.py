@@ -1,10 +1,13 @@
-"""The one seam through which the farm starts processes: every command is a list, logged
-shell-quoted so that a user can paste it to reproduce the step."""
+"""The one seam through which the farm starts processes, here or on another host over SSH:
+every command is a list, logged shell-quoted so that a user can paste it to reproduce the
+step."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import re
 import shlex
 import subprocess
 import threading
@@ -114,3 +117,125 @@ class Runner:
                                     stdout=stdout, stderr=stderr)
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
+
+
+class _Lines:
+    """A stream fabric writes a remote command's output to, cut into lines as they come."""
+
+    def __init__(self, lines: list[str], sink, on_line):
+        self.lines, self.sink, self.on_line, self.buf = lines, sink, on_line, ""
+
+    def write(self, text: str) -> None:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._line(line + "\n")
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        if self.sink:
+            self.sink.write(line)
+        if self.on_line:
+            self.on_line(line.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.buf:  # a last line without its newline, kept as it came (as Runner does)
+            self._line(self.buf)
+            self.buf = ""
+
+
+SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
+                        r"(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+
+
+class SSHRunner:
+    """Runs commands on another host over SSH (fabric), with Runner's interface: commands are
+    lists, each quoted for the remote shell word by word, and each logged as an `ssh` command
+    line a user can paste to do the same by hand."""
+
+    def __init__(self, target: str, key: Path | None = None,
+                 on_command: Callable[[str], None] | None = None, connect_timeout: float = 20):
+        from fabric import Connection  # imported here: a local run never needs it
+
+        m = SSH_TARGET.match(target)
+        if not m:
+            raise InfraError(f"not an SSH target ([user@]host[:port]): {target!r}")
+        self.target, self.key, self.on_command = target, key, on_command
+        self.user, self.host = m["user"] or getpass.getuser(), m["host"].strip("[]")
+        self.port = int(m["port"] or 22)
+        kwargs = {"key_filename": [str(key)], "look_for_keys": False} if key else {}
+        self.conn = Connection(self.host, user=self.user, port=self.port,
+                               connect_timeout=connect_timeout, connect_kwargs=kwargs)
+
+    def _ssh(self, scp: bool = False) -> list[str]:
+        words = ["scp" if scp else "ssh", "-P" if scp else "-p", str(self.port)]
+        if self.key:
+            words += ["-i", str(self.key)]
+        return words if scp else [*words, f"{self.user}@{self.host}"]
+
+    def _remote(self, path: str | Path) -> str:
+        return f"{self.user}@{self.host}:{path}"
+
+    def _announce(self, line: str) -> None:
+        log.info("$ %s", line)
+        if self.on_command:
+            self.on_command(line)
+
+    def _failed(self, what: str, e: Exception, line: str) -> InfraError:
+        return InfraError(f"{self.target}: {what}: {type(e).__name__}: {e}: {line}")
+
+    def run(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
+            env: Mapping[str, str] | None = None, timeout: float | None = None,
+            check: bool = True, log_path: Path | None = None,
+            on_line: Callable[[str], None] | None = None) -> Completed:
+        """Run on the host to completion; output (stdout and stderr together) as Runner.run.
+        An SSH failure (unreachable host, refused key) is an InfraError, never a result."""
+        from invoke.exceptions import CommandTimedOut
+
+        cmd = [str(c) for c in cmd]
+        remote = quote(cmd, cwd, env)
+        line = quote([*self._ssh(), "--", remote])
+        self._announce(line)
+        lines: list[str] = []
+        sink = open(log_path, "a") if log_path else None
+        stream = _Lines(lines, sink, on_line)
+        start = time.monotonic()
+        try:
+            res = self.conn.run(remote, hide=True, warn=True, in_stream=False, timeout=timeout,
+                                out_stream=stream, err_stream=stream)
+            rc = res.exited
+        except CommandTimedOut:
+            rc = -9
+        except Exception as e:  # paramiko, socket and DNS errors alike: the host is unusable
+            raise self._failed("SSH", e, line) from e
+        finally:
+            stream.close()
+            if sink:
+                sink.close()
+        done = Completed(cmd, rc, "".join(lines), time.monotonic() - start)
+        if check and rc != 0:
+            tail = "".join(lines[-20:])
+            raise InfraError(f"{self.target}: command failed with exit code {rc}: {line}\n{tail}")
+        return done
+
+    def put(self, local: Path, remote: str | Path) -> None:
+        line = quote([*self._ssh(scp=True), local, self._remote(remote)])
+        self._announce(line)
+        try:
+            self.conn.put(str(local), str(remote))
+        except Exception as e:
+            raise self._failed("copying to the host", e, line) from e
+
+    def get(self, remote: str | Path, local: Path) -> None:
+        line = quote([*self._ssh(scp=True), self._remote(remote), local])
+        self._announce(line)
+        try:
+            self.conn.get(str(remote), str(local))
+        except Exception as e:
+            raise self._failed("copying from the host", e, line) from e
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up for the farm on Debian 12, idempotent: the Debian packages it needs (installed with
 # apt-get when missing; needs root) and the virtualenv in .venv with the farm installed.
-# --test adds what only the tests need (headless Chromium for the HTML report, cpio).
+# --test adds what only the tests need (headless Chromium for the HTML report, cpio, and an
+# OpenSSH server that the SSH runner and the host pool are tested against on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,7 @@ PACKAGES=(
   python3 python3-venv                                # the orchestrator
 )
 if [ "${1:-}" = --test ]; then
-  PACKAGES+=(chromium cpio)
+  PACKAGES+=(chromium cpio openssh-server)
 fi
 
 missing=()

@@ -223,3 +223,41 @@ def test_guest_tests_directory_is_found_or_named(farm_dir, tmp_path):
     path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n"
                                 "guest_tests: linux.tar.xz\n")
     assert problems(path) == [f"{path}:3: guest_tests: no such dir: {farm_dir / 'linux.tar.xz'}"]
+
+
+def test_hosts_are_checked_with_file_and_line(farm_dir):
+    (farm_dir / "id_farm").write_text("")
+    cfg = load_farm(write_farm(farm_dir, """\
+        source: {tarball: linux.tar.xz}
+        variants: {baseline: {}}
+        hosts:
+          - ssh: farm@build1.example.org:2222
+            dir: /srv/hwpoison-farm
+            jobs: 4
+            key: id_farm
+          - {ssh: build2}
+        """))
+    assert [(h.ssh, h.dir, h.jobs) for h in cfg.hosts] == [
+        ("farm@build1.example.org:2222", "/srv/hwpoison-farm", 4),
+        ("build2", "hwpoison-farm", None)]
+    assert cfg.hosts[0].key == farm_dir / "id_farm"
+    path = write_farm(farm_dir, """\
+        source: {tarball: linux.tar.xz}
+        variants: {baseline: {}}
+        hosts:
+          - ssh: "build1; rm -rf /"
+          - {ssh: build2, dir: "my farm", jobs: 0, key: nokey}
+          - {ssh: build3, port: 22}
+          - {ssh: build4}
+          - {ssh: build4}
+        """)
+    got = problems(path)
+    assert got == [
+        f"{path}:4: hosts[0].ssh: not [user@]host[:port]: 'build1; rm -rf /'",
+        f"{path}:5: hosts[1].dir: use letters, digits and ._/- only (a relative path is under "
+        "the home directory there): 'my farm'",
+        f"{path}:5: hosts[1].jobs must be at least 1, not 0",
+        f"{path}:5: hosts[1].key: no such file: {farm_dir / 'nokey'}",
+        f"{path}:6: hosts[2]: unknown key 'port' (known: ssh, dir, jobs, key)",
+        f"{path}:8: hosts[4]: build4 with dir hwpoison-farm is listed twice",
+    ]

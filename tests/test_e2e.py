@@ -4,6 +4,7 @@ both variants, real poison from the guest and from the host. Slow (a cold build 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ REPO = Path(__file__).parent.parent
 # --dist loadfile, so this whole file goes to one worker.
 pytestmark = pytest.mark.e2e
 FARM = [sys.executable, "-m", "orchestrator.cli"]
+PATCH = next((REPO / "kernels/patches/poison-clean-ptes").glob("*.patch"))
 
 
 def farm(*args, cwd=REPO):
@@ -141,6 +143,43 @@ def test_shards_of_a_run_merge_into_one_result(ab, tmp_path):
     assert verdicts == {"anon-madvise": "same", "anon-host-srao": "same",
                         "pagecache-clean-madvise": "regression"}
     check_junit(tmp_path / "merged", doc)
+
+
+def test_a_pool_of_hosts_over_ssh_runs_one_shard_each_and_merges(ab, sshd, tmp_path):
+    """Two "hosts" that are this machine through a real sshd on loopback, each with a
+    directory of its own: the farm and farm.yaml are copied there, each runs its shard with
+    its own virtualenv, and the results come back into one result directory."""
+    conf = tmp_path / "conf"
+    for d in ("kernels", "guest-tests"):
+        shutil.copytree(REPO / d, conf / d)
+    (conf / "farm.yaml").write_text(textwrap.dedent(f"""\
+        source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}
+        config: {{fragments: [kernels/base.config]}}
+        variants:
+          baseline: {{}}
+          poison-clean-ptes:
+            patches: [kernels/patches/poison-clean-ptes/{PATCH.name}]
+        hosts:
+          - {{ssh: "{sshd.target}", dir: {tmp_path / 'host1'}, jobs: 1, key: {sshd.key}}}
+          - {{ssh: "{sshd.target}", dir: {tmp_path / 'host2'}, jobs: 1, key: {sshd.key}}}
+        """))
+    results = tmp_path / "results"
+    proc = farm("run", "-c", str(conf / "farm.yaml"), "--results", str(results),
+                "--scenarios", "anon-madvise,pagecache-clean-madvise,anon-host-srao")
+    assert proc.returncode == 1, proc.stderr[-4000:]  # the clean page-cache regression
+    doc = json.loads((results / "results.json").read_text())
+    verdicts = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
+    assert verdicts == {"anon-madvise": "same", "anon-host-srao": "same",
+                        "pagecache-clean-madvise": "regression"}
+    assert len(doc["run"]["merged"]) == 2 and doc["run"]["missing_shards"] == []
+    for k in (1, 2):
+        assert (tmp_path / f"host{k}" / "farm" / ".venv" / "bin" / "farm").is_file()
+    assert "(1/2): running shard 1/2" in proc.stderr and "(2/2): [" in proc.stderr
+    log = (results / "farm.log").read_text()
+    assert f"ssh -p {sshd.port} -i {sshd.key}" in log and "--shard 2/2" in log
+    check_junit(results, doc)
+    for c in doc["cases"]:
+        assert (results / c["logs"]["console"]).stat().st_size > 0, c["id"]
 
 
 def test_a_a_run_shows_no_regression(tmp_path):

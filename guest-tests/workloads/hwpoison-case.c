@@ -549,7 +549,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(injector, "mce-inject")) {
 			inject_rc = mce_inject(pfn_before);
 			inject_errno = -inject_rc;
-			double end = now() + 2;	/* logged records are handled from a work queue */
+			double end = now() + 1;	/* logged records are handled from a work queue */
 			while (hardware_corrupted_kb() == hc_before && now() < end)
 				usleep(20000);
 		} else if (!strcmp(injector, "host-srao")) {

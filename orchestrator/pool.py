@@ -1,0 +1,189 @@
+"""A run over a pool of hosts: the matrix is split into one shard per host (`--shard K/N`),
+the farm and its configuration are copied to each host over SSH (fabric), each host runs
+its shard with its own cache, and the shards' result directories come back and are merged
+into one, as `farm merge` does. Every remote step goes through the SSH runner, logged as a
+command a user can paste."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from .config import FarmConfig, Host
+from .errors import FarmError, InfraError, UserError
+from .progress import Progress, fmt_seconds
+from .run import RunOptions, log_commands, select, shard_of
+from .runner import Runner, SSHRunner
+from .saved import merge_dirs
+
+FARM_ROOT = Path(__file__).resolve().parent.parent  # the checkout this farm runs from
+NOT_SHIPPED = (".git", ".venv", ".tox", "results", "__pycache__", ".ruff_cache",
+               ".pytest_cache")
+
+
+def _under(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def shipped_config(cfg: FarmConfig) -> tuple[Path, PurePosixPath]:
+    """The directory to copy for the configuration, and where farm.yaml lands in the copy.
+    Everything farm.yaml names by path (patches, fragments, scenarios, guest tests) has to
+    come along, so it must live in the farm's checkout or beside farm.yaml."""
+    roots = [FARM_ROOT, cfg.path.parent]
+    named = [*cfg.fragments, cfg.scenarios_path, cfg.guest_tests]
+    for v in cfg.variants.values():
+        named += [*v.patches, *v.fragments]
+    outside = [p for p in named if not any(_under(p.resolve(), r) for r in roots)]
+    if outside:
+        raise UserError(f"{cfg.path}: to run on hosts, what farm.yaml names must be in "
+                        f"{FARM_ROOT} or in {cfg.path.parent}; not so: "
+                        + ", ".join(map(str, outside)))
+    if _under(cfg.path, FARM_ROOT):
+        return FARM_ROOT, PurePosixPath("farm", cfg.path.relative_to(FARM_ROOT).as_posix())
+    return cfg.path.parent, PurePosixPath("config", cfg.path.name)
+
+
+def _pack(cfg: FarmConfig, dest: Path, runner: Runner) -> PurePosixPath:
+    """One tar file with the farm (as farm/) and, if it lives elsewhere, the directory of
+    farm.yaml (as config/). Returns farm.yaml's path inside it."""
+    conf_dir, conf_path = shipped_config(cfg)
+    excludes = [f"--exclude={name}" for name in NOT_SHIPPED]
+    for i, (top, root) in enumerate([("farm", FARM_ROOT), ("config", conf_dir)]):
+        if i and conf_dir == FARM_ROOT:
+            break
+        entries = sorted(p.name for p in root.iterdir() if p.name not in NOT_SHIPPED)
+        runner.run(["tar", "-rf" if i else "-cf", dest, *excludes, "--transform",
+                    f"s,^,{top}/,", "-C", root, *entries])
+    return conf_path
+
+
+class _Shard:
+    def __init__(self, host: Host, index: int, count: int):
+        self.host, self.index, self.count = host, index, count
+        self.label = f"{host.ssh} ({index}/{count})"
+        self.result: Path | None = None
+        self.error: str | None = None
+        self.exit: int | None = None
+
+
+def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list[str],
+               jobs_asked: int | None, run_id: str, local: Path, progress: Progress,
+               log: Path) -> None:
+    host = shard.host
+    ssh = SSHRunner(host.ssh, host.key)
+    try:
+        top = PurePosixPath(host.dir)
+        farm = top / "farm"
+        name = f"{run_id}-shard-{shard.index}-of-{shard.count}"
+        remote_results = top / "results" / name
+        ssh.run(["mkdir", "-p", top / "results", farm], log_path=log)
+        # a fresh copy of the farm each time, keeping the host's virtualenv between runs
+        ssh.run(["find", farm, "-mindepth", "1", "-maxdepth", "1", "!", "-name", ".venv",
+                 "-exec", "rm", "-rf", "{}", "+"], log_path=log)
+        ssh.run(["rm", "-rf", top / "config", top / "farm.tar"], log_path=log)
+        ssh.put(pack, top / "farm.tar")
+        ssh.run(["tar", "-xf", top / "farm.tar", "-C", top], log_path=log)
+        ssh.run(["scripts/setup.sh"], cwd=farm, log_path=log)
+        progress.say(f"{shard.label}: running shard {shard.index}/{shard.count}")
+        jobs = host.jobs or jobs_asked
+        jobs = ["-j", str(jobs)] if jobs else []
+        res = ssh.run([".venv/bin/farm", "run", "--local", "-c", top / cfg_in_pack, "--shard",
+                       f"{shard.index}/{shard.count}", "--results", remote_results, *jobs,
+                       *args], cwd=farm, log_path=log, check=False,
+                      on_line=lambda line: line.startswith("[") and progress.say(
+                          f"{shard.label}: {line}"))
+        shard.exit = res.returncode
+        if res.returncode not in (0, 1):
+            last = [ln for ln in res.output.splitlines() if ln.strip()][-1:] or [""]
+            shard.error = f"the shard's farm run exited with {res.returncode}: {last[0]}"
+        # whatever the shard gathered comes back, even from a run that ended in an error
+        probe = ssh.run(["test", "-f", remote_results / "results.json"], check=False)
+        if probe.returncode:
+            shard.error = shard.error or "the shard left no results.json"
+            return
+        tarball = top / "results" / f"{name}.tar.gz"
+        ssh.run(["tar", "-czf", tarball, "-C", top / "results", name], log_path=log)
+        local.mkdir(parents=True, exist_ok=True)
+        ssh.get(tarball, local / f"{name}.tar.gz")
+        Runner().run(["tar", "-xzf", local / f"{name}.tar.gz", "-C", local])
+        (local / f"{name}.tar.gz").unlink()
+        shard.result = local / name
+    except FarmError as e:
+        shard.error = str(e)
+    finally:
+        ssh.close()
+
+
+def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
+    """`farm run` with `hosts:` in farm.yaml: one shard per host, merged here. The matrix
+    options go to each host's `farm run` as they were given, so every host cuts the same
+    matrix into the same shards; they are checked here first, before anything is copied."""
+    if opts.shard:
+        raise UserError("--shard is for one machine's part of a run; with hosts: in "
+                        "farm.yaml the farm shards by itself (or use --local)")
+    _, every = select(cfg, opts)
+    for k in range(1, len(cfg.hosts) + 1):
+        shard_of(every, (k, len(cfg.hosts)))
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    results = (opts.results or cfg.path.parent / "results" / run_id).resolve()
+    if (results / "cases").exists():
+        raise UserError(f"{results} already holds cases; use a new result directory")
+    shards_dir = results / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    handler = log_commands(results)
+    try:
+        return _run_pool(cfg, opts, results, run_id, progress)
+    finally:
+        logging.getLogger("farm").removeHandler(handler)
+
+
+def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
+              progress: Progress) -> int:
+    shards_dir = results / "shards"
+    t0 = time.monotonic()
+    pack = shards_dir / "farm.tar"
+    pack.unlink(missing_ok=True)
+    cfg_in_pack = _pack(cfg, pack, Runner())
+    hosts = cfg.hosts
+    shards = [_Shard(h, k, len(hosts)) for k, h in enumerate(hosts, 1)]
+    progress.say(f"results: {results}; {len(hosts)} hosts, one shard each")
+    args = matrix_args(opts)
+    threads = [threading.Thread(
+        target=_run_shard, args=(s, cfg_in_pack, pack, args, opts.jobs, run_id, shards_dir,
+                                 progress, shards_dir / f"host-{s.index}.log"), daemon=True)
+        for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in shards:
+        if s.error:
+            progress.say(f"{s.label}: {s.error.splitlines()[0]} "
+                         f"(log {shards_dir / f'host-{s.index}.log'})")
+    got = [s.result for s in shards if s.result]
+    if not got:
+        raise InfraError("no host returned results: " + "; ".join(
+            f"{s.label}: {s.error}" for s in shards))
+    code = merge_dirs(got, results)
+    progress.say(f"done in {fmt_seconds(time.monotonic() - t0)}: {results}")
+    return code
+
+
+def matrix_args(opts: RunOptions) -> list[str]:
+    """The `farm run` options that select the matrix, as words for a host's command line."""
+    out = []
+    if opts.variants:
+        out += ["--variants", ",".join(opts.variants)]
+    if opts.scenarios:
+        out += ["--scenarios", opts.scenarios]
+    if opts.page_kinds:
+        out += ["--page-kind", ",".join(opts.page_kinds)]
+    if opts.injectors:
+        out += ["--injector", ",".join(opts.injectors)]
+    if opts.repeat:
+        out += ["--repeat", str(opts.repeat)]
+    return out
+
