@@ -77,7 +77,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class GuestSettings:
-    memory_mb: int = 384
+    memory_mb: int = 256
     timeout: int = 90
     accel: str = "auto"
     cpu: str = "Skylake-Server"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -60,21 +61,26 @@ def _pack(cfg: FarmConfig, dest: Path, runner: Runner) -> PurePosixPath:
     return conf_path
 
 
+@dataclass
 class _Shard:
-    def __init__(self, host: Host, index: int, count: int):
-        self.host, self.index, self.count = host, index, count
-        self.label = f"{host.ssh} ({index}/{count})"
-        self.result: Path | None = None
-        self.error: str | None = None
-        self.exit: int | None = None
+    host: Host
+    index: int
+    count: int
+    result: Path | None = None  # the shard's result directory, fetched
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.host.ssh} ({self.index}/{self.count})"
 
 
 def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list[str],
                jobs_asked: int | None, run_id: str, local: Path, progress: Progress,
                log: Path) -> None:
     host = shard.host
-    ssh = SSHRunner(host.ssh, host.key)
+    ssh = None
     try:
+        ssh = SSHRunner(host.ssh, host.key)
         top = PurePosixPath(host.dir)
         farm = top / "farm"
         name = f"{run_id}-shard-{shard.index}-of-{shard.count}"
@@ -95,7 +101,6 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
                        *args], cwd=farm, log_path=log, check=False,
                       on_line=lambda line: line.startswith("[") and progress.say(
                           f"{shard.label}: {line}"))
-        shard.exit = res.returncode
         if res.returncode not in (0, 1):
             last = [ln for ln in res.output.splitlines() if ln.strip()][-1:] or [""]
             shard.error = f"the shard's farm run exited with {res.returncode}: {last[0]}"
@@ -114,7 +119,8 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
     except FarmError as e:
         shard.error = str(e)
     finally:
-        ssh.close()
+        if ssh:
+            ssh.close()
 
 
 def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:

@@ -35,7 +35,7 @@ class Machine:
     binary: str = "qemu-system-x86_64"
     machine: str = "pc"
     cpu: str = "Skylake-Server"
-    memory_mb: int = 384
+    memory_mb: int = 256
     accel: str = "tcg"
 
 

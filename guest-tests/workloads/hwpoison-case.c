@@ -177,19 +177,29 @@ static uint64_t kpageflags(uint64_t pfn)
 	return flags;
 }
 
+/* A /proc/meminfo field. Only system calls and the stack, no stdio: the SIGBUS handler
+ * may siglongjmp out of the wait loops that call this, and a jump out of malloc (inside
+ * fopen) leaves the heap broken: the workload once died of SIGSEGV that way. */
 static long meminfo(const char *key)
 {
-	char line[256], fmt[64];
-	long val = -1;
-	FILE *f = fopen("/proc/meminfo", "r");
-	if (!f)
+	char buf[8192];
+	ssize_t n, got = 0;
+	int fd = open("/proc/meminfo", O_RDONLY);
+	if (fd < 0)
 		return -1;
-	snprintf(fmt, sizeof(fmt), "%s: %%ld", key);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, fmt, &val) == 1)
+	while (got < (ssize_t)sizeof(buf) - 1 &&
+	       (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += n;
+	close(fd);
+	buf[got] = 0;
+	size_t len = strlen(key);
+	for (char *line = buf, *nl; *line; line = nl + 1) {
+		if (!strncmp(line, key, len) && line[len] == ':')
+			return strtol(line + len + 1, NULL, 10);
+		if (!(nl = strchr(line, '\n')))
 			break;
-	fclose(f);
-	return val;
+	}
+	return -1;
 }
 
 static long hardware_corrupted_kb(void)
