@@ -33,6 +33,9 @@ def shipped_config(cfg: FarmConfig) -> tuple[Path, PurePosixPath]:
     """The directory to copy for the configuration, and where farm.yaml lands in the copy.
     Everything farm.yaml names by path (patches, fragments, scenarios, guest tests) has to
     come along, so it must live in the farm's checkout or beside farm.yaml."""
+    if not (FARM_ROOT / "scripts" / "setup.sh").is_file():
+        raise UserError(f"to run on hosts, the farm must run from its checkout (it copies "
+                        f"it to each host); this one is installed in {FARM_ROOT}")
     roots = [FARM_ROOT, cfg.path.parent]
     named = [*cfg.fragments, cfg.scenarios_path, cfg.guest_tests]
     for v in cfg.variants.values():

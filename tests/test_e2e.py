@@ -225,14 +225,22 @@ def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):
     proc = subprocess.Popen([*FARM, "run", "-c", str(REPO / "farm.yaml"), "--results",
                              str(results), "-j", "1"], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            # a test runner started in the background of a script has SIGINT
+                            # ignored, and children inherit that: give the farm a real Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 1200
     while not list(results.glob("cases/*/*/*/case.json")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no case finished"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired as e:
+        os.killpg(proc.pid, signal.SIGKILL)  # no guests left behind by a failed test
+        proc.wait()
+        pytest.fail(f"the farm did not stop within 120 s of Ctrl-C: {(e.stderr or b'')[-2000:]}")
     assert proc.returncode == 3, err[-3000:]
     doc = json.loads((results / "results.json").read_text())
     assert doc["run"]["interrupted"] is True
