@@ -38,6 +38,47 @@ class Completed:
     seconds: float
 
 
+class _Lines:
+    """A command's output as it comes: cut into lines, appended to a log file and passed to
+    on_line one by one, and kept for the result."""
+
+    def __init__(self, log_path: Path | None, on_line: Callable[[str], None] | None):
+        self.lines: list[str] = []
+        self.sink = open(log_path, "a") if log_path else None
+        self.on_line, self.buf = on_line, ""
+
+    def write(self, text: str) -> None:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            self._line(line + "\n")
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        if self.sink:
+            self.sink.write(line)
+        if self.on_line:
+            self.on_line(line.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.buf:  # a last line without its newline, kept as it came
+            self._line(self.buf)
+            self.buf = ""
+        if self.sink:
+            self.sink.close()
+            self.sink = None
+
+    def completed(self, cmd: list[str], rc: int, start: float, check: bool, line: str,
+                  where: str = "") -> Completed:
+        if check and rc != 0:
+            raise InfraError(f"{where}command failed with exit code {rc}: {line}\n"
+                             + "".join(self.lines[-20:]))
+        return Completed(cmd, rc, "".join(self.lines), time.monotonic() - start)
+
+
 class Runner:
     """Runs commands on this host. Tests replace it only where a recording stands in."""
 
@@ -69,19 +110,14 @@ class Runner:
                                     text=True, errors="replace", bufsize=1)
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
-        lines: list[str] = []
-        sink = open(log_path, "a") if log_path else None
+        out = _Lines(log_path, on_line)
         timer = None
         if timeout:
             timer = threading.Timer(timeout, proc.kill)
             timer.start()
         try:
             for line in proc.stdout:
-                lines.append(line)
-                if sink:
-                    sink.write(line)
-                if on_line:
-                    on_line(line.rstrip("\n"))
+                out.write(line)
             rc = proc.wait()
         except KeyboardInterrupt:
             # Ctrl-C reached the child too: give it time to finish its own clean-up
@@ -99,13 +135,8 @@ class Runner:
         finally:
             if timer:
                 timer.cancel()
-            if sink:
-                sink.close()
-        done = Completed(cmd, rc, "".join(lines), time.monotonic() - start)
-        if check and rc != 0:
-            tail = "".join(lines[-20:])
-            raise InfraError(f"command failed with exit code {rc}: {quote(cmd, cwd, env)}\n{tail}")
-        return done
+            out.close()
+        return out.completed(cmd, rc, start, check, quote(cmd, cwd, env))
 
     def start(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
               env: Mapping[str, str] | None = None, stdout=None, stderr=None) -> subprocess.Popen:
@@ -117,34 +148,6 @@ class Runner:
                                     stdout=stdout, stderr=stderr)
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
-
-
-class _Lines:
-    """A stream fabric writes a remote command's output to, cut into lines as they come."""
-
-    def __init__(self, lines: list[str], sink, on_line):
-        self.lines, self.sink, self.on_line, self.buf = lines, sink, on_line, ""
-
-    def write(self, text: str) -> None:
-        self.buf += text
-        while "\n" in self.buf:
-            line, self.buf = self.buf.split("\n", 1)
-            self._line(line + "\n")
-
-    def _line(self, line: str) -> None:
-        self.lines.append(line)
-        if self.sink:
-            self.sink.write(line)
-        if self.on_line:
-            self.on_line(line.rstrip("\n"))
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self.buf:  # a last line without its newline, kept as it came (as Runner does)
-            self._line(self.buf)
-            self.buf = ""
 
 
 SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
@@ -199,27 +202,19 @@ class SSHRunner:
         remote = quote(cmd, cwd, env)
         line = quote([*self._ssh(), "--", remote])
         self._announce(line)
-        lines: list[str] = []
-        sink = open(log_path, "a") if log_path else None
-        stream = _Lines(lines, sink, on_line)
+        out = _Lines(log_path, on_line)
         start = time.monotonic()
         try:
             res = self.conn.run(remote, hide=True, warn=True, in_stream=False, timeout=timeout,
-                                out_stream=stream, err_stream=stream)
+                                out_stream=out, err_stream=out)
             rc = res.exited
         except CommandTimedOut:
             rc = -9
         except Exception as e:  # paramiko, socket and DNS errors alike: the host is unusable
             raise self._failed("SSH", e, line) from e
         finally:
-            stream.close()
-            if sink:
-                sink.close()
-        done = Completed(cmd, rc, "".join(lines), time.monotonic() - start)
-        if check and rc != 0:
-            tail = "".join(lines[-20:])
-            raise InfraError(f"{self.target}: command failed with exit code {rc}: {line}\n{tail}")
-        return done
+            out.close()
+        return out.completed(cmd, rc, start, check, line, where=f"{self.target}: ")
 
     def put(self, local: Path, remote: str | Path) -> None:
         line = quote([*self._ssh(scp=True), local, self._remote(remote)])
