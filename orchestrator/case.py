@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from .config import GUEST_INJECTORS, Scenario
+from .config import GUEST_INJECTORS, Scenario, kselftest_file
 from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, GuestRun, Machine, run_guest
@@ -32,7 +32,7 @@ def drives(s: Scenario, disk: Path, swap: Path) -> tuple[tuple[Path, str], ...]:
 
 def kselftest_binary(prog: str) -> str:
     """Where a kselftest program lives in the guest, under /guest-tests."""
-    return "kselftest/" + prog.replace("/", "-")
+    return "kselftest/" + kselftest_file(prog)
 
 
 def kernel_cmdline(s: Scenario) -> str:

@@ -57,6 +57,12 @@ DATA_STATES = ("intact", "zeroed", "changed", "unreadable", "written", "unchecke
 SIGNAL_CODES = ("BUS_MCEERR_AR", "BUS_MCEERR_AO", "BUS_ADRERR", "BUS_OBJERR", "other")
 
 
+def kselftest_file(prog: str) -> str:
+    """The file name a kselftest program gets in the build and in the guest's
+    /guest-tests/kselftest/: mm/hugetlb-soft-offline -> mm-hugetlb-soft-offline."""
+    return prog.replace("/", "-")
+
+
 @dataclass(frozen=True)
 class Source:
     kind: str  # tarball | dir | git

@@ -11,6 +11,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import kselftest_file
 from .errors import InfraError
 from .runner import Runner
 
@@ -60,7 +61,7 @@ def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) 
         return dest
     extra = where / f"kselftests-{os.getpid()}.cpio"
     entries = [("guest-tests/kselftest", stat.S_IFDIR | 0o755, b"")]
-    entries += [(f"guest-tests/kselftest/{prog.replace('/', '-')}", stat.S_IFREG | 0o755,
+    entries += [(f"guest-tests/kselftest/{kselftest_file(prog)}", stat.S_IFREG | 0o755,
                  Path(exe).read_bytes()) for prog, exe in sorted(kselftests.items())]
     write_cpio(entries, extra)
     tmp = dest.with_suffix(f".tmp{os.getpid()}")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import Source, Variant
+from .config import Source, Variant, kselftest_file
 from .errors import InfraError, UserError
 from .progress import Progress, fmt_seconds
 from .runner import Runner
@@ -354,7 +354,7 @@ def build_kselftests(src: Path, programs: tuple[str, ...], dest: Path, runner: R
         if not source.is_file():
             failed[prog] = f"not in this kernel tree: {source.relative_to(src)}"
             continue
-        exe = dest / prog.replace("/", "-")
+        exe = dest / kselftest_file(prog)
         exe.parent.mkdir(parents=True, exist_ok=True)
         res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", exe,
                           source], log_path=log, check=False)
