@@ -55,12 +55,12 @@ def _pack(cfg: FarmConfig, dest: Path, runner: Runner) -> PurePosixPath:
     farm.yaml (as config/). Returns farm.yaml's path inside it."""
     conf_dir, conf_path = shipped_config(cfg)
     excludes = [f"--exclude={name}" for name in NOT_SHIPPED]
-    for i, (top, root) in enumerate([("farm", FARM_ROOT), ("config", conf_dir)]):
-        if i and conf_dir == FARM_ROOT:
-            break
+    parts = [("farm", FARM_ROOT)] + ([("config", conf_dir)] if conf_dir != FARM_ROOT else [])
+    dest.unlink(missing_ok=True)
+    for top, root in parts:  # tar -r appends; the first call creates the file
         entries = sorted(p.name for p in root.iterdir() if p.name not in NOT_SHIPPED)
-        runner.run(["tar", "-rf" if i else "-cf", dest, *excludes, "--transform",
-                    f"s,^,{top}/,", "-C", root, *entries])
+        runner.run(["tar", "-rf", dest, *excludes, "--transform", f"s,^,{top}/,", "-C", root,
+                    *entries])
     return conf_path
 
 
@@ -154,7 +154,6 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
     shards_dir = results / "shards"
     t0 = time.monotonic()
     pack = shards_dir / "farm.tar"
-    pack.unlink(missing_ok=True)
     cfg_in_pack = _pack(cfg, pack, Runner())
     hosts = cfg.hosts
     shards = [_Shard(h, k, len(hosts)) for k, h in enumerate(hosts, 1)]
