@@ -36,12 +36,7 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
     """`farm compare`: the verdicts of saved result directories against each other, e.g. a
     baseline run of Monday and a patched run of Tuesday. Variants keep their names unless two
     directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
-    docs = []
-    for d in dirs:
-        try:
-            docs.append((d.resolve(), json.loads((d / "results.json").read_text())))
-        except (OSError, ValueError) as e:
-            raise UserError(f"{d}: not a farm result directory (results.json: {e})") from None
+    docs = [(d.resolve(), _load(d, "results.json")) for d in dirs]
     names = [v for _, doc in docs for v in doc["variants"]]
     clash = len(names) != len(set(names))
     variants: dict[str, dict] = {}
