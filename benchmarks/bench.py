@@ -10,7 +10,8 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
              running the same workload, and a bare boot of the bzImage through the default
              firmware for reference (median of 7 each, interleaved)
   parallel   the same 32-case matrix with -j 2 vs -j 1
-  ab         the whole default A/B run (farm.yaml) from a warm cache
+  ab         the whole default A/B run (farm.yaml) from a warm cache, with and without the
+             confirmation of its verdicts
 """
 
 from __future__ import annotations
@@ -77,39 +78,41 @@ def plain_make(src: Path, obj: Path, ccache_dir: Path, use_ccache: bool) -> floa
     return time.monotonic() - start
 
 
-def farm_build(cache: Path) -> tuple[float, Path]:
-    """The farm's build of the base variant; returns its time and its work directory."""
+def farm_build(cache: Path) -> float:
+    """The farm's build of the base variant (its tree, config and make); returns its time."""
     src = source()
     req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, cache,
                        (os.cpu_count() or 1) + 1)
-    seconds = timed(build, req, RUNNER, QUIET)
-    return seconds, plan_build(req, RUNNER).work
+    return timed(build, req, RUNNER, QUIET)
+
+
+def plain_tree() -> Path:
+    """A hard-linked copy of the pristine source for plain make (the farm makes its own)."""
+    tree = Path(tempfile.mkdtemp(prefix="bench-plain-"))
+    RUNNER.run(["cp", "-al", source().path, tree / "src"])
+    return tree
 
 
 def bench_build(cold: bool) -> dict:
     out = {}
     ccache = CFG.cache / "ccache"
-    # warm: the farm in a scratch cache (so it really builds) sharing the warm ccache, then
-    # plain make in the farm's own patched tree, in a new O= directory beside the farm's.
-    # Three rounds, the first in the other order, each figure the fastest of its three: the
-    # build that runs first in a round also warms the page cache for the other.
+    # warm: the farm in a scratch cache (so it really builds) sharing the warm ccache, and
+    # plain make in a hard-linked copy of the same source, in a new O= directory. Three
+    # rounds, the first in the other order, each figure the fastest of its three: the build
+    # that runs first in a round also warms the page cache for the other.
     farms, plains = [], []
     for rnd in range(3):
         scratch = Path(tempfile.mkdtemp(prefix="bench-farm-"))
         (scratch / "ccache").symlink_to(ccache)
         (scratch / "sources").symlink_to(CFG.cache / "sources")
+        tree = plain_tree()
         if rnd == 0:
-            plain_tree = Path(tempfile.mkdtemp(prefix="bench-plain-"))
-            src = source().path
-            RUNNER.run(["cp", "-al", src, plain_tree / "src"])
-            plains.append(plain_make(plain_tree / "src", plain_tree / "obj-plain", ccache,
-                                     use_ccache=True))
-            shutil.rmtree(plain_tree)
-            farms.append(farm_build(scratch)[0])
+            plains.append(plain_make(tree / "src", tree / "obj-plain", ccache, use_ccache=True))
+            farms.append(farm_build(scratch))
         else:
-            farm, work = farm_build(scratch)
-            farms.append(farm)
-            plains.append(plain_make(work / "src", work / "obj-plain", ccache, use_ccache=True))
+            farms.append(farm_build(scratch))
+            plains.append(plain_make(tree / "src", tree / "obj-plain", ccache, use_ccache=True))
+        shutil.rmtree(tree)
         shutil.rmtree(scratch)
     farm, plain = min(farms), min(plains)
     out["warm"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
@@ -118,8 +121,10 @@ def bench_build(cold: bool) -> dict:
     if cold:
         scratch = Path(tempfile.mkdtemp(prefix="bench-farm-cold-"))
         (scratch / "sources").symlink_to(CFG.cache / "sources")
-        farm, work = farm_build(scratch)  # its own empty ccache
-        plain = plain_make(work / "src", work / "obj-plain", scratch / "unused", False)
+        farm = farm_build(scratch)  # its own empty ccache
+        tree = plain_tree()
+        plain = plain_make(tree / "src", tree / "obj-plain", scratch / "unused", False)
+        shutil.rmtree(tree)
         out["cold"] = {"farm_s": round(farm, 1), "plain_make_s": round(plain, 1),
                        "ratio": round(farm / plain, 3)}
         shutil.rmtree(scratch)
@@ -189,14 +194,18 @@ def farm_run(**opts) -> float:
 
 def bench_parallel() -> dict:
     names = ",".join(s.name for s in CFG.scenarios[:32])
-    one = farm_run(variants=(CFG.base,), scenarios=names, jobs=1)
-    two = farm_run(variants=(CFG.base,), scenarios=names, jobs=2)
+    one = farm_run(variants=(CFG.base,), scenarios=names, jobs=1, confirm=0)
+    two = farm_run(variants=(CFG.base,), scenarios=names, jobs=2, confirm=0)
     return {"cases": 32, "j1_s": round(one, 1), "j2_s": round(two, 1),
             "speedup": round(one / two, 3)}
 
 
 def bench_ab() -> dict:
-    return {"default_ab_warm_s": round(farm_run(), 1)}
+    """The default A/B run as it ships (its verdicts other than same confirmed by two more
+    runs of each side), and the same run without confirmations, side by side."""
+    confirmed, bare = farm_run(), farm_run(confirm=0)
+    return {"default_ab_warm_s": round(confirmed, 1), "without_confirm_s": round(bare, 1),
+            "confirm_cost": round(confirmed / bare, 3)}
 
 
 def main() -> int:

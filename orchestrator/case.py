@@ -4,11 +4,12 @@ so that every finished case survives a crash or Ctrl-C of the rest of the run.""
 
 from __future__ import annotations
 
-import json
+import signal
 import time
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario, kselftest_file
+from .files import write_json
 from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, GuestRun, Machine, run_guest
@@ -82,6 +83,27 @@ def _no_answer(exp: dict, obs: dict, infra_error: str | None,
     return None
 
 
+def _no_result(obs: dict) -> tuple[str, str]:
+    """A guest that lived on but whose workload never reported: the kernel's fault when it
+    said so (an Oops, a BUG), else no answer at all. Never a `survived` that passes."""
+    rc = obs.get("workload_rc")
+    how = "the workload ended without reporting its result" + (
+        f" ({exit_status(rc)})" if rc is not None else " (the agent never saw it end)")
+    if obs.get("kernel_errors"):
+        return "fail", f"{how}; the kernel reported: {obs['kernel_errors'][0]}"
+    return "error", how
+
+
+def exit_status(rc: int) -> str:
+    """A shell's exit status as words: 'exit code 1', or 'killed by SIGBUS' for 128+N."""
+    if isinstance(rc, int) and 128 < rc < 128 + 65:
+        try:
+            return f"killed by {signal.Signals(rc - 128).name}"
+        except ValueError:
+            pass
+    return f"exit code {rc}"
+
+
 def _differences(exp: dict, obs: dict) -> list[str]:
     return [f"{k}: expected {v!r}, observed {obs.get(k)!r}"
             for k, v in exp.items() if obs.get(k) != v]
@@ -94,6 +116,8 @@ def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
     early = _no_answer(exp, obs, infra_error, timeout)
     if early:
         return early
+    if exp["guest"] == obs["guest"] == "survived" and not obs.get("reported"):
+        return _no_result(obs)
     errno = obs.get("inject_errno")
     if s.injector in GUEST_INJECTORS and errno in FEATURE_MISSING and \
             exp.get("inject_errno", 0) != errno:
@@ -138,6 +162,7 @@ def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
         out.append({
             **{k: record[k] for k in ("variant", "repeat", "page_kind", "injector", "access",
                                       "policy", "cleanup", "logs", "started")},
+            "confirm": record.get("confirm", False),
             "id": f"{record['variant']}::{name}::r{record['repeat']}", "scenario": name,
             "status": t.status if t.status != "error" else (
                 "error" if record["status"] == "error" else "fail"),
@@ -185,7 +210,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         status, message = judge(s, obs, infra_error=run.infra_error, timeout=req.timeout)
     record = {
         "id": spec["id"], "variant": spec["variant"], "scenario": s.name,
-        "repeat": spec["repeat"], "status": status, "message": message,
+        "repeat": spec["repeat"], "confirm": spec.get("confirm", False),
+        "status": status, "message": message,
         "page_kind": s.page, "injector": s.injector, "access": s.access,
         "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
         "cleanup": s.cleanup, "why": s.why,
@@ -197,8 +223,6 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     if s.kselftest:
         record["kselftest"] = s.kselftest
         record["subcases"] = ktap_subcases(record, ktap) if ktap else []
-    tmp = case_dir / "case.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(case_dir / "case.json")
+    write_json(case_dir / "case.json", record)
     return record
 

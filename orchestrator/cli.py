@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import load_farm
 from .errors import FarmError, UserError
+from .files import os_error
 from .progress import Progress
+from .results import FAIL_ON
+from .runner import handle_stop_signals
+from .saved import report_saved, say
 
 
 def _positive(text: str) -> int:
@@ -47,6 +51,31 @@ def _words(text: str | None) -> tuple[str, ...]:
     return tuple(w for w in (text or "").split(",") if w)
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= n <= 20:
+        raise argparse.ArgumentTypeError(f"must be 0 to 20: {n}")
+    return n
+
+
+def _fail_on(text: str) -> tuple[str, ...]:
+    words = _words(text)
+    bad = [w for w in words if w not in FAIL_ON]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown verdict(s) {', '.join(bad)} (known: "
+                                         f"{', '.join(FAIL_ON)})")
+    return words
+
+
+def _fail_on_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fail-on", type=_fail_on, metavar="VERDICTS",
+                   help="also exit 1 on these verdicts: changed, flaky (comma-separated; "
+                        "a regression always fails)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="farm", description=(
         "A/B test farm for Linux memory-failure (HWPOISON) patches."))
@@ -61,6 +90,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
     r.add_argument("--local", action="store_true",
                    help="run here even if farm.yaml lists hosts")
+    r.add_argument("--confirm", type=_count, metavar="N",
+                   help="runs of base and variant again N more times for every verdict "
+                        "other than same before it is final (default: 2; 0: off)")
+    _fail_on_arg(r)
 
     pl = sub.add_parser("plan", help="print the matrix a run would execute; build nothing")
     pl.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
@@ -73,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rewrite a result directory's results.json and "
                                         "reports from its case files")
     rep.add_argument("results", type=Path)
+    _fail_on_arg(rep)
 
     mg = sub.add_parser("merge", help="join the result directories of a sharded run")
     mg.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
@@ -85,55 +119,70 @@ def parser() -> argparse.ArgumentParser:
                                     "first directory's base)")
     cmp.add_argument("--out", type=Path, help="where the comparison's results.json and "
                                               "reports go (default: results/compare-<time>)")
+    _fail_on_arg(cmp)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    handle_stop_signals()
+    logging.raiseExceptions = False  # a log that cannot be written (a full disk) is no traceback
     args = parser().parse_args(argv)
     try:
-        if args.command == "validate":
-            cfg = load_farm(args.config)
-            print(f"{cfg.path}: ok: {len(cfg.variants)} variants ({', '.join(cfg.variants)}), "
-                  f"{len(cfg.scenarios)} scenarios from {cfg.scenarios_path}")
-            return 0
-        if args.command == "report":
-            from .saved import report_dir
-            if not (args.results / "run.json").is_file():
-                raise UserError(f"{args.results}: not a farm result directory (no run.json)")
-            return report_dir(args.results)
-        if args.command in ("compare", "merge"):
-            from datetime import datetime
-
-            from .saved import compare_dirs, merge_dirs
-            out = args.out or Path("results") / datetime.now().strftime(
-                f"{args.command}-%Y%m%d-%H%M%S")
-            if args.command == "merge":
-                return merge_dirs(args.dirs, out)
-            return compare_dirs(args.dirs, out, args.base)
-        from .run import RunOptions, plan_doc, plan_text, run
-        cfg = load_farm(args.config)
-        opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
-                          scenarios=args.scenarios, page_kinds=_words(args.page_kind),
-                          injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
-                          repeat=args.repeat, shard=args.shard)
-        if args.command == "plan":
-            doc = plan_doc(cfg, opts)
-            print(json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n"))
-            return 0
-        if cfg.hosts and not args.local:
-            from .pool import run_on_hosts
-            return run_on_hosts(cfg, opts, Progress())
-        return run(cfg, opts, Progress())
+        return _command(args)
     except FarmError as e:
         kind = "error" if isinstance(e, UserError) else "infrastructure error"
-        print(f"farm: {kind}: {e}", file=sys.stderr)
+        _stderr(f"farm: {kind}: {e}")
         return e.exit_code
-    except KeyboardInterrupt:
-        print("farm: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        _stderr(f"farm: interrupted ({getattr(e, 'how', 'Ctrl-C')})")
         return 3
-    except BrokenPipeError:  # `farm plan | head`: the reader has seen enough
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as e:  # a full disk, a directory that cannot be written
+        err = os_error(e, "farm")
+        _stderr(f"farm: {'error' if isinstance(err, UserError) else 'infrastructure error'}: "
+                f"{err}")
+        return err.exit_code
+
+
+def _stderr(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _command(args) -> int:
+    if args.command == "validate":
+        cfg = load_farm(args.config)
+        say(f"{cfg.path}: ok: {len(cfg.variants)} variants ({', '.join(cfg.variants)}), "
+            f"{len(cfg.scenarios)} scenarios from {cfg.scenarios_path}\n")
         return 0
+    if args.command == "report":
+        return report_saved(args.results, args.fail_on)
+    if args.command in ("compare", "merge"):
+        from datetime import datetime
+
+        from .saved import compare_dirs, merge_dirs
+        out = args.out or Path("results") / datetime.now().strftime(
+            f"{args.command}-%Y%m%d-%H%M%S-%f")
+        if args.command == "merge":
+            return merge_dirs(args.dirs, out)
+        return compare_dirs(args.dirs, out, args.base, args.fail_on)
+    from .run import RunOptions, plan_doc, plan_text, run
+    cfg = load_farm(args.config)
+    opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
+                      scenarios=args.scenarios, page_kinds=_words(args.page_kind),
+                      injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
+                      repeat=args.repeat, shard=args.shard,
+                      confirm=getattr(args, "confirm", None),
+                      fail_on=getattr(args, "fail_on", None))
+    if args.command == "plan":
+        doc = plan_doc(cfg, opts)
+        say((json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n")) + "\n")
+        return 0
+    if cfg.hosts and not args.local:
+        from .pool import run_on_hosts
+        return run_on_hosts(cfg, opts, Progress())
+    return run(cfg, opts, Progress())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .qemu import known_names
+from .results import FAIL_ON
 from .runner import SSH_TARGET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
@@ -28,6 +30,13 @@ GUEST_INJECTORS = tuple(i for i in INJECTORS if not i.startswith("host-"))
 CLEANUPS = ("none", "unpoison")
 KSELFTEST_RE = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")  # under tools/testing/selftests
 SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+# A sysctl value goes onto the kernel command line (farm.sysctl=name=value,...): one token.
+SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+MAX_SYSCTLS = 16
+# Bounds of the guest's settings: below 64 MB the kernel does not boot; above, a typo.
+GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400)}
+CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
+MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 ACCESSES = ("read", "write", "none")
 # Observables a scenario may expect, with the YAML types each may take.
 OBSERVABLES: dict[str, tuple[type, ...]] = {
@@ -124,6 +133,8 @@ class Host:
     dir: str = "hwpoison-farm"  # where the farm is copied on the host (relative to its home)
     jobs: int | None = None  # guests at once there (default: its CPUs)
     key: Path | None = None  # SSH identity file (default: the SSH agent and ~/.ssh keys)
+    known_hosts: Path | None = None  # the host keys trusted (default: ~/.ssh/known_hosts)
+    accept_new: bool = False  # trust a host key seen for the first time (and remember it)
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,16 @@ class FarmConfig:
     repeat: int
     cache: Path
     hosts: tuple[Host, ...] = ()
+    confirm: int = 2  # more runs of base and variant for each verdict other than `same`
+    fail_on: tuple[str, ...] = ()  # verdicts that fail the run beside regression
+
+
+# Plain YAML only: no application tags (`!foo`, `!!python/...`), no merge keys, no binary.
+YAML_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq",
+                                                 "map", "timestamp")}
+# How many values a file may hold once its aliases are expanded: a real farm.yaml or
+# scenario file holds a few thousand; an alias bomb holds billions.
+MAX_VALUES = 100_000
 
 
 class _Checker:
@@ -150,24 +171,80 @@ class _Checker:
     def __init__(self, path: Path):
         self.path = path
         self.problems: list[str] = []
+        self._construct = yaml.constructor.SafeConstructor()
 
     def err(self, node: yaml.Node | None, msg: str) -> None:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
         self.problems.append(f"{self.path}{line}: {msg}")
 
     def load(self) -> yaml.Node | None:
+        """The file's YAML node tree, or None with the problem recorded: unreadable, not
+        UTF-8, not YAML, nested too deep, tagged, or with aliases that expand too far."""
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except OSError as e:
             self.problems.append(f"{self.path}: cannot read: {e.strerror}")
             return None
         try:
-            return yaml.compose(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            self.problems.append(f"{self.path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} "
+                                 f"at column {col})")
+            return None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            self.problems.append(f"{self.path}{where}: not valid YAML: {getattr(e, 'problem', e)}")
+            if mark is None and isinstance(getattr(e, "position", None), int):
+                where = f":{text.count(chr(10), 0, e.position) + 1}"
+            else:
+                where = f":{mark.line + 1}" if mark else ""
+            why = getattr(e, "problem", None) or str(e).splitlines()[0]
+            ctx, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+            if ctx and cmark and mark and cmark.line != mark.line:
+                why += f" ({ctx} that starts at line {cmark.line + 1})"
+            self.problems.append(f"{self.path}{where}: not valid YAML: {why}")
             return None
+        except RecursionError:
+            self.problems.append(f"{self.path}:{_too_deep(text)}: nested too deeply")
+            return None
+        if root is None:
+            self.problems.append(f"{self.path}: the file is empty")
+            return None
+        return root if self._vet(root) else None
+
+    def _vet(self, root: yaml.Node) -> bool:
+        """Tags and aliases, checked before any value is built: every node must be plain
+        YAML, and the tree with its aliases expanded must stay small."""
+        size: dict[int, int] = {}
+        active: set[int] = set()
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+        ok = True
+        while stack:
+            node, done = stack.pop()
+            kids = _children(node)
+            if done:
+                active.discard(id(node))
+                size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+                if size[id(node)] > MAX_VALUES:
+                    self.err(node, f"aliases expand this to more than {MAX_VALUES} values")
+                    return False
+                continue
+            if id(node) in size:
+                continue
+            if id(node) in active:
+                self.err(node, "an alias refers to a value that contains it")
+                return False
+            if node.tag not in YAML_TAGS:
+                what = "a merge key (<<)" if node.tag.endswith(":merge") else f"tag {node.tag}"
+                self.err(node, f"{what} is not allowed: plain YAML values only")
+                ok = False
+            active.add(id(node))
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in size)
+        return ok
 
     def mapping(self, node, what: str, known: dict[str, bool]) -> dict[str, yaml.Node]:
         """known: key -> required. Unknown and missing keys are problems."""
@@ -176,8 +253,10 @@ class _Checker:
             return {}
         out: dict[str, yaml.Node] = {}
         for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else None
-            if key in out:
+            key = _scalar(k)
+            if key is None:
+                self.err(k, f"{what}: a key must be a plain word, not a list or mapping")
+            elif key in out:
                 self.err(k, f"{what}: duplicate key '{key}'")
             elif key not in known:
                 self.err(k, f"{what}: unknown key '{key}' (known: {', '.join(known)})")
@@ -190,7 +269,11 @@ class _Checker:
 
     def value(self, node, what: str, types: tuple[type, ...]):
         """The Python value of a node, or None with a problem if it has the wrong type."""
-        val = yaml.safe_load(yaml.serialize(node))
+        try:
+            val = self._construct.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+            self.err(node, f"{what}: not a value the farm can read: {str(e).splitlines()[0]}")
+            return None
         if isinstance(val, bool) and bool not in types:
             ok = False
         else:
@@ -209,9 +292,13 @@ class _Checker:
         return val
 
     def positive(self, node, what: str) -> int | None:
+        return self.bounded(node, what, 1, None)
+
+    def bounded(self, node, what: str, low: int, high: int | None) -> int | None:
         val = self.value(node, what, (int,))
-        if val is not None and val < 1:
-            self.err(node, f"{what} must be at least 1, not {val}")
+        if val is not None and (val < low or high is not None and val > high):
+            self.err(node, f"{what} must be " + (f"{low} to {high}" if high is not None
+                                                 else f"at least {low}") + f", not {val}")
             return None
         return val
 
@@ -234,6 +321,33 @@ class _Checker:
         return tuple(p for p in out if p)
 
 
+def _too_deep(text: str, limit: int = 100) -> int:
+    """The line where a document nests deeper than anyone writes by hand (brackets or
+    indentation); the YAML parser itself only runs out of stack, with no line."""
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if len(line) - len(line.lstrip(" -")) > 4 * limit:
+            return n
+        for ch in line:
+            depth += (ch in "[{") - (ch in "]}")
+            if depth > limit:
+                return n
+    return 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [x for kv in node.value for x in kv]
+    return []
+
+
+def _scalar(node) -> str | None:
+    """A mapping key as text, or None when the key is not a plain value."""
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
 def _yaml_type(val) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", str: "a string",
              list: "a list", dict: "a mapping", type(None): "null"}
@@ -252,7 +366,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     top = c.mapping(root, "farm.yaml", {
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
-        "cache": False, "hosts": False})
+        "confirm": False, "fail_on": False, "cache": False, "hosts": False})
 
     source = None
     if "source" in top:
@@ -292,8 +406,11 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
             if not vnode.value:
                 c.err(vnode, "variants: at least one variant is needed")
             for k, v in vnode.value:
-                name = k.value
-                if not NAME_RE.match(str(name)):
+                name = _scalar(k)
+                if name is None:
+                    c.err(k, "a variant's name must be a plain word")
+                    continue
+                if not NAME_RE.match(name):
                     c.err(k, f"variant name '{name}' must match {NAME_RE.pattern} "
                              "(it names directories and JUnit suites)")
                     continue
@@ -326,18 +443,27 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         g = c.mapping(top["guest"], "guest", {"memory_mb": False, "timeout": False,
                                               "accel": False, "cpu": False, "machine": False})
         kw: dict[str, Any] = {}
-        for key in ("memory_mb", "timeout"):
+        for key, (low, high) in GUEST_BOUNDS.items():
             if key in g:
-                kw[key] = c.positive(g[key], f"guest.{key}")
+                kw[key] = c.bounded(g[key], f"guest.{key}", low, high)
         if "accel" in g:
             kw["accel"] = c.choice(g["accel"], "guest.accel", ACCELS)
-        for key in ("cpu", "machine"):
-            if key in g:
-                kw[key] = c.value(g[key], f"guest.{key}", (str,))
+        if "cpu" in g:
+            kw["cpu"] = _qemu_name(c, g["cpu"], "guest.cpu", "cpu", CPU_RE)
+        if "machine" in g:
+            kw["machine"] = _qemu_name(c, g["machine"], "guest.machine", "machine", MACHINE_RE)
         guest = GuestSettings(**{k: v for k, v in kw.items() if v is not None})
 
-    jobs = c.positive(top["jobs"], "jobs") if "jobs" in top else None
-    repeat = c.positive(top["repeat"], "repeat") if "repeat" in top else None
+    jobs = c.bounded(top["jobs"], "jobs", 1, 256) if "jobs" in top else None
+    repeat = c.bounded(top["repeat"], "repeat", 1, 100) if "repeat" in top else None
+    confirm = c.bounded(top["confirm"], "confirm", 0, 20) if "confirm" in top else None
+    fail_on: tuple[str, ...] = ()
+    if "fail_on" in top:
+        if not isinstance(top["fail_on"], yaml.SequenceNode):
+            c.err(top["fail_on"], f"fail_on must be a list of verdicts ({', '.join(FAIL_ON)})")
+        else:
+            fail_on = tuple(v for v in (c.choice(n, "fail_on", FAIL_ON)
+                                        for n in top["fail_on"].value) if v)
     cache = Path(os.environ.get("FARM_CACHE", "~/.cache/hwpoison-farm")).expanduser()
     if "cache" in top:
         cv = c.value(top["cache"], "cache", (str,))
@@ -370,10 +496,30 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       variants=variants, base=base, guest=guest, scenarios_path=scen_path,
                       guest_tests=guest_tests,
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
-                      repeat=repeat or 1, cache=cache, hosts=hosts)
+                      repeat=repeat or 1, cache=cache, hosts=hosts,
+                      confirm=2 if confirm is None else confirm, fail_on=fail_on)
 
 
 REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+def _qemu_name(c: _Checker, node, what: str, kind: str, pattern: re.Pattern) -> str | None:
+    """A CPU model or machine type for QEMU: plain words, and one this QEMU knows
+    (`qemu-system-x86_64 -cpu help`, `-machine help`), checked before anything is built."""
+    val = c.value(node, what, (str,))
+    if val is None:
+        return None
+    if not pattern.match(val):
+        c.err(node, f"{what}: {val!r} is not a {kind} name (letters, digits, ._-)")
+        return None
+    known = known_names(kind)
+    name = val.split(",")[0]
+    if known is not None and name not in known:
+        near = [k for k in sorted(known) if k.lower().startswith(name[:3].lower())][:6]
+        c.err(node, f"{what}: QEMU knows no {kind} '{name}' (qemu-system-x86_64 -{kind} "
+                    "help lists them" + (f"; e.g. {', '.join(near)}" if near else "") + ")")
+        return None
+    return val
 
 
 def _hosts(c: _Checker, node, base_dir: Path) -> tuple[Host, ...]:
@@ -383,7 +529,8 @@ def _hosts(c: _Checker, node, base_dir: Path) -> tuple[Host, ...]:
     hosts: list[Host] = []
     for i, n in enumerate(node.value):
         what = f"hosts[{i}]"
-        h = c.mapping(n, what, {"ssh": True, "dir": False, "jobs": False, "key": False})
+        h = c.mapping(n, what, {"ssh": True, "dir": False, "jobs": False, "key": False,
+                                "known_hosts": False, "accept_new": False})
         ssh = c.value(h["ssh"], f"{what}.ssh", (str,)) if "ssh" in h else None
         if ssh is not None and not SSH_TARGET.match(ssh):
             c.err(h["ssh"], f"{what}.ssh: not [user@]host[:port]: {ssh!r}")
@@ -394,12 +541,22 @@ def _hosts(c: _Checker, node, base_dir: Path) -> tuple[Host, ...]:
             if d is not None and not REMOTE_DIR_RE.match(d):
                 c.err(h["dir"], f"{what}.dir: use letters, digits and ._/- only (a relative "
                                 f"path is under the home directory there): {d!r}")
+            elif d is not None and _unsafe_remote_dir(d):
+                c.err(h["dir"], f"{what}.dir: {d!r} would be the farm's own directory on the "
+                                "host, which it empties: name a directory of its own, e.g. "
+                                "hwpoison-farm")
             elif d:
                 kw["dir"] = d
         if "jobs" in h:
             kw["jobs"] = c.positive(h["jobs"], f"{what}.jobs")
         if "key" in h:
             kw["key"] = c.file(h["key"], f"{what}.key", base_dir)
+        if "known_hosts" in h:
+            kh = c.value(h["known_hosts"], f"{what}.known_hosts", (str,))
+            if kh:
+                kw["known_hosts"] = (base_dir / os.path.expanduser(kh)).resolve()
+        if "accept_new" in h:
+            kw["accept_new"] = c.value(h["accept_new"], f"{what}.accept_new", (bool,))
         if ssh is None:
             continue
         host = Host(ssh, **{k: v for k, v in kw.items() if v is not None})
@@ -408,6 +565,12 @@ def _hosts(c: _Checker, node, base_dir: Path) -> tuple[Host, ...]:
             continue
         hosts.append(host)
     return tuple(hosts)
+
+
+def _unsafe_remote_dir(d: str) -> bool:
+    """/, the home directory, or anything with .. in it: never a farm directory."""
+    parts = [p for p in d.split("/") if p not in ("", ".")]
+    return not parts or ".." in parts
 
 
 def _guest_tests(base_dir: Path, scenarios: Path) -> Path | None:
@@ -436,7 +599,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         c.err(node, "scenarios must be a list")
         node = None
     for item in node.value if node is not None else ():
-        keys = dict((k.value, v) for k, v in item.value) if isinstance(
+        keys = {_scalar(k): v for k, v in item.value} if isinstance(
             item, yaml.MappingNode) else {}
         kself = "kselftest" in keys
         named = keys.get("name")
@@ -474,11 +637,22 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             if not isinstance(node_s, yaml.MappingNode):
                 c.err(node_s, f"{label}: sysctl must be a mapping of name: value")
             else:
-                for k, v in node_s.value:
-                    if not SYSCTL_RE.match(str(k.value)):
-                        c.err(k, f"{label}: sysctl name '{k.value}' is not like vm.nr_hugepages")
-                    elif c.value(v, f"{label}: sysctl.{k.value}", (int, str)) is not None:
-                        sysctl[k.value] = str(v.value)
+                if len(node_s.value) > MAX_SYSCTLS:
+                    c.err(node_s, f"{label}: at most {MAX_SYSCTLS} sysctls")
+                for k, v in node_s.value[:MAX_SYSCTLS]:
+                    key = _scalar(k)
+                    if key is None or not SYSCTL_RE.match(key):
+                        c.err(k, f"{label}: a sysctl name must be like vm.nr_hugepages")
+                        continue
+                    val = c.value(v, f"{label}: sysctl.{key}", (int, str))
+                    if val is None:
+                        continue
+                    if not SYSCTL_VALUE_RE.match(str(val)):
+                        c.err(v, f"{label}: sysctl.{key}: {str(val)[:80]!r} is not one value "
+                                 "(letters, digits, ._+- only; it goes onto the kernel command "
+                                 "line)")
+                    else:
+                        sysctl[key] = str(val)
         policy = {"early_kill": 0, "recovery": 1}
         if "policy" in f:
             pol = c.mapping(f["policy"], f"{label}: policy", dict.fromkeys(policy, False))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import stat
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from .config import kselftest_file
 from .errors import InfraError
+from .files import TOKEN, atomic_write
 from .runner import Runner
 
 BUSYBOX = Path("/bin/busybox")
@@ -59,17 +59,15 @@ def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) 
     dest = where / f"initramfs-{image.digest}.cpio"
     if dest.is_file():
         return dest
-    extra = where / f"kselftests-{os.getpid()}.cpio"
+    extra = where / f".kselftests.{TOKEN}.cpio"
     entries = [("guest-tests/kselftest", stat.S_IFDIR | 0o755, b"")]
     entries += [(f"guest-tests/kselftest/{kselftest_file(prog)}", stat.S_IFREG | 0o755,
                  Path(exe).read_bytes()) for prog, exe in sorted(kselftests.items())]
     write_cpio(entries, extra)
-    tmp = dest.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as out:
-        out.write(image.initrd.read_bytes())
-        out.write(extra.read_bytes())
-    extra.unlink()
-    tmp.replace(dest)
+    try:
+        atomic_write(dest, image.initrd.read_bytes() + extra.read_bytes())
+    finally:
+        extra.unlink(missing_ok=True)
     return dest
 
 
@@ -93,7 +91,7 @@ def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
     initrd, disk, swap = out / "initramfs.cpio", out / "disk.ext2", out / "swap.img"
     if initrd.is_file() and disk.is_file() and swap.is_file():
         return GuestImage(initrd, disk, swap, digest)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tmp = out.with_name(f".{out.name}.{TOKEN}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "bin").mkdir(parents=True)
     entries: list[tuple[str, int, bytes]] = [

@@ -4,19 +4,18 @@ build cache keyed by content so an unchanged variant is never rebuilt."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import Source, Variant, kselftest_file
 from .errors import InfraError, UserError
+from .files import TOKEN, OwnedDir, atomic_write, locked, prune, write_json
 from .progress import Progress, fmt_seconds
 from .runner import Runner
 
@@ -40,12 +39,13 @@ class BuildRequest:
     cache: Path
     jobs: int
     kselftests: tuple[str, ...] = ()  # programs of the tree's own selftests to build
+    log: Path | None = None  # where this run keeps the build log (default: in the cache)
 
 
 @dataclass
 class BuildResult:
     variant: str
-    status: str  # built | cached
+    status: str  # built | cached | failed
     key: str
     kernel: str
     config: str
@@ -60,6 +60,12 @@ class BuildResult:
     # kselftest program -> its static binary, or "" with the reason in kselftest_errors
     kselftests: dict[str, str] = field(default_factory=dict)
     kselftest_errors: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # why a failed build failed, and the build log's error lines
+    error_lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -73,29 +79,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def locked(path: Path):
-    """An exclusive lock, so two farm runs sharing a cache do not build the same thing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
 def source_digest(source: Source, cache: Path, runner: Runner) -> str:
     """A digest of the kernel source: the tarball's sha256 (remembered by size and mtime),
     a git commit, or a walk of a directory's names, sizes and mtimes."""
     if source.kind == "tarball":
         st = source.path.stat()
         memo = cache / "sources" / "digests.json"
-        seen = json.loads(memo.read_text()) if memo.exists() else {}
+        try:
+            seen = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            seen = {}
         stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
         if stamp not in seen:
             seen[stamp] = "sha256:" + sha256_file(source.path)
             memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_suffix(".tmp")
-            tmp.write_text(json.dumps(seen, indent=1))
-            tmp.replace(memo)
+            write_json(memo, seen)
         return seen[stamp]
     if source.kind == "git":
         out = runner.run(["git", "-C", source.path, "rev-parse", "--verify",
@@ -231,115 +229,164 @@ def _make_env(work: Path, cache: Path) -> dict[str, str]:
 @dataclass
 class BuildPlan:
     key: str
-    out: Path
-    work: Path
+    out: Path  # the published build: cache/builds/<key>, complete or absent
+    log: Path  # this run's build log
     cached: BuildResult | None = None
+    work: OwnedDir | None = None  # this run's private tree and objects, while it builds
+
+
+def published(req: BuildRequest, out: Path) -> BuildResult | None:
+    """The build published under this key, if there is a whole one."""
+    try:
+        res = BuildResult(**json.loads((out / "record.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if Path(res.kernel).is_file() and Path(res.boot).is_file():
+        res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
+        return res
+    return None
 
 
 def plan_build(req: BuildRequest, runner: Runner) -> BuildPlan:
     """The build's key, and its earlier result if a build with that key is already done."""
     key = build_key(req, compiler_version(runner))
     out = req.cache / "builds" / key
-    plan = BuildPlan(key, out, req.cache / "work" / key)
-    record = out / "record.json"
-    if record.is_file():
-        res = BuildResult(**json.loads(record.read_text()))
-        if Path(res.kernel).is_file() and Path(res.boot).is_file():
-            res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
-            plan.cached = res
-    return plan
+    log = req.log or req.cache / "logs" / f"{key}.{TOKEN}.log"
+    return BuildPlan(key, out, log, published(req, out))
 
 
 def prepare_tree(req: BuildRequest, plan: BuildPlan, runner: Runner,
                  progress: Progress) -> None:
-    """A tree for this variant: hard links to the pristine source (GNU patch replaces the
-    files it changes, so the source stays pristine), with the patch series applied."""
-    with locked(req.cache / "locks" / f"build-{plan.key}.lock"):
-        shutil.rmtree(plan.work, ignore_errors=True)
-        (plan.work / "obj").mkdir(parents=True)
-        log = plan.work / "build.log"
+    """A tree of this run's own for the variant: hard links to the pristine source (GNU patch
+    replaces the files it changes, so the source stays pristine), with the patch series
+    applied. Private, so two runs never touch each other's trees; a run that was killed
+    leaves one behind, which the next run removes."""
+    prune(req.cache / "work")
+    for old in (req.cache / "work").glob("[0-9a-f]" * 20):  # trees of farm 0.1's layout
+        shutil.rmtree(old, ignore_errors=True)
+    plan.log.parent.mkdir(parents=True, exist_ok=True)
+    plan.work = OwnedDir(req.cache / "work", plan.key)
+    work = plan.work.path
+    try:
+        (work / "obj").mkdir()
         progress.say(f"{req.variant.name}: preparing tree with {len(req.variant.patches)} "
-                     f"patch(es) in {plan.work}")
-        copy = ["cp", "-al"] if _same_fs(req.source.path, plan.work) else ["cp", "-a"]
-        runner.run([*copy, req.source.path, plan.work / "src"], log_path=log)
-        try:
-            apply_patches(plan.work / "src", req.variant.patches, runner, log)
-        except UserError as e:
-            raise UserError(f"{req.variant.name}: {e}") from None
+                     f"patch(es) in {work}")
+        copy = ["cp", "-al"] if _same_fs(req.source.path, work) else ["cp", "-a"]
+        runner.run([*copy, req.source.path, work / "src"], log_path=plan.log)
+        apply_patches(work / "src", req.variant.patches, runner, plan.log)
+    except UserError as e:
+        plan.work.remove()
+        raise UserError(f"{req.variant.name}: {e}") from None
+    except BaseException:
+        plan.work.remove()
+        raise
 
 
 def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
                    progress: Progress) -> BuildResult:
-    """Configure and build a prepared tree out of tree, with ccache."""
+    """Configure and build a prepared tree out of tree, with ccache, and publish the result
+    under its key. Under the key's lock: a build another run finished meanwhile is taken as
+    it is, and a build is published whole (made aside, then renamed), never rewritten under
+    a guest that boots from it. A build that fails is a result (status "failed"), not an
+    exception: the other variants still build and run."""
+    assert plan.work is not None, "prepare_tree first"
+    try:
+        with locked(req.cache / "locks" / f"build-{plan.key}.lock"):
+            done = published(req, plan.out)
+            if done:
+                progress.say(f"{req.variant.name}: kernel {done.release} was built by another "
+                             f"run meanwhile ({plan.key})")
+                return done
+            return _compile(req, plan, runner, progress)
+    finally:
+        plan.work.remove()
+
+
+def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
+             progress: Progress) -> BuildResult:
     start = time.monotonic()
     name = req.variant.name
-    src, obj, log = plan.work / "src", plan.work / "obj", plan.work / "build.log"
-    with locked(req.cache / "locks" / f"build-{plan.key}.lock"):
-        make = ["make", "-C", src, f"O={obj}", "CC=ccache gcc", "HOSTCC=ccache gcc"]
-        env = _make_env(plan.work, req.cache)
-        runner.run([*make, req.base_config], env=env, log_path=log)
-        fragments = (*req.fragments, *req.variant.fragments)
-        if fragments:
-            runner.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
-                        obj / ".config", *fragments], env=env, log_path=log)
-        runner.run([*make, "olddefconfig"], env=env, log_path=log)
-        problems = check_config((obj / ".config").read_text(), fragments)
-        if problems:
-            raise UserError(f"{name}: the kernel config does not hold what was asked:\n"
-                            + "\n".join(problems))
+    work = plan.work.path
+    src, obj, log = work / "src", work / "obj", plan.log
+    make = ["make", "-C", src, f"O={obj}", "CC=ccache gcc", "HOSTCC=ccache gcc"]
+    env = _make_env(work, req.cache)
+    runner.run([*make, req.base_config], env=env, log_path=log)
+    fragments = (*req.fragments, *req.variant.fragments)
+    if fragments:
+        runner.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
+                    obj / ".config", *fragments], env=env, log_path=log)
+    runner.run([*make, "olddefconfig"], env=env, log_path=log)
+    problems = check_config((obj / ".config").read_text(), fragments)
+    if problems:
+        raise UserError(f"{name}: the kernel config does not hold what was asked:\n"
+                        + "\n".join(problems))
 
-        expected = _expected_objects(req.cache)
-        count = 0
+    expected = _expected_objects(req.cache)
+    count = 0
 
-        def on_line(line: str) -> None:
-            nonlocal count
-            if line.startswith("  CC "):
-                count += 1
-                total = f"/~{expected}" if expected else ""
-                progress.status(f"{name}: building, {count}{total} objects compiled")
+    def on_line(line: str) -> None:
+        nonlocal count
+        if line.startswith("  CC "):
+            count += 1
+            total = f"/~{expected}" if expected else ""
+            progress.status(f"{name}: building, {count}{total} objects compiled")
 
-        progress.say(f"{name}: make -j{req.jobs} {TARGET} (log {log})")
-        res = runner.run([*make, f"-j{req.jobs}", TARGET], env=env, log_path=log,
-                         on_line=on_line, check=False)
-        if res.returncode:
-            errors = [ln for ln in res.output.splitlines() if "error" in ln.lower()][:10]
-            raise InfraError(f"{name}: kernel build failed (exit {res.returncode}); "
-                             f"log: {log}\n" + "\n".join(errors or res.output.splitlines()[-15:]))
-        if count > 1000:  # a full build: remember its size for the next progress line
-            (req.cache / "builds").mkdir(parents=True, exist_ok=True)
-            (req.cache / "builds" / "expected-objects").write_text(str(count))
-        release = (obj / "include/config/kernel.release").read_text().strip()
-        out = plan.out
-        out.mkdir(parents=True, exist_ok=True)
-        built, failed = build_kselftests(src, req.kselftests, out / "kselftest", runner, log)
-        shutil.copy2(obj / IMAGE_PATH, out / "bzImage")
-        shutil.copy2(obj / ".config", out / "config")
-        boot, via = boot_image(obj, out)
-        shutil.copy2(log, out / "build.log")
+    progress.say(f"{name}: make -j{req.jobs} {TARGET} (log {log})")
+    res = runner.run([*make, f"-j{req.jobs}", TARGET], env=env, log_path=log,
+                     on_line=on_line, check=False)
+    if res.returncode:
+        lines = res.output.splitlines()
+        errors = [ln for ln in lines if "error" in ln.lower()][:10] or lines[-15:]
+        progress.say(f"{name}: kernel build FAILED (exit {res.returncode}); log: {log}")
+        return BuildResult(variant=name, status="failed", key=plan.key, kernel="", config="",
+                           log=str(log), release="", patches=patch_records(req.variant),
+                           seconds=round(time.monotonic() - start, 1),
+                           error=f"kernel build failed (exit {res.returncode})",
+                           error_lines=errors)
+    if count > 1000:  # a full build: remember its size for the next progress line
+        (req.cache / "builds").mkdir(parents=True, exist_ok=True)
+        atomic_write(req.cache / "builds" / "expected-objects", str(count))
+    release = (obj / "include/config/kernel.release").read_text().strip()
+    out = plan.out
+    stage = out.with_name(f".{out.name}.{TOKEN}")  # made aside, renamed into place whole
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        built, failed = build_kselftests(src, req.kselftests, stage / "kselftest", runner, log)
+        built = {p: str(out / Path(exe).relative_to(stage)) for p, exe in built.items()}
+        shutil.copy2(obj / IMAGE_PATH, stage / "bzImage")
+        shutil.copy2(obj / ".config", stage / "config")
+        via = boot_image(obj, stage)
+        shutil.copy2(log, stage / "build.log")
         result = BuildResult(variant=name, status="built", key=plan.key,
                              kernel=str(out / "bzImage"), config=str(out / "config"),
-                             boot=str(boot), boot_via=via,
-                             log=str(out / "build.log"), release=release,
+                             boot=str(out / ("vmlinux" if via == "pvh" else "bzImage")),
+                             boot_via=via, log=str(out / "build.log"), release=release,
                              seconds=round(time.monotonic() - start, 1),
                              patches=patch_records(req.variant), kselftests=built,
                              kselftest_errors=failed)
-        record = out / "record.json"
-        tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.to_json(), indent=1))
-        tmp.replace(record)
-        progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
-                     f"({count} objects compiled)")
-        return result
+        write_json(stage / "record.json", result.to_json())
+        if out.exists():  # an incomplete build of this key (its record names missing files)
+            old = out.with_name(f".{out.name}.{TOKEN}.old")
+            out.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
+                 f"({count} objects compiled)")
+    return result
 
 
-def boot_image(obj: Path, out: Path) -> tuple[Path, str]:
-    """The image QEMU is to boot, copied into the build's cache directory. A vmlinux with a
-    PVH entry point is loaded by QEMU itself and starts in the kernel proper, so a guest
-    skips the firmware's Linux loader and the decompressor; under TCG both are slow."""
+def boot_image(obj: Path, out: Path) -> str:
+    """How QEMU is to boot the build: a vmlinux with a PVH entry point (copied into out) is
+    loaded by QEMU itself and starts in the kernel proper, so a guest skips the firmware's
+    Linux loader and the decompressor; under TCG both are slow. Else the bzImage."""
     if parse_config((obj / ".config").read_text()).get("CONFIG_PVH") == "y":
         shutil.copy2(obj / "vmlinux", out / "vmlinux")
-        return out / "vmlinux", "pvh"
-    return out / "bzImage", "bzimage"
+        return "pvh"
+    return "bzimage"
 
 
 def build_kselftests(src: Path, programs: tuple[str, ...], dest: Path, runner: Runner,

@@ -105,6 +105,7 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
         "mce_logged": any("Machine check events logged" in e or "Machine Check" in e
                           for e in console.hardware_errors),
         "workload_rc": end.get("rc") if end else None,
+        "reported": result is not None,
     }
     hc0 = start.get("hardware_corrupted_kb") if start else None
     hc_end = end.get("hardware_corrupted_kb") if end else None

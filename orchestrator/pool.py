@@ -7,18 +7,22 @@ command a user can paste."""
 from __future__ import annotations
 
 import logging
+import socket
+import tarfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from . import __version__
 from .config import FarmConfig, Host
 from .errors import FarmError, InfraError, UserError
+from .files import write_json
 from .progress import Progress, fmt_seconds
-from .run import RunOptions, log_commands, select, shard_of
-from .runner import Runner, SSHRunner
-from .saved import merge_dirs
+from .run import RunOptions, log_commands, point_latest, results_for, select, shard_of
+from .runner import Runner, SSHRunner, deferred_signals
+from .saved import merge_dirs, report_dir
 
 FARM_ROOT = Path(__file__).resolve().parent.parent  # the checkout this farm runs from
 NOT_SHIPPED = (".git", ".venv", ".tox", "results", "__pycache__", ".ruff_cache",
@@ -71,6 +75,7 @@ class _Shard:
     count: int
     result: Path | None = None  # the shard's result directory, fetched
     error: str | None = None
+    ssh: SSHRunner | None = None  # while it runs: closing it stops the host's farm run
 
     @property
     def label(self) -> str:
@@ -83,7 +88,8 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
     host = shard.host
     ssh = None
     try:
-        ssh = SSHRunner(host.ssh, host.key)
+        ssh = shard.ssh = SSHRunner(host.ssh, host.key, known_hosts=host.known_hosts,
+                                    accept_new=host.accept_new)
         top = PurePosixPath(host.dir)
         farm = top / "farm"
         name = f"{run_id}-shard-{shard.index}-of-{shard.count}"
@@ -99,10 +105,12 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
         progress.say(f"{shard.label}: running shard {shard.index}/{shard.count}")
         jobs = host.jobs or jobs_asked
         jobs = ["-j", str(jobs)] if jobs else []
+        # on a terminal of its own, which hangs up when the connection here closes: the
+        # host's farm then stops as it does on Ctrl-C (SIGHUP), its guests with it
         res = ssh.run([".venv/bin/farm", "run", "--local", "-c", top / cfg_in_pack, "--shard",
                        f"{shard.index}/{shard.count}", "--results", remote_results, *jobs,
-                       *args], cwd=farm, log_path=log, check=False,
-                      on_line=lambda line: line.startswith("[") and progress.say(
+                       *args], cwd=farm, env={"TERM": "dumb"}, log_path=log, check=False,
+                      pty=True, on_line=lambda line: line.startswith("[") and progress.say(
                           f"{shard.label}: {line}"))
         if res.returncode not in (0, 1):
             last = [ln for ln in res.output.splitlines() if ln.strip()][-1:] or [""]
@@ -116,7 +124,7 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
         ssh.run(["tar", "-czf", tarball, "-C", top / "results", name], log_path=log)
         local.mkdir(parents=True, exist_ok=True)
         ssh.get(tarball, local / f"{name}.tar.gz")
-        Runner().run(["tar", "-xzf", local / f"{name}.tar.gz", "-C", local])
+        extract(local / f"{name}.tar.gz", local, name, host.ssh)
         (local / f"{name}.tar.gz").unlink()
         shard.result = local / name
     except FarmError as e:
@@ -126,6 +134,24 @@ def _run_shard(shard: _Shard, cfg_in_pack: PurePosixPath, pack: Path, args: list
             ssh.close()
 
 
+def extract(archive: Path, dest: Path, top: str, host: str) -> None:
+    """A host's result archive unpacked here, trusting nothing in it: every member must be a
+    plain file or directory under top/ (no absolute path, no .., no link, no device), and
+    tarfile's data filter stands behind that check."""
+    try:
+        with tarfile.open(archive) as tar:
+            for m in tar.getmembers():
+                parts = PurePosixPath(m.name).parts
+                if (m.name.startswith("/") or ".." in parts or not parts or parts[0] != top
+                        or not (m.isfile() or m.isdir())):
+                    raise InfraError(f"{host}: the result archive holds {m.name!r} "
+                                     f"({'a link' if m.issym() or m.islnk() else 'not a file'} "
+                                     f"or outside {top}/): refused, nothing was unpacked")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise InfraError(f"{host}: the result archive cannot be unpacked: {e}") from None
+
+
 def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
     """`farm run` with `hosts:` in farm.yaml: one shard per host, merged here. The matrix
     options go to each host's `farm run` as they were given, so every host cuts the same
@@ -133,25 +159,27 @@ def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
     if opts.shard:
         raise UserError("--shard is for one machine's part of a run; with hosts: in "
                         "farm.yaml the farm shards by itself (or use --local)")
-    _, every = select(cfg, opts)
+    variants, every = select(cfg, opts)
     for k in range(1, len(cfg.hosts) + 1):
         shard_of(every, (k, len(cfg.hosts)))
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    results = (opts.results or cfg.path.parent / "results" / run_id).resolve()
-    if (results / "cases").exists():
-        raise UserError(f"{results} already holds cases; use a new result directory")
-    shards_dir = results / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    run_id, results, lock = results_for(cfg, opts, started)
     handler = log_commands(results)
     try:
-        return _run_pool(cfg, opts, results, run_id, progress)
+        if not opts.results:
+            point_latest(results)
+        return _run_pool(cfg, opts, results, run_id, progress, variants, every, started)
     finally:
         logging.getLogger("farm").removeHandler(handler)
+        logging.getLogger("paramiko").removeHandler(handler)
+        handler.close()
+        lock.release()
 
 
 def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
-              progress: Progress) -> int:
+              progress: Progress, variants: list[str], every: list, started: datetime) -> int:
     shards_dir = results / "shards"
+    shards_dir.mkdir(exist_ok=True)
     t0 = time.monotonic()
     pack = shards_dir / "farm.tar"
     cfg_in_pack = _pack(cfg, pack, Runner())
@@ -163,21 +191,65 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
         target=_run_shard, args=(s, cfg_in_pack, pack, args, opts.jobs, run_id, shards_dir,
                                  progress, shards_dir / f"host-{s.index}.log"), daemon=True)
         for s in shards]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    interrupted = None
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt as e:
+        interrupted = getattr(e, "how", "Ctrl-C")
+        with deferred_signals():
+            progress.say(f"interrupted ({interrupted}): stopping the hosts' runs")
+            for s in shards:  # the hosts' terminals hang up: their farms stop as on Ctrl-C
+                if s.ssh:
+                    s.ssh.close()
+            for t in threads:
+                t.join(timeout=30)
     for s in shards:
+        if interrupted and not s.result:
+            s.error = f"the run was interrupted ({interrupted})"
         if s.error:
             progress.say(f"{s.label}: {s.error.splitlines()[0]} "
                          f"(log {shards_dir / f'host-{s.index}.log'})")
+    why = {s.index: f"not run: host {s.host.ssh}: "
+                    + s.error.splitlines()[0].removeprefix(f"{s.host.ssh}: ")
+           for s in shards if not s.result and s.error}
     got = [s.result for s in shards if s.result]
-    if not got:
-        raise InfraError("no host returned results: " + "; ".join(
-            f"{s.label}: {s.error}" for s in shards))
-    code = merge_dirs(got, results)
+    with deferred_signals():
+        if got:
+            code = merge_dirs(got, results, absent_why=why, held=True)
+        else:
+            code = _nothing_came_back(cfg, opts, results, run_id, variants, every, started,
+                                      why, interrupted)
     progress.say(f"done in {fmt_seconds(time.monotonic() - t0)}: {results}")
-    return code
+    return 3 if interrupted and code == 0 else code
+
+
+def _nothing_came_back(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
+                       variants: list[str], every: list, started: datetime,
+                       why: dict[int, str], interrupted: str | None) -> int:
+    """No host returned a result: the whole matrix is reported, every case an error that
+    names its host and why, so CI shows what happened rather than nothing."""
+    n = len(cfg.hosts)
+    repeat = opts.repeat or cfg.repeat
+    plan = []
+    for k in range(1, n + 1):
+        for s in shard_of(every, (k, n)):
+            for v in variants:
+                for r in range(1, repeat + 1):
+                    plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
+                                 "scenario": asdict(s), "not_run": why.get(k, "not run")})
+    meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
+            "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "config": str(cfg.path), "base": cfg.base if cfg.base in variants else variants[0],
+            "repeat": repeat, "hosts": [h.ssh for h in cfg.hosts], "seconds": 0.0,
+            "fail_on": list(opts.fail_on or cfg.fail_on), "interrupted": interrupted or False}
+    write_json(results / "plan.json", {"cases": plan})
+    write_json(results / "run.json", {"run": meta, "variants": {
+        v: {"description": cfg.variants[v].description,
+            "patches": [str(p) for p in cfg.variants[v].patches]} for v in variants}})
+    return report_dir(results)
 
 
 def matrix_args(opts: RunOptions) -> list[str]:
@@ -193,5 +265,9 @@ def matrix_args(opts: RunOptions) -> list[str]:
         out += ["--injector", ",".join(opts.injectors)]
     if opts.repeat:
         out += ["--repeat", str(opts.repeat)]
+    if opts.confirm is not None:
+        out += ["--confirm", str(opts.confirm)]
+    if opts.fail_on:
+        out += ["--fail-on", ",".join(opts.fail_on)]
     return out
 

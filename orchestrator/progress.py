@@ -3,6 +3,7 @@ printed every few seconds elsewhere (CI logs)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,7 +16,7 @@ def fmt_seconds(s: float) -> str:
 class Progress:
     def __init__(self, stream=None, interval: float = 10.0):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = self.stream.isatty() and os.environ.get("TERM") != "dumb"
         self.interval = interval
         self.start = time.monotonic()
         self._last = 0.0
@@ -24,22 +25,29 @@ class Progress:
     def elapsed(self) -> str:
         return fmt_seconds(time.monotonic() - self.start)
 
+    def _write(self, text: str) -> None:
+        """A reader that went away (`farm run 2>&1 | head`) never stops the run."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe, a terminal that hung up
+            self.stream = None
+
     def status(self, text: str, force: bool = False) -> None:
         """A transient status: redrawn in place on a terminal, throttled in a log."""
         now = time.monotonic()
         if self.tty:
-            self.stream.write(f"\r\033[K[{self.elapsed()}] {text}")
-            self.stream.flush()
+            self._write(f"\r\033[K[{self.elapsed()}] {text}")
             self._drawn = True
         elif force or now - self._last >= self.interval:
-            self.stream.write(f"[{self.elapsed()}] {text}\n")
-            self.stream.flush()
+            self._write(f"[{self.elapsed()}] {text}\n")
             self._last = now
 
     def say(self, text: str) -> None:
         """A line that stays."""
         if self._drawn:
-            self.stream.write("\r\033[K")
+            self._write("\r\033[K")
             self._drawn = False
-        self.stream.write(f"[{self.elapsed()}] {text}\n")
-        self.stream.flush()
+        self._write(f"[{self.elapsed()}] {text}\n")

@@ -4,14 +4,29 @@ one test item, so `-n N` runs N guests at once and a worker takes one guest at a
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from .case import run_case
+from .runner import die_with_parent
+
+SESSION_PID = "FARM_PYTEST_SESSION"
 
 
 def pytest_addoption(parser):
-    parser.addoption("--farm-plan", help="the plan.json of a farm run")
+    parser.addoption("--farm-plan", help="the plan file of a farm run (plan.json, confirm.json)")
+
+
+def pytest_configure(config):
+    """The session's workers die with it, however it ends, and their guests die with them
+    (each QEMU is started to die with its worker): a killed farm leaves no guest running."""
+    if hasattr(config, "workerinput"):
+        parent = os.environ.get(SESSION_PID)
+        if parent:
+            die_with_parent(int(parent))
+    else:
+        os.environ[SESSION_PID] = str(os.getpid())
 
 
 PROGRESS = "##farm "
@@ -38,7 +53,7 @@ def pytest_runtest_logreport(report):
 
 def pytest_collect_file(file_path, parent):
     plan = parent.config.getoption("farm_plan")
-    if plan and file_path.name == "plan.json" and str(file_path) == plan:
+    if plan and str(file_path) == plan:
         return PlanFile.from_parent(parent, path=file_path)
     return None
 
@@ -50,6 +65,8 @@ class CaseProblem(Exception):
 class PlanFile(pytest.File):
     def collect(self):
         for spec in json.loads(self.path.read_text())["cases"]:
+            if "not_run" in spec:  # e.g. its variant's kernel did not build
+                continue
             yield CaseItem.from_parent(self, name=spec["id"], spec=spec)
 
 

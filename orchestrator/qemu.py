@@ -3,6 +3,7 @@ and one guest's life from start to exit, with the host side of the injection han
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -64,20 +65,43 @@ class GuestRun:
     infra_error: str | None = None
 
 
+def opt(value: object) -> str:
+    """A value inside a QEMU option list (key=value,...): a comma in it is written twice, so
+    a path with a comma stays one path and never adds an option."""
+    return str(value).replace(",", ",,")
+
+
+@functools.cache
+def known_names(kind: str, binary: str = "qemu-system-x86_64") -> frozenset[str] | None:
+    """The CPU models (kind "cpu") or machine types ("machine") this QEMU knows, from its
+    own help; None when QEMU is not installed (the tool check says so later)."""
+    if shutil.which(binary) is None:
+        return None
+    out = Runner().run([binary, f"-{kind}", "help"], check=False, timeout=30)
+    names = set()
+    for line in out.output.splitlines():
+        words = line.split()
+        if kind == "cpu" and len(words) >= 2 and words[0] == "x86":
+            names.add(words[1])
+        elif kind == "machine" and words and not line.startswith((" ", "Supported")):
+            names.add(words[0])
+    return frozenset(names) or None
+
+
 def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
     m = req.machine
     cmd = [m.binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
            "-M", m.machine, "-accel", m.accel, "-cpu", m.cpu, "-m", str(m.memory_mb),
            "-smp", "1",
            "-kernel", str(req.kernel), "-initrd", str(req.initrd), "-append", req.append,
-           "-chardev", f"file,id=con,path={req.workdir / 'console.log'}",
+           "-chardev", f"file,id=con,path={opt(req.workdir / 'console.log')}",
            "-serial", "chardev:con",
            "-device", "virtio-serial-pci",
-           "-chardev", f"socket,id=agent,path={agent},server=on,wait=off",
+           "-chardev", f"socket,id=agent,path={opt(agent)},server=on,wait=off",
            "-device", "virtserialport,chardev=agent,name=farm.agent",
-           "-qmp", f"unix:{qmp},server=on,wait=off"]
+           "-qmp", f"unix:{opt(qmp)},server=on,wait=off"]
     for image, options in req.drives:
-        cmd += ["-drive", f"file={image},format=raw,if=virtio,snapshot=on"
+        cmd += ["-drive", f"file={opt(image)},format=raw,if=virtio,snapshot=on"
                 + (f",{options}" if options else "")]
     return cmd
 
@@ -188,7 +212,7 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
                     event["t"] = round(time.monotonic() - start, 3)
                     run.events.append(event)
                     if event.get("event") == "inject-request":
-                        run.injections.append(_inject(qmp, event, chan))
+                        run.injections.append(_inject(qmp, event, chan, req.machine))
                     if req.stop_on and event.get("event") == req.stop_on:
                         raise _Stop
             if buf:  # a line cut off when the guest stopped: kept in the log, not parsed
@@ -208,12 +232,25 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
             shutil.rmtree(sockdir, ignore_errors=True)
     run.exit_code = proc.returncode
     run.seconds = round(time.monotonic() - start, 3)
-    if run.infra_error is None and not run.timed_out and not req.stop_on:
+    if not run.timed_out and not req.stop_on:
+        said = qemu_said(qemu_log)
         if run.exit_code not in (0, None):
-            run.infra_error = f"QEMU exited with {run.exit_code}: " + _tail(qemu_log)
-        elif "terminating on signal" in _tail(qemu_log):
-            run.infra_error = "QEMU was stopped by a signal: " + _tail(qemu_log, 2)
+            # QEMU's own words (a CPU model it does not know, memory it cannot allocate) say
+            # more than the channel error that followed them
+            run.infra_error = f"QEMU exited with {run.exit_code}: " + (said or _tail(qemu_log))
+        elif run.infra_error is None and "terminating on signal" in said:
+            run.infra_error = "QEMU was stopped by a signal: " + said
     return run
+
+
+def qemu_said(qemu_log: Path, n: int = 4) -> str:
+    """What QEMU itself wrote (its log holds the command line first), last lines first."""
+    try:
+        lines = qemu_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("$ ")]
+    return " | ".join(said[-n:])
 
 
 class _Stop(Exception):
@@ -232,7 +269,25 @@ CPL = re.compile(r"\bCPL=(\d)")
 SRAR_ATTEMPTS = 400
 
 
-def _inject(qmp: QMP, event: dict, chan: socket.socket | None) -> dict:
+def guest_address(value, machine: Machine) -> str:
+    """The guest-physical address a workload asked to poison, as the monitor gets it: a
+    page-aligned address inside the guest's RAM, or an error. It comes from the guest, and
+    goes onto a monitor command line."""
+    try:
+        gpa = int(value, 16) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise InfraError(f"the guest asked to poison {str(value)[:40]!r}, not an address") \
+            from None
+    ram = machine.memory_mb << 20
+    # Above 2 GB the PC machines put part of RAM above 4 GB, past the PCI hole.
+    top = ram if ram <= 2 << 30 else (4 << 30) + ram
+    if gpa % 4096 or not 0 <= gpa < top:
+        raise InfraError(f"the guest asked to poison {gpa:#x}: not a page-aligned address in "
+                         f"its {machine.memory_mb} MB of RAM")
+    return f"{gpa:#x}"
+
+
+def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine) -> dict:
     """Inject a machine check at the guest-physical address the workload reported.
 
     An SRAR means "the instruction now running consumed poison": it must arrive while the
@@ -242,9 +297,13 @@ def _inject(qmp: QMP, event: dict, chan: socket.socket | None) -> dict:
     srar-kernel mode does the opposite on purpose: the workload sleeps, and the machine check
     lands at CPL 0, where the kernel must panic."""
     mode = event.get("mode")
+    if mode not in MCE:
+        raise InfraError(f"the guest asked for a machine check of unknown kind "
+                         f"{str(mode)[:40]!r}")
     status, mcg = MCE[mode]
-    line = f"mce 0 {MCE_BANK} {status} {mcg} {event['gpa']} {MCE_MISC}"
-    record = {"mode": mode, "gpa": event["gpa"], "monitor": line}
+    gpa = guest_address(event.get("gpa"), machine)
+    line = f"mce 0 {MCE_BANK} {status} {mcg} {gpa} {MCE_MISC}"
+    record = {"mode": mode, "gpa": gpa, "monitor": line}
     if mode in WANT_CPL:
         for attempt in range(1, SRAR_ATTEMPTS + 1):
             qmp.execute("stop")

@@ -7,6 +7,7 @@ import hashlib
 import html
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
@@ -69,15 +70,18 @@ def junit(doc: dict, results: Path) -> str:
     suites = []
     for name, variant in doc["variants"].items():
         build = variant.get("build", {})
-        props = {"variant": name, "kernel_version": build.get("release", "?"),
+        props = {"variant": name, "kernel_version": build.get("release") or (
+                     "not built" if build.get("status") == "failed" else "?"),
                  "kernel_source": run.get("source", {}).get("digest", "?"),
                  "build_key": build.get("key", "?"), "patch_digest": patch_digest(variant),
                  "patches": " ".join(Path(p["path"]).name for p in build.get("patches", [])),
                  "accelerator": run.get("accelerator", "?"),
                  "boot": build.get("boot_via") or "?", "farm_version": run["farm_version"]}
-        cases = []
-        for c in (c for c in doc["cases"] if c["variant"] == name):
-            tc = TestCase(name=c["scenario"] + (f" #{c['repeat']}" if run.get("repeat", 1) > 1
+        cases = [_build_case(name, build)] if build else []
+        mine = [c for c in doc["cases"] if c["variant"] == name]
+        runs = Counter(c["scenario"] for c in mine)
+        for c in mine:
+            tc = TestCase(name=c["scenario"] + (f" #{c['repeat']}" if runs[c["scenario"]] > 1
                                                 else ""),
                           classname=f"hwpoison.{name}", elapsed_sec=c.get("seconds") or 0.0,
                           stdout=console_excerpt(results, c) or None)
@@ -95,6 +99,30 @@ def junit(doc: dict, results: Path) -> str:
     return _clean(to_xml_report_string(suites))
 
 
+def _build_case(variant: str, build: dict) -> TestCase:
+    """A variant's kernel build as a testcase of its suite: a build that failed is a failure
+    with the log's error lines and tail, so that CI shows why nothing of it ran."""
+    tc = TestCase(name="build", classname=f"hwpoison.{variant}",
+                  elapsed_sec=build.get("seconds") or 0.0,
+                  stdout=xml_text(f"{build.get('status')}: kernel {build.get('release') or '?'}, "
+                                  f"build {build.get('key')}, log {build.get('log')}"))
+    if build.get("status") == "failed":
+        tail = log_tail(Path(build.get("log") or ""))
+        tc.add_failure_info(message=xml_text(f"{build.get('error')}; log {build.get('log')}"),
+                            output=xml_text("\n".join(
+                                ["-- error lines --", *build.get("error_lines", []),
+                                 f"-- last {len(tail)} lines of the build log --", *tail])),
+                            failure_type="build")
+    return tc
+
+
+def log_tail(path: Path, n: int = 40) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
 def compare_junit(doc: dict) -> str:
     run = doc["run"]
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -106,7 +134,7 @@ def compare_junit(doc: dict) -> str:
         for c in comps:
             tc = TestCase(name=c["scenario"], classname=f"compare.{base}.{variant}",
                           elapsed_sec=0.0, stdout=xml_text(f"verdict: {c['verdict']}\n"
-                                                           f"{c['detail']}"))
+                                                           f"{runs_text(c)}\n{c['detail']}"))
             if c["verdict"] == "regression":
                 tc.add_failure_info(message=xml_text(f"regression: {c['detail']}"),
                                     failure_type="regression")
@@ -120,6 +148,29 @@ def compare_junit(doc: dict) -> str:
         suites.append(TestSuite(f"{base}..{variant}", cases, hostname=run.get("host"),
                                 timestamp=run.get("started_iso"), properties=props))
     return _clean(to_xml_report_string(suites))
+
+
+def runs_text(c: dict) -> str:
+    """How a verdict was reached: the runs of each side, and whether it was confirmed."""
+    runs = c.get("runs")
+    if not runs:
+        return ""
+    text = f"{c['base']}: {runs['base']}; {c['variant']}: {runs['variant']}"
+    return text + ("; confirmed by re-running both" if c.get("confirmed") else "")
+
+
+def builds_text(doc: dict) -> list[str]:
+    out = []
+    for v, vdoc in doc["variants"].items():
+        b = vdoc.get("build")
+        if not b:
+            out.append(f"- {v}: not built (the run stopped before)")
+        elif b.get("status") == "failed":
+            out.append(f"- {v}: **build FAILED** — {b.get('error')}; log {b.get('log')}")
+            out += [f"  - `{ln}`" for ln in b.get("error_lines", [])[:5]]
+        else:
+            out.append(f"- {v}: {b.get('status')} {b.get('release')} ({b.get('key')})")
+    return out
 
 
 def _cell(case_list: list[dict]) -> str:
@@ -168,7 +219,7 @@ def summary(doc: dict, code: int) -> str:
         row = [s, *[_cell(by.get((v, s), [])) for v in variants],
                *[(verdicts.get((v, s)) or {}).get("verdict", "-") for v in compared]]
         out.append("| " + " | ".join(r.replace("|", "\\|") for r in row) + " |")
-    out.append("")
+    out += ["", "## Builds", "", *builds_text(doc), ""]
     for v, t in doc["totals"].items():
         out.append(f"- {v}: " + ", ".join(f"{n} {k}" for k, n in t.items()))
     counts: dict[str, int] = {}
@@ -184,8 +235,8 @@ def summary(doc: dict, code: int) -> str:
     changes = [c for c in doc["comparison"] if c["verdict"] != "same"]
     if changes:
         out += ["", "## A/B verdicts other than same", ""]
-        out += [f"- {c['scenario']}: {c['base']} → {c['variant']}: **{c['verdict']}** — "
-                f"{c['detail']}" for c in changes]
+        out += [f"- {c['scenario']}: {c['base']} → {c['variant']}: **{c['verdict']}** "
+                f"({runs_text(c)}) — {c['detail']}" for c in changes]
     out += ["", f"exit code {code}"]
     return "\n".join(out) + "\n"
 
@@ -214,9 +265,27 @@ def _side_by_side(doc: dict, by: dict) -> list[str]:
         out.append(
             f'<h3 id="{e(c["variant"])}--{e(c["scenario"])}">{e(c["scenario"])}: '
             f'<span class="v-{e(c["verdict"])}">{e(c["verdict"])}</span></h3>'
-            f"<p>{e(c['detail'])}</p><table><tr><th>observable</th><th>{e(c['base'])} "
+            f"<p>{e(c['detail'])}</p><p class=runs>runs: {e(runs_text(c))}</p>"
+            f"<table><tr><th>observable</th><th>{e(c['base'])} "
             f"({e(a[0]['status'])})</th><th>{e(c['variant'])} ({e(b[0]['status'])})</th></tr>"
             f"{rows}</table>")
+    return out
+
+
+def _build_items(doc: dict) -> list[str]:
+    e = html.escape
+    out = []
+    for v, vdoc in doc["variants"].items():
+        b = vdoc.get("build")
+        if not b:
+            out.append(f"<li>{e(v)}: not built (the run stopped before)</li>")
+        elif b.get("status") == "failed":
+            lines = "\n".join(b.get("error_lines", []))
+            out.append(f'<li class="s-fail">{e(v)}: <b>build failed</b>: {e(str(b.get("error")))}'
+                       f'; log {e(str(b.get("log")))}<pre>{e(lines)}</pre></li>')
+        else:
+            out.append(f"<li>{e(v)}: {e(str(b.get('status')))} {e(str(b.get('release')))} "
+                       f"({e(str(b.get('key')))}, boot {e(str(b.get('boot_via')))})</li>")
     return out
 
 
@@ -277,6 +346,7 @@ tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
 <p>kernel source {e(_source(run))}; accelerator {e(str(run.get('accel_reason')))};
 wall time {run.get('seconds', 0):.0f}s</p>
 <p>{totals}</p>
+<h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>
 <table id="matrix"><tr>{head}</tr>{''.join(rows)}</table>
 <h2>Verdicts other than same, side by side</h2>{''.join(side) or '<p>none</p>'}
 <h2>Cases that did not pass</h2>{''.join(details) or '<p>none</p>'}

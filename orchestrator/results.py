@@ -7,9 +7,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-SCHEMA = 1
+from .errors import UserError
+
+SCHEMA = 2
 STATUSES = ("pass", "fail", "error", "skip")
 VERDICTS = ("same", "regression", "fixed", "changed", "error", "flaky")
+CONFIRMED = ("regression", "fixed", "changed")  # re-run before they are final
+FAIL_ON = ("changed", "flaky")  # verdicts a user may have fail the run, beside regression
 # Observables that make two outcomes "the same" (PFN values and timings differ run to run).
 SIGNATURE = ("guest", "recovery", "inject_signal", "access_signal", "early_signal",
              "si_addr_is_page", "si_addr_lsb", "data", "pfn_changed", "hardware_corrupted_kb",
@@ -26,14 +30,46 @@ def signature(case: dict) -> dict:
     return sig
 
 
+# The fields every case record has, with their types: what the reports read.
+CASE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "variant": str, "scenario": str, "repeat": int, "status": str, "message": str}
+CASE_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "expected": dict, "observed": dict, "logs": dict, "seconds": (int, float), "subcases": list,
+    "page_kind": str, "injector": str, "access": str}
+
+
+def check_case(case, where: str) -> dict:
+    """A case record as the reports need it, or bad input naming the file: a damaged
+    case.json is never a traceback, and never silently a missing case."""
+    if not isinstance(case, dict):
+        raise UserError(f"{where}: not a case record (a JSON object was expected)")
+    for fields, required in ((CASE_FIELDS, True), (CASE_OPTIONAL, False)):
+        for k, t in fields.items():
+            if k not in case:
+                if required:
+                    raise UserError(f"{where}: not a case record (no '{k}')")
+                continue
+            if not isinstance(case[k], t) or isinstance(case[k], bool) and t is int:
+                raise UserError(f"{where}: '{k}' has the wrong type "
+                                f"({type(case[k]).__name__})")
+    if case["status"] not in STATUSES:
+        raise UserError(f"{where}: status '{case['status']}' is not one of "
+                        f"{', '.join(STATUSES)}")
+    return case
+
+
 def load_cases(results: Path) -> list[dict]:
     cases = []
     for p in sorted((results / "cases").glob("*/*/*/case.json")):
         try:
-            case = json.loads(p.read_text())
-        except ValueError:
-            continue  # a case cut off mid-write: it counts as not run
-        subcases = case.pop("subcases", [])
+            case = check_case(json.loads(p.read_text()), str(p))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{p}: damaged case record ({e}); move it away and run "
+                            f"`farm report` again to count the case as not run") from None
+        except OSError as e:
+            raise UserError(f"{p}: cannot read: {e.strerror}") from None
+        subcases = [check_case(sc, f"{p} (subcase {i})")
+                    for i, sc in enumerate(case.pop("subcases", []))]
         cases.append(case)
         cases.extend(subcases)  # a selftest program's KTAP tests, each a case of its own
     return cases
@@ -49,7 +85,8 @@ def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
             continue
         s = spec["scenario"]
         out.append({"id": spec["id"], "variant": spec["variant"], "scenario": s["name"],
-                    "repeat": spec["repeat"], "status": "error",
+                    "repeat": spec["repeat"], "status": "error", "confirm": spec.get("confirm",
+                                                                                    False),
                     "message": spec.get("not_run", why),
                     "page_kind": s["page"], "injector": s["injector"], "access": s["access"],
                     "policy": {"early_kill": s["early_kill"], "recovery": s.get("recovery", 1)},
@@ -62,11 +99,15 @@ def _diff(a: dict, b: dict) -> list[str]:
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in SIGNATURE if a.get(k) != b.get(k)]
 
 
-def _consistent(cases: list[dict]) -> tuple[bool, str]:
+def _consistent(cases: list[dict], observables: bool) -> tuple[bool, str]:
+    """Whether the repeats of one side agree: on their status, and (when observables) on
+    every observable of the signature."""
     statuses = {c["status"] for c in cases}
     if len(statuses) > 1:
         return False, "repeats disagree on status: " + ", ".join(
             f"r{c['repeat']}={c['status']}" for c in cases)
+    if not observables:
+        return True, ""
     sigs = [signature(c) for c in cases]
     for c, s in zip(cases[1:], sigs[1:], strict=True):
         if s != sigs[0]:
@@ -91,8 +132,10 @@ def compare(cases: list[dict], base: str, variants: list[str]) -> list[dict]:
             if not a or not b:
                 continue
             verdict, detail = _verdict(a, b, base, v)
+            confirmed = any(c.get("confirm") for c in a + b)
             out.append({"scenario": s, "base": base, "variant": v, "verdict": verdict,
-                        "detail": detail})
+                        "detail": detail, "runs": {"base": _repeats(a), "variant": _repeats(b)},
+                        "confirmed": confirmed})
     return out
 
 
@@ -101,21 +144,39 @@ def _verdict(a: list[dict], b: list[dict], base: str, variant: str) -> tuple[str
     if errors:
         c = errors[0]
         return "error", f"{c['variant']} r{c['repeat']}: {c['message']}"
+    # Statuses first: a side whose repeats pass and fail is flaky. Where both sides agree on
+    # one status each and the statuses differ (regression, fixed), how a failure looked may
+    # vary with timing (an SRAR's SIGBUS at the injection or at the access) without making
+    # the verdict less sure; where the statuses are the same, `changed` rests on the
+    # observables, so those must agree between repeats too.
     for name, cs in ((base, a), (variant, b)):
-        ok, why = _consistent(cs)
+        ok, why = _consistent(cs, observables=False)
         if not ok:
             return "flaky", f"{name}: {why}"
+    if a[0]["status"] == b[0]["status"]:
+        for name, cs in ((base, a), (variant, b)):
+            ok, why = _consistent(cs, observables=True)
+            if not ok:
+                return "flaky", f"{name}: {why}"
     sa, sb = a[0]["status"], b[0]["status"]
     diff = _diff(signature(a[0]), signature(b[0]))
-    if sa == "pass" and sb == "fail":
-        return "regression", f"{variant}: {b[0]['message']}"
-    if sa == "fail" and sb == "pass":
-        return "fixed", f"{base}: {a[0]['message']}"
+    if sa == "pass" and sb in ("fail", "skip"):  # a skip: the variant lost a capability
+        return "regression", f"{variant}: {sb}: {b[0]['message']}"
+    if sa in ("fail", "skip") and sb == "pass":
+        return "fixed", f"{base}: {sa}: {a[0]['message']}"
     if sa != sb:
         return "changed", f"{base} {sa}, {variant} {sb}" + (f": {'; '.join(diff)}" if diff else "")
     if diff:
         return "changed", "; ".join(diff)
     return "same", ""
+
+
+def _repeats(cases: list[dict]) -> str:
+    """'3 pass' or 'pass, fail, pass': what the repeats of one side gave, in order."""
+    statuses = [c["status"] for c in sorted(cases, key=lambda c: c["repeat"])]
+    if len(set(statuses)) == 1:
+        return f"{len(statuses)} {statuses[0]}"
+    return ", ".join(statuses)
 
 
 def totals(cases: list[dict]) -> dict[str, dict[str, int]]:
@@ -126,13 +187,36 @@ def totals(cases: list[dict]) -> dict[str, dict[str, int]]:
     return out
 
 
+def flaky_groups(cases: list[dict]) -> set[tuple[str, str]]:
+    """(variant, scenario) whose repeats disagree on their status."""
+    by: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for c in cases:
+        by[(c["variant"], c["scenario"])].add(c["status"])
+    return {k for k, st in by.items() if len(st - {"error"}) > 1}
+
+
+def build_failures(doc: dict) -> list[str]:
+    return [v for v, vdoc in doc["variants"].items()
+            if (vdoc.get("build") or {}).get("status") == "failed"]
+
+
 def exit_code(doc: dict) -> int:
-    """0 nothing failed or regressed; 1 a failure or regression; 3 an infrastructure error."""
-    statuses = {c["status"] for c in doc["cases"]}
+    """0 nothing failed or regressed; 1 a failure or regression (or a patched variant whose
+    kernel does not build while the base's does); 3 an infrastructure error (the base's
+    kernel does not build, a case with no answer, an interrupted run). A case that failed in
+    some repeats and passed in others is flaky: it fails the run only with --fail-on flaky,
+    as a `changed` verdict does only with --fail-on changed."""
+    fail_on = set(doc["run"].get("fail_on") or ())
+    flaky = flaky_groups(doc["cases"])
+    statuses = {c["status"] for c in doc["cases"]
+                if (c["variant"], c["scenario"]) not in flaky or "flaky" in fail_on}
     verdicts = {c["verdict"] for c in doc["comparison"]}
-    if "fail" in statuses or "regression" in verdicts:
+    broken = build_failures(doc)
+    base = doc["run"].get("base")
+    if "fail" in statuses or {"regression", *fail_on} & verdicts or (
+            broken and base not in broken):
         return 1
-    if "error" in statuses or "error" in verdicts or doc["run"].get("interrupted"):
+    if "error" in statuses or "error" in verdicts or doc["run"].get("interrupted") or broken:
         return 3
     return 0
 
@@ -152,7 +236,3 @@ def assemble(run: dict, variants: dict, cases: list[dict], base: str,
             "comparison": compare(cases, base, order), "totals": totals(cases)}
 
 
-def write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)

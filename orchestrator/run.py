@@ -7,6 +7,7 @@ import fnmatch
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -19,6 +20,7 @@ from . import __version__
 from .case import kernel_cmdline
 from .config import INJECTORS, PAGE_KINDS, FarmConfig, Scenario
 from .errors import FarmError, InfraError, UserError
+from .files import TOKEN, ResultLock, claim, os_error, write_json
 from .image import GuestImage, build_image, with_kselftests
 from .kernel import (
     BuildRequest,
@@ -32,8 +34,8 @@ from .kernel import (
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
-from .results import write_json
-from .runner import Runner
+from .results import CONFIRMED, compare, load_cases
+from .runner import Runner, deferred_signals
 from .saved import report_dir
 
 TOOLS = {"make": "make", "gcc": "gcc", "patch": "patch", "tar": "tar", "ccache": "ccache",
@@ -51,6 +53,8 @@ class RunOptions:
     jobs: int | None = None
     repeat: int | None = None
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix, from 1
+    confirm: int | None = None  # more runs of base and variant for each verdict not `same`
+    fail_on: tuple[str, ...] | None = None  # verdicts that fail the run beside regression
 
 
 def shard_of(scenarios: list[Scenario], shard: tuple[int, int] | None) -> list[Scenario]:
@@ -141,13 +145,90 @@ def check_tools() -> None:
 
 
 def log_commands(results: Path) -> logging.Handler:
-    """Every command the farm runs, here or over SSH, into the result directory's farm.log."""
+    """Every command the farm runs, here or over SSH, into the result directory's farm.log;
+    the SSH library's own messages go there too, never as a traceback on the terminal."""
     handler = logging.FileHandler(results / "farm.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     root = logging.getLogger("farm")
     root.setLevel(logging.INFO)
     root.addHandler(handler)
+    quiet_ssh_library(handler)
     return handler
+
+
+def quiet_ssh_library(handler: logging.Handler | None = None) -> None:
+    lib = logging.getLogger("paramiko")
+    lib.propagate = False
+    if not lib.handlers:
+        lib.addHandler(logging.NullHandler())
+    if handler:
+        lib.addHandler(handler)
+
+
+def results_for(cfg: FarmConfig, opts: RunOptions,
+                started: datetime) -> tuple[str, Path, ResultLock]:
+    """The run's id and its result directory, held for the run: --results as given (new, or
+    empty of any run), else a new directory under results/ beside farm.yaml."""
+    if opts.results:
+        results = opts.results.resolve()
+        return new_run_id(started), results, claim(results, fresh=True)
+    try:
+        run_id, results = fresh_results((cfg.path.parent / "results").resolve(), started)
+    except OSError as e:
+        raise os_error(e, f"results directory beside {cfg.path}") from None
+    return run_id, results, claim(results, fresh=True)
+
+
+def new_run_id(started: datetime) -> str:
+    """Sortable, and unique even for two runs started in the same millisecond."""
+    return started.strftime("%Y%m%d-%H%M%S-%f")[:-3] + "-" + secrets.token_hex(4)
+
+
+def fresh_results(parent: Path, started: datetime) -> tuple[str, Path]:
+    """A new result directory under parent, made exclusively: a run id taken by another run
+    (however unlikely) is never shared, the next one is drawn."""
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(started)
+        try:
+            (parent / run_id).mkdir()
+            return run_id, parent / run_id
+        except FileExistsError:
+            continue
+
+
+def point_latest(results: Path) -> None:
+    """results/latest -> the newest run, replaced in one step (a reader never finds it
+    missing); a `latest` that is not a symlink is the user's and is left alone."""
+    latest = results.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = results.parent / f".latest.{TOKEN}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(results.name)
+    tmp.replace(latest)
+
+
+@dataclass
+class _Run:
+    """What a run has gathered so far; whatever ends it, reports are written from this."""
+    results: Path
+    meta: dict
+    variants: dict[str, dict]
+    plan: list[dict]
+
+    def save(self) -> None:
+        write_json(self.results / "plan.json", {"cases": self.plan})
+        write_json(self.results / "run.json", {"run": self.meta, "variants": self.variants})
+
+
+def _skeleton(variants: list[str], scenarios: list[Scenario], repeat: int,
+              results: Path) -> list[dict]:
+    """Every case of the run, known before anything is built, so that a run stopped at any
+    point still accounts for each one."""
+    return [{"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r, "scenario": asdict(s),
+             "results": str(results), "dir": f"cases/{v}/{s.name}/r{r}"}
+            for v in variants for s in scenarios for r in range(1, repeat + 1)]
 
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
@@ -157,118 +238,197 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
     base = cfg.base if cfg.base in variants else variants[0]
     jobs = opts.jobs or cfg.jobs
     repeat = opts.repeat or cfg.repeat
+    confirm = cfg.confirm if opts.confirm is None else opts.confirm
+    fail_on = opts.fail_on if opts.fail_on is not None else cfg.fail_on
     check_tools()
     started = datetime.now(UTC)
-    run_id = started.strftime("%Y%m%d-%H%M%S")
-    results = (opts.results or cfg.path.parent / "results" / run_id).resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    if not opts.results:
-        latest = results.parent / "latest"
-        if latest.is_symlink() or not latest.exists():
-            latest.unlink(missing_ok=True)
-            latest.symlink_to(results.name)
-    handler = log_commands(results)
+    run_id, results, lock = results_for(cfg, opts, started)
+    try:
+        if not opts.results:
+            point_latest(results)
+        handler = log_commands(results)
+        try:
+            return _run(cfg, opts, progress, variants, scenarios, base, jobs, repeat, confirm,
+                        fail_on, started, run_id, results)
+        finally:
+            logging.getLogger("farm").removeHandler(handler)
+            logging.getLogger("paramiko").removeHandler(handler)
+            handler.close()
+    finally:
+        lock.release()
+
+
+def _run(cfg: FarmConfig, opts: RunOptions, progress: Progress, variants: list[str],
+         scenarios: list[Scenario], base: str, jobs: int, repeat: int, confirm: int,
+         fail_on: tuple[str, ...], started: datetime, run_id: str, results: Path) -> int:
     runner = Runner()
+    every = select(cfg, opts)[1]
     meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
             "config": str(cfg.path), "base": base, "jobs": jobs, "repeat": repeat,
+            "confirm": confirm, "fail_on": list(fail_on),
             "scenarios_file": str(cfg.scenarios_path), "guest_tests": str(cfg.guest_tests),
             "argv": sys.argv, "interrupted": False, "shard": _shard_meta(every, opts.shard)}
-    variant_docs: dict[str, dict] = {v: {"description": cfg.variants[v].description,
-                                         "patches": [str(p) for p in cfg.variants[v].patches]}
-                                     for v in variants}
-    plan: list[dict] = []
+    state = _Run(results, meta, {v: {"description": cfg.variants[v].description,
+                                     "patches": [str(p) for p in cfg.variants[v].patches]}
+                                 for v in variants},
+                 _skeleton(variants, scenarios, repeat, results))
+    state.save()
+    why_missing = "not run"
+    error: FarmError | None = None
     t0 = time.monotonic()
     try:
         progress.say(f"results: {results}")
         src = prepare_source(cfg.source, cfg.cache, runner, progress)
         meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
                           "path": str(src.path)}
-        builds = _build_variants(cfg, variants, scenarios, src, runner, progress)
+        builds = _build_variants(cfg, variants, scenarios, src, runner, progress, results)
         for v in variants:
-            variant_docs[v]["build"] = builds[v].to_json()
-        image = build_image(cfg.guest_tests, cfg.cache, runner)
-        machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
-                          memory_mb=cfg.guest.memory_mb)
-        first = builds[variants[0]]
-        accel, why = _accelerator(cfg, GuestRequest(
-            machine, Path(first.boot), image.initrd, kernel_cmdline(scenarios[0]),
-            results / "accel-probe", cfg.guest.timeout), runner)
-        meta.update(accelerator=accel, accel_reason=why, image={
-            k: str(v) for k, v in asdict(image).items()})
-        progress.say(f"accelerator: {why}")
-        plan = _plan(cfg, variants, scenarios, repeat, builds, image,
-                     replace(machine, accel=accel), results)
-        write_json(results / "plan.json", {"cases": plan})
-        write_json(results / "run.json", {"run": meta, "variants": variant_docs})
-        progress.say(f"running {len(plan)} cases ({len(variants)} variants x "
-                     f"{len(scenarios)} scenarios x {repeat}), {jobs} guests at a time")
-        _run_cases(results, jobs, len(plan), runner, progress)
+            state.variants[v]["build"] = builds[v].to_json()
+        state.save()
+        built = [v for v in variants if builds[v].ok]
+        for spec in state.plan:
+            b = builds[spec["variant"]]
+            if not b.ok:
+                spec["not_run"] = (f"not run: the kernel of {spec['variant']} did not build "
+                                   f"({b.error}; log {b.log})")
+        if built:
+            _guests(cfg, state, builds, scenarios, jobs, confirm, runner, progress)
         why_missing = "not run: a pytest worker died before the case finished"
-    except KeyboardInterrupt:
-        meta["interrupted"] = True
-        why_missing = "not run: the run was interrupted (Ctrl-C)"
-        progress.say("interrupted: writing what was gathered so far")
-    except FarmError:
-        if not plan:
-            logging.getLogger("farm").removeHandler(handler)
-            raise
-        why_missing = "not run: the farm failed before the case finished"
+    except KeyboardInterrupt as e:
+        how = getattr(e, "how", "Ctrl-C")
+        meta["interrupted"] = how
+        why_missing = f"not run: the run was interrupted ({how})"
+        progress.say(f"interrupted ({how}): writing what was gathered so far")
+    except FarmError as e:
+        error = e
+        meta["error"] = str(e)
+        why_missing = f"not run: {str(e).splitlines()[0]}"
     finally:
         meta["seconds"] = round(time.monotonic() - t0, 1)
-    write_json(results / "run.json", {"run": meta, "variants": variant_docs})
-    code = report_dir(results, plan_missing=why_missing)
+    with deferred_signals():
+        state.save()
+        code = report_dir(results, plan_missing=why_missing)
     progress.say(f"done in {fmt_seconds(meta['seconds'])}: {results}")
-    logging.getLogger("farm").removeHandler(handler)
+    if error is not None and code != 1:
+        raise error
     return code
 
 
+def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult],
+            scenarios: list[Scenario], jobs: int, confirm: int, runner: Runner,
+            progress: Progress) -> None:
+    """The guest image, the accelerator, the cases, then the confirmations of every verdict
+    that is not `same`."""
+    results, meta = state.results, state.meta
+    image = build_image(cfg.guest_tests, cfg.cache, runner)
+    machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
+                      memory_mb=cfg.guest.memory_mb)
+    first = next(b for b in builds.values() if b.ok)
+    accel, why = _accelerator(cfg, GuestRequest(
+        machine, Path(first.boot), image.initrd, kernel_cmdline(scenarios[0]),
+        results / "accel-probe", cfg.guest.timeout), runner)
+    meta.update(accelerator=accel, accel_reason=why, image={
+        k: str(v) for k, v in asdict(image).items()})
+    progress.say(f"accelerator: {why}")
+    machine = replace(machine, accel=accel)
+    initrds = {v: with_kselftests(image, b.kselftests, Path(b.kernel).parent)
+               for v, b in builds.items() if b.ok}
+    for spec in state.plan:
+        if "not_run" not in spec:
+            _fill(spec, cfg, builds[spec["variant"]], initrds[spec["variant"]], image, machine)
+    state.save()
+    todo = [s for s in state.plan if "not_run" not in s]
+    n_variants = len({s["variant"] for s in state.plan})
+    progress.say(f"running {len(todo)} cases ({n_variants} variants x "
+                 f"{len({s['scenario']['name'] for s in state.plan})} scenarios x "
+                 f"{meta['repeat']}), {jobs} guests at a time")
+    _run_cases(results, results / "plan.json", jobs, len(todo), runner, progress)
+    if confirm <= 0:
+        return
+    extra = confirmations(load_cases(results), state.plan, meta["base"], confirm)
+    if not extra:
+        return
+    state.plan += extra
+    state.save()
+    write_json(results / "confirm.json", {"cases": extra})
+    names = sorted({s["scenario"]["name"] for s in extra})
+    progress.say(f"confirming {len(names)} verdict(s) other than same with {confirm} more "
+                 f"run(s) of base and variant: {len(extra)} cases ({', '.join(names[:6])}"
+                 + (", ..." if len(names) > 6 else "") + ")")
+    _run_cases(results, results / "confirm.json", jobs, len(extra), runner, progress)
+
+
+def _fill(spec: dict, cfg: FarmConfig, build: BuildResult, initrd: Path, image: GuestImage,
+          machine: Machine) -> None:
+    """What a worker needs to run a planned case: the kernel, the image, the machine."""
+    spec.update(machine=asdict(machine), kernel=build.boot, initrd=str(initrd),
+                disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
+                kselftest_missing=build.kselftest_errors.get(spec["scenario"]["kselftest"], ""))
+
+
+def confirmations(cases: list[dict], plan: list[dict], base: str, n: int) -> list[dict]:
+    """Plan entries that run again, n more times each, the base's and the variant's cases of
+    every scenario whose verdict is regression, fixed or changed: a verdict is final only
+    once its repeats agree (else it is flaky). Errors and flaky verdicts are not re-run:
+    more runs cannot turn them into an answer."""
+    runnable = {(s["variant"], s["scenario"]["name"]): s for s in plan
+                if "not_run" not in s and "kernel" in s}
+    variants = list(dict.fromkeys(s["variant"] for s in plan))
+    last: dict[tuple[str, str], int] = {}
+    for s in plan:
+        key = (s["variant"], s["scenario"]["name"])
+        last[key] = max(last.get(key, 0), s["repeat"])
+    want: list[tuple[str, str]] = []
+    for c in compare(cases, base, variants):
+        if c["verdict"] in CONFIRMED:
+            for key in ((base, c["scenario"]), (c["variant"], c["scenario"])):
+                if key in runnable and key not in want:
+                    want.append(key)
+    out = []
+    for v, name in want:
+        spec = runnable[(v, name)]
+        for r in range(last[(v, name)] + 1, last[(v, name)] + n + 1):
+            out.append({**spec, "id": f"{v}::{name}::r{r}", "repeat": r,
+                        "dir": f"cases/{v}/{name}/r{r}", "confirm": True})
+    return out
+
+
 def _build_variants(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario],
-                    src: SourceTree, runner: Runner, progress: Progress) -> dict[str, BuildResult]:
+                    src: SourceTree, runner: Runner, progress: Progress,
+                    results: Path) -> dict[str, BuildResult]:
     """Every variant's kernel (and its own selftest binaries), built or found in the cache.
     Every patch series is applied before anything is compiled, so a patch that does not
-    apply stops the run at once."""
+    apply stops the run at once. A kernel that does not build is a result of its own: the
+    other variants still build and run."""
     kselftests = tuple(sorted({s.kselftest for s in scenarios if s.kselftest}))
+    (results / "builds").mkdir(exist_ok=True)
     reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments, cfg.cache,
-                            (os.cpu_count() or 1) + 1, kselftests) for v in variants}
+                            (os.cpu_count() or 1) + 1, kselftests,
+                            log=results / "builds" / f"{v}.log") for v in variants}
     plans = {}
     for v in variants:
         t = time.monotonic()
         plans[v] = plan_build(reqs[v], runner)
         if plans[v].cached:
             plans[v].cached.seconds = round(time.monotonic() - t, 2)
-    for v in variants:
-        if not plans[v].cached:
-            prepare_tree(reqs[v], plans[v], runner, progress)
-    builds = {}
-    for v in variants:
-        if plans[v].cached:
-            builds[v] = plans[v].cached
-            progress.say(f"{v}: kernel {builds[v].release} already built "
-                         f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
-        else:
-            builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
-    return builds
-
-
-def _plan(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario], repeat: int,
-          builds: dict[str, BuildResult], image: GuestImage, machine: Machine,
-          results: Path) -> list[dict]:
-    """One entry per (variant, scenario, repeat): everything a worker needs to run the case."""
-    plan = []
-    for v in variants:
-        initrd = with_kselftests(image, builds[v].kselftests, Path(builds[v].kernel).parent)
-        for s in scenarios:
-            for r in range(1, repeat + 1):
-                plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
-                             "scenario": asdict(s), "results": str(results),
-                             "dir": f"cases/{v}/{s.name}/r{r}", "machine": asdict(machine),
-                             "kernel": builds[v].boot, "initrd": str(initrd),
-                             "disk": str(image.disk), "swap": str(image.swap),
-                             "timeout": cfg.guest.timeout,
-                             "kselftest_missing": builds[v].kselftest_errors.get(
-                                 s.kselftest, "")})
-    return plan
+    try:
+        for v in variants:
+            if not plans[v].cached:
+                prepare_tree(reqs[v], plans[v], runner, progress)
+        builds = {}
+        for v in variants:
+            if plans[v].cached:
+                builds[v] = plans[v].cached
+                progress.say(f"{v}: kernel {builds[v].release} already built "
+                             f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
+            else:
+                builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
+        return builds
+    finally:
+        for p in plans.values():
+            if p.work:
+                p.work.remove()
 
 
 def _accelerator(cfg: FarmConfig, probe: GuestRequest, runner: Runner) -> tuple[str, str]:
@@ -328,13 +488,16 @@ class CaseProgress:
             f"{self.counts['fail']} failed, {self.counts['error']} errors")
 
 
-def _run_cases(results: Path, jobs: int, total: int, runner: Runner,
+def _run_cases(results: Path, plan: Path, jobs: int, total: int, runner: Runner,
                progress: Progress) -> None:
-    plan = results / "plan.json"
+    """The planned cases of one plan file that can run, under pytest-xdist: one guest per
+    worker at a time. The session runs in a process group of its own, which the runner
+    stops as a whole if the farm is interrupted, and dies with the farm if it is killed."""
     cmd = [sys.executable, "-m", "pytest", "-p", "orchestrator.pytest_plugin",
            "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", results,
-           "--farm-plan", plan, plan, "-n", str(jobs), "-q", "--no-header", "-rfEs"]
-    with open(results / "pytest.log", "w") as log:
+           "--farm-plan", plan, plan, "-n", str(min(jobs, total)), "-q", "--no-header",
+           "-rfEs"]
+    with open(results / "pytest.log", "a") as log:
         res = runner.run(cmd, cwd=results, check=False,
                          on_line=CaseProgress(total, progress, log).line)
     if res.returncode not in (0, 1):

@@ -4,15 +4,20 @@ step."""
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import getpass
+import hashlib
 import logging
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,90 @@ def quote(cmd: Sequence[str], cwd: Path | str | None = None,
         shlex.quote(str(c)) for c in cmd]
     line = " ".join(words)
     return f"(cd {shlex.quote(str(cwd))} && {line})" if cwd else line
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a CI job cancelled, a terminal closed): handled as Ctrl-C is."""
+
+    def __init__(self, how: str):
+        super().__init__(how)
+        self.how = how
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum, _frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
+def handle_stop_signals() -> None:
+    """SIGTERM and SIGHUP end the farm the way Ctrl-C does: its children are stopped, what
+    was gathered is reported. SIGINT gets Python's default handler back, even where the
+    farm was started with it ignored (in the background of a script)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """While the farm writes its reports after an interruption, a second Ctrl-C or SIGTERM
+    waits: the reports take a moment, and half-written reports help nobody."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    sigs = (signal.SIGINT, *STOP_SIGNALS)
+    old = {s: signal.signal(s, lambda n, f: pending.append(n)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if pending:
+            os.kill(os.getpid(), pending[0])
+
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child between fork and exec: be killed when the parent dies, however it dies
+    (SIGKILL included), and stop at once if it is already gone."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    return lambda: die_with_parent(parent)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """Ctrl-C to a child's whole process group (a pytest session, its workers and their
+    guests; a make and its compilers), time for it to tidy up, then SIGKILL to the group."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    _kill_group(proc)  # anything of the group that outlived its leader
 
 
 @dataclass
@@ -62,6 +151,14 @@ class _Lines:
 
     def flush(self) -> None:
         pass
+
+    def drain(self, stream) -> None:
+        """Read a stream to its end into this sink (a child's last words as it stops)."""
+        try:
+            for line in stream:
+                self.write(line)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         if self.buf:  # a last line without its newline, kept as it came
@@ -100,37 +197,40 @@ class Runner:
             check: bool = True, log_path: Path | None = None,
             on_line: Callable[[str], None] | None = None) -> Completed:
         """Run to completion. Output (stdout and stderr together) is returned, and also
-        appended to log_path and passed line by line to on_line while it runs."""
+        appended to log_path and passed line by line to on_line while it runs. The command
+        runs in a process group of its own, which the farm stops as a whole when it is
+        interrupted, and which dies with the farm if the farm is killed."""
         cmd = [str(c) for c in cmd]
         self._announce(cmd, cwd, env)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace", bufsize=1)
+                                    text=True, errors="replace", bufsize=1,
+                                    start_new_session=True,
+                                    preexec_fn=_child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
         out = _Lines(log_path, on_line)
         timer = None
         if timeout:
-            timer = threading.Timer(timeout, proc.kill)
+            timer = threading.Timer(timeout, _kill_group, args=(proc,))
             timer.start()
         try:
             for line in proc.stdout:
                 out.write(line)
             rc = proc.wait()
         except KeyboardInterrupt:
-            # Ctrl-C reached the child too: give it time to finish its own clean-up
-            # (a pytest session writes its summary, its guests end) before killing it.
-            try:
-                proc.communicate(timeout=20)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                proc.kill()
-                proc.wait()
+            # Ctrl-C or SIGTERM: the child's group gets a Ctrl-C and time for its own
+            # clean-up (a pytest session writes its summary, its guests end).
+            with deferred_signals():
+                drain = threading.Thread(target=out.drain, args=(proc.stdout,), daemon=True)
+                drain.start()  # what it prints while it stops is kept, and cannot block it
+                _stop_group(proc, grace=20)
+                drain.join(timeout=5)
             raise
         except BaseException:
-            proc.kill()
-            proc.wait()
+            _stop_group(proc, grace=0)
             raise
         finally:
             if timer:
@@ -140,12 +240,14 @@ class Runner:
 
     def start(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
               env: Mapping[str, str] | None = None, stdout=None, stderr=None) -> subprocess.Popen:
-        """Start a long-running process (a QEMU guest, a pytest session) and return it."""
+        """Start a long-running process (a QEMU guest) and return it; the caller stops it.
+        It stays in the caller's process group, and dies with the caller if that is killed."""
         cmd = [str(c) for c in cmd]
         self._announce(cmd, cwd, env)
         try:
             return subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-                                    stdout=stdout, stderr=stderr)
+                                    stdout=stdout, stderr=stderr,
+                                    preexec_fn=_child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
 
@@ -154,13 +256,50 @@ SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
                         r"(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
 
 
+KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+
+
+class UnknownHostKey(Exception):
+    """The host offered a key that known_hosts does not list (and accept_new is off)."""
+
+
+def fingerprint(key) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return f"{key.get_name()} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+class _HostKeys:
+    """What ssh does with a host key it has never seen: refuse it (StrictHostKeyChecking=yes),
+    or, with accept_new, trust it and remember it in known_hosts (accept-new). A key that
+    differs from the one remembered is refused either way (paramiko checks that first)."""
+
+    def __init__(self, target: str, known_hosts: Path, accept_new: bool):
+        self.target, self.known_hosts, self.accept_new = target, known_hosts, accept_new
+
+    def missing_host_key(self, client, hostname: str, key) -> None:
+        if not self.accept_new:
+            port = hostname.rsplit(":", 1)[1] if hostname.startswith("[") else "22"
+            host = hostname.split("]")[0].lstrip("[")
+            raise UnknownHostKey(
+                f"its host key ({fingerprint(key)}) is not in "
+                f"{self.known_hosts}: check it, then trust it with `ssh-keyscan -p {port} "
+                f"{host} >> {self.known_hosts}`, or set accept_new: true for this host")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        log.info("# %s: first contact, host key %s added to %s", self.target,
+                 fingerprint(key), self.known_hosts)
+
+
 class SSHRunner:
     """Runs commands on another host over SSH (fabric), with Runner's interface: commands are
     lists, each quoted for the remote shell word by word, and each logged as an `ssh` command
-    line a user can paste to do the same by hand."""
+    line a user can paste to do the same by hand. Host keys are checked as ssh checks them."""
 
     def __init__(self, target: str, key: Path | None = None,
-                 on_command: Callable[[str], None] | None = None, connect_timeout: float = 20):
+                 on_command: Callable[[str], None] | None = None, connect_timeout: float = 20,
+                 known_hosts: Path | None = None, accept_new: bool = False):
         from fabric import Connection  # imported here: a local run never needs it
 
         m = SSH_TARGET.match(target)
@@ -169,14 +308,28 @@ class SSHRunner:
         self.target, self.key, self.on_command = target, key, on_command
         self.user, self.host = m["user"] or getpass.getuser(), m["host"].strip("[]")
         self.port = int(m["port"] or 22)
+        self.known_hosts = (known_hosts or KNOWN_HOSTS).expanduser()
+        self.custom_known_hosts = known_hosts is not None
+        self.accept_new = accept_new
         kwargs = {"key_filename": [str(key)], "look_for_keys": False} if key else {}
         self.conn = Connection(self.host, user=self.user, port=self.port,
                                connect_timeout=connect_timeout, connect_kwargs=kwargs)
+        client = self.conn.client
+        if self.known_hosts.is_file():
+            try:
+                client.load_host_keys(str(self.known_hosts))
+            except Exception as e:  # a damaged known_hosts: say which file
+                raise InfraError(f"{target}: cannot read {self.known_hosts}: {e}") from None
+        client.set_missing_host_key_policy(_HostKeys(target, self.known_hosts, accept_new))
 
     def _ssh(self, scp: bool = False) -> list[str]:
         words = ["scp" if scp else "ssh", "-P" if scp else "-p", str(self.port)]
         if self.key:
             words += ["-i", str(self.key)]
+        if self.custom_known_hosts:
+            words += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        if self.accept_new:
+            words += ["-o", "StrictHostKeyChecking=accept-new"]
         return words if scp else [*words, f"{self.user}@{self.host}"]
 
     def _remote(self, path: str | Path) -> str:
@@ -188,25 +341,41 @@ class SSHRunner:
             self.on_command(line)
 
     def _failed(self, what: str, e: Exception, line: str) -> InfraError:
+        from paramiko import BadHostKeyException
+
+        if isinstance(e, UnknownHostKey):
+            return InfraError(f"{self.target}: {e}")
+        if isinstance(e, BadHostKeyException):
+            return InfraError(
+                f"{self.target}: the host key has CHANGED (now {fingerprint(e.key)}, "
+                f"{self.known_hosts} has {fingerprint(e.expected_key)}): the farm does not "
+                f"connect; if the change is expected, remove the old key with `ssh-keygen -R "
+                f"'[{self.host}]:{self.port}' -f {self.known_hosts}`")
         return InfraError(f"{self.target}: {what}: {type(e).__name__}: {e}: {line}")
 
     def run(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
             env: Mapping[str, str] | None = None, timeout: float | None = None,
             check: bool = True, log_path: Path | None = None,
-            on_line: Callable[[str], None] | None = None) -> Completed:
+            on_line: Callable[[str], None] | None = None, pty: bool = False) -> Completed:
         """Run on the host to completion; output (stdout and stderr together) as Runner.run.
-        An SSH failure (unreachable host, refused key) is an InfraError, never a result."""
+        An SSH failure (unreachable host, refused key) is an InfraError, never a result.
+        With pty, the command runs on a terminal of its own, which hangs up (SIGHUP) when
+        the connection closes: a command that must stop when the farm here stops."""
         from invoke.exceptions import CommandTimedOut
 
         cmd = [str(c) for c in cmd]
-        remote = quote(cmd, cwd, env)
-        line = quote([*self._ssh(), "--", remote])
+        if pty:  # the command itself leads the session, so the hang-up reaches it
+            words = ["env", *(f"{k}={v}" for k, v in env.items()), *cmd] if env else cmd
+            remote = (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + "exec " + quote(words)
+        else:
+            remote = quote(cmd, cwd, env)
+        line = quote([*self._ssh(), *(["-tt"] if pty else []), "--", remote])
         self._announce(line)
-        out = _Lines(log_path, on_line)
+        out = _Lines(log_path, on_line and (lambda ln: on_line(ln.rstrip("\r"))))
         start = time.monotonic()
         try:
             res = self.conn.run(remote, hide=True, warn=True, in_stream=False, timeout=timeout,
-                                out_stream=out, err_stream=out)
+                                out_stream=out, err_stream=out, pty=pty)
             rc = res.exited
         except CommandTimedOut:
             rc = -9

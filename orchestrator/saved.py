@@ -7,36 +7,87 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+from .files import claim, os_error, write_json
 from .report import write_reports
-from .results import assemble, exit_code, load_cases, missing_cases, write_json
+from .results import assemble, check_case, exit_code, load_cases, missing_cases
 
 
-def report_dir(results: Path, plan_missing: str = "not run") -> int:
+def say(text: str) -> None:
+    """Print to stdout; a reader that has gone (`farm run | head`) changes nothing else: the
+    run still writes its files and keeps its exit code."""
+    try:
+        print(text, end="", flush=True)
+    except OSError:  # a closed pipe, a terminal that hung up
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def report_dir(results: Path, plan_missing: str = "not run",
+               fail_on: tuple[str, ...] | None = None) -> int:
     """Gather a result directory's case files into results.json and write the reports;
     print the summary and return the exit code. Needs no kernel and no guest."""
-    run_doc = json.loads((results / "run.json").read_text())
-    plan_path = results / "plan.json"
-    plan = json.loads(plan_path.read_text())["cases"] if plan_path.exists() else []
+    run_doc = _load(results, "run.json")
+    if not isinstance(run_doc.get("run"), dict) or not isinstance(
+            run_doc.get("variants"), dict) or not isinstance(run_doc["run"].get("base"), str):
+        raise UserError(f"{results / 'run.json'}: not a farm run record (no run, base or "
+                        "variants)")
+    if fail_on is not None:
+        run_doc["run"]["fail_on"] = list(fail_on)
+    plan = _load(results, "plan.json")["cases"] if (results / "plan.json").exists() else []
+    if not isinstance(plan, list) or not all(isinstance(p, dict) and {
+            "id", "variant", "repeat", "scenario"} <= set(p) for p in plan):
+        raise UserError(f"{results / 'plan.json'}: not a farm plan")
     cases = load_cases(results)
     cases += missing_cases(plan, cases, plan_missing)
     order = list(dict.fromkeys(spec["scenario"]["name"] for spec in plan))
     doc = assemble(run_doc["run"], run_doc["variants"], cases, run_doc["run"]["base"], order)
+    return _write(doc, results)
+
+
+def _write(doc: dict, out: Path) -> int:
+    """results.json and the reports; the summary is printed even when the disk is too full
+    to keep it."""
     code = exit_code(doc)
-    write_json(results / "results.json", doc)
-    print(write_reports(doc, results, code), end="", flush=True)
+    try:
+        write_json(out / "results.json", doc)
+        text = write_reports(doc, out, code)
+    except OSError as e:
+        from .report import summary
+        say(summary(doc, code))
+        raise os_error(e, f"writing the reports into {out}") from None
+    say(text)
     return code
 
 
-def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
+def report_saved(results: Path, fail_on: tuple[str, ...] | None = None) -> int:
+    """`farm report DIR`: a saved run's reports written again, with the directory held so
+    that no run writes it meanwhile."""
+    if not (results / "run.json").is_file():
+        raise UserError(f"{results}: not a farm result directory (no run.json)")
+    lock = claim(results, fresh=False, flag="farm report", what="farm report")
+    try:
+        return report_dir(results, fail_on=fail_on)
+    finally:
+        lock.release()
+
+
+def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
+                 fail_on: tuple[str, ...] | None = None) -> int:
     """`farm compare`: the verdicts of saved result directories against each other, e.g. a
     baseline run of Monday and a patched run of Tuesday. Variants keep their names unless two
     directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
-    docs = [(d.resolve(), _load(d, "results.json")) for d in dirs]
+    resolved = [d.resolve() for d in dirs]
+    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+    if twice:
+        raise UserError(f"farm compare: {', '.join(twice)} is given twice; its runs would "
+                        "count as repeats of themselves")
+    docs = [(d, _results(d)) for d in resolved]
+    labels = _labels(resolved)
     names = [v for _, doc in docs for v in doc["variants"]]
     clash = len(names) != len(set(names))
     variants: dict[str, dict] = {}
@@ -44,16 +95,17 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
     order: list[str] = []
     for d, doc in docs:
         for v, vdoc in doc["variants"].items():
-            name = f"{d.name}:{v}" if clash else v
+            name = f"{labels[d]}:{v}" if clash else v
             variants[name] = {**vdoc, "from": str(d)}
         for c in doc["cases"]:
-            name = f"{d.name}:{c['variant']}" if clash else c["variant"]
+            name = f"{labels[d]}:{c['variant']}" if clash else c["variant"]
             logs = {k: str(d / p) for k, p in c.get("logs", {}).items()}
             cases.append({**c, "variant": name, "id": f"{name}::{c['scenario']}::r{c['repeat']}",
                           "logs": logs})
             order.append(c["scenario"])
     first_dir, first = docs[0]
-    base = base or (f"{first_dir.name}:{first['run']['base']}" if clash else first["run"]["base"])
+    base = base or (f"{labels[first_dir]}:{first['run']['base']}" if clash
+                    else first["run"]["base"])
     if base not in variants:
         raise UserError(f"--base {base!r} is not among the compared variants: "
                         f"{', '.join(variants)}")
@@ -63,30 +115,66 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None) -> int:
                 "compared": [str(d) for d, _ in docs], "started": started.timestamp(),
                 "started_iso": started.isoformat(timespec="seconds"),
                 "interrupted": any(doc["run"].get("interrupted") for _, doc in docs)}
+    if fail_on is not None:
+        run_meta["fail_on"] = list(fail_on)
     doc = assemble(run_meta, variants, cases, base, list(dict.fromkeys(order)))
-    code = exit_code(doc)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", doc)
-    print(write_reports(doc, out, code), end="", flush=True)
-    return code
+    lock = claim(out, fresh=True, flag="--out", what="farm compare")
+    try:
+        return _write(doc, out)
+    finally:
+        lock.release()
+
+
+def _labels(dirs: list[Path]) -> dict[Path, str]:
+    """A short name for each directory that tells it from the others: its base name, or as
+    many of its last path parts as it takes."""
+    for depth in range(1, max(len(d.parts) for d in dirs) + 1):
+        labels = {d: "/".join(d.parts[-depth:]) for d in dirs}
+        if len(set(labels.values())) == len(dirs):
+            return labels
+    return {d: str(d) for d in dirs}
 
 
 def _load(d: Path, name: str) -> dict:
     try:
-        return json.loads((d / name).read_text())
-    except (OSError, ValueError) as e:
+        doc = json.loads((d / name).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{d}: not a farm result directory ({name}: {e})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{d / name}: not a farm record (a JSON object was expected)")
+    return doc
 
 
-def merge_dirs(dirs: list[Path], out: Path) -> int:
+def _results(d: Path) -> dict:
+    """A saved run's results.json, checked enough that comparing it cannot crash."""
+    doc = _load(d, "results.json")
+    run, variants, cases = doc.get("run"), doc.get("variants"), doc.get("cases")
+    if not (isinstance(run, dict) and isinstance(run.get("base"), str)
+            and isinstance(variants, dict) and isinstance(cases, list)):
+        raise UserError(f"{d / 'results.json'}: not a farm results record (no run, base, "
+                        "variants or cases)")
+    for i, c in enumerate(cases):
+        check_case(c, f"{d / 'results.json'} (case {i})")
+    return doc
+
+
+def merge_dirs(dirs: list[Path], out: Path, *, absent_why: dict[int, str] | None = None,
+               held: bool = False) -> int:
     """`farm merge`: the shards of one run (`farm run --shard K/N`, e.g. one per CI job)
     joined into one result directory with one set of reports, as if one run had done it all.
     The shards must come from the same matrix and the same kernels. A shard that is missing
     leaves its cases in the merged run as errors ("not run"), so nothing vanishes quietly."""
+    resolved = [d.resolve() for d in dirs]
+    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+    if twice:
+        raise UserError(f"farm merge: {', '.join(twice)} is given twice")
     shards = []
     for d in dirs:
         run_doc = _load(d, "run.json")
-        _load(d, "results.json")  # a shard that never finished its reports is not merged
+        _results(d)  # a shard that never finished its reports is not merged
+        if not isinstance(run_doc.get("run"), dict) or not isinstance(
+                run_doc.get("variants"), dict):
+            raise UserError(f"{d / 'run.json'}: not a farm run record")
         shard = run_doc["run"].get("shard")
         if not shard:
             raise UserError(f"{d}: not a shard (it was run without --shard)")
@@ -115,9 +203,16 @@ def merge_dirs(dirs: list[Path], out: Path) -> int:
                 raise UserError(f"variant {v} was built from other inputs in {d} (build "
                                 f"{mine}) than in {first_dir} (build {theirs})")
 
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "cases").exists():
-        raise UserError(f"{out} already holds cases; merge into a new directory")
+    lock = None if held else claim(out, fresh=True, flag="--out", what="farm merge")
+    try:
+        return _merge(shards, seen, out, absent_why or {})
+    finally:
+        if lock:
+            lock.release()
+
+
+def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int, str]) -> int:
+    first_dir, first, first_shard = shards[0]
     plan: list[dict] = []
     for d, _, _ in shards:
         _copy_tree(d / "cases", out / "cases")
@@ -126,9 +221,10 @@ def merge_dirs(dirs: list[Path], out: Path) -> int:
     count = first_shard["count"]
     absent = [k for k in range(1, count + 1) if k not in seen]
     if absent:
-        why = (f"not run: shard(s) {', '.join(f'{k}/{count}' for k in absent)} "
-               "not among the merged directories")
+        missing = (f"not run: shard(s) {', '.join(f'{k}/{count}' for k in absent)} "
+                   "not among the merged directories")
         for k in absent:
+            why = absent_why.get(k, missing)
             for s in first_shard["scenarios"][k - 1::count]:
                 for v in first["variants"]:
                     for r in range(1, first["run"].get("repeat", 1) + 1):

@@ -70,8 +70,12 @@ def sshd(tmp_path_factory):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
             time.sleep(0.05)
+    # what `ssh-keyscan -p PORT 127.0.0.1 >> known_hosts` writes, read from the key itself
+    host_key = (d / "host_key.pub").read_text().split()[:2]
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
     yield SimpleNamespace(target=f"{getpass.getuser()}@127.0.0.1:{port}", port=port,
-                          key=d / "client_key", user=getpass.getuser(), dir=d)
+                          key=d / "client_key", user=getpass.getuser(), dir=d,
+                          known_hosts=d / "known_hosts")
     proc.terminate()
     proc.wait()
     log.close()

@@ -88,7 +88,7 @@ def test_every_problem_is_reported_at_once_with_file_and_line(farm_dir):
     assert f"{path}:8: variant 'fixed': unknown key 'fragmnets'" in text
     assert f"{path}:10: guest.memory_mb must be int, not a string 'lots'" in text
     assert f"{path}:11: guest.accel is 'warp', expected one of: auto, tcg, kvm" in text
-    assert f"{path}:12: jobs must be at least 1, not 0" in text
+    assert f"{path}:12: jobs must be 1 to 256, not 0" in text
     assert len(got) == 7
 
 
@@ -159,7 +159,7 @@ def test_cli_validate_exits_2_and_prints_every_problem(farm_dir, capsys):
     assert main(["validate", "-c", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:2: variant 'a': unknown key 'x'" in err
-    assert f"{path}:3: jobs must be at least 1" in err
+    assert f"{path}:3: jobs must be 1 to 256, not -1" in err
 
 
 def test_cli_run_with_broken_farm_yaml_exits_2_before_building(farm_dir, capsys):
@@ -191,7 +191,7 @@ def test_kselftest_scenarios_need_no_page_but_a_program_path(farm_dir):
     text = "\n".join(problems(path))
     assert f"{scen}:7: scenario 'bad': kselftest '../../etc/passwd' must name a program" in text
     assert f"{scen}:8: scenario 'bad': unknown key 'page'" in text
-    assert f"{scen}:9: scenario 'bad': sysctl name 'nr hugepages'" in text
+    assert f"{scen}:9: scenario 'bad': a sysctl name must be like vm.nr_hugepages" in text
     scen.write_text("\n".join(scen.read_text().splitlines()[:5]) + "\n")
     (s,) = load_farm(path).scenarios
     assert (s.kselftest, s.page, s.sysctl) == ("mm/hugetlb-soft-offline", "kselftest",
@@ -258,6 +258,7 @@ def test_hosts_are_checked_with_file_and_line(farm_dir):
         "the home directory there): 'my farm'",
         f"{path}:5: hosts[1].jobs must be at least 1, not 0",
         f"{path}:5: hosts[1].key: no such file: {farm_dir / 'nokey'}",
-        f"{path}:6: hosts[2]: unknown key 'port' (known: ssh, dir, jobs, key)",
+        f"{path}:6: hosts[2]: unknown key 'port' (known: ssh, dir, jobs, key, known_hosts, "
+        "accept_new)",
         f"{path}:8: hosts[4]: build4 with dir hwpoison-farm is listed twice",
     ]

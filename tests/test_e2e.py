@@ -138,20 +138,26 @@ def test_shards_of_a_run_merge_into_one_result(ab, tmp_path):
     proc = farm("merge", *map(str, shards), "--out", str(tmp_path / "merged"))
     assert proc.returncode == 1, proc.stderr[-3000:]  # the clean page-cache regression
     doc = json.loads((tmp_path / "merged" / "results.json").read_text())
-    assert len(doc["cases"]) == 6 and {c["status"] for c in doc["cases"]} == {"pass", "fail"}
+    first = [c for c in doc["cases"] if not c["confirm"]]
+    assert len(first) == 6 and {c["status"] for c in doc["cases"]} == {"pass", "fail"}
+    # the regression was confirmed in its shard: base and variant twice more each
+    assert sorted((c["variant"], c["repeat"]) for c in doc["cases"] if c["confirm"]) == [
+        ("baseline", 2), ("baseline", 3), ("poison-clean-ptes", 2), ("poison-clean-ptes", 3)]
     verdicts = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
     assert verdicts == {"anon-madvise": "same", "anon-host-srao": "same",
                         "pagecache-clean-madvise": "regression"}
     check_junit(tmp_path / "merged", doc)
 
 
-def test_a_pool_of_hosts_over_ssh_runs_one_shard_each_and_merges(ab, sshd, tmp_path):
+@pytest.fixture(scope="module")
+def pool(sshd, tmp_path_factory):
     """Two "hosts" that are this machine through a real sshd on loopback, each with a
-    directory of its own: the farm and farm.yaml are copied there, each runs its shard with
-    its own virtualenv, and the results come back into one result directory."""
-    conf = tmp_path / "conf"
+    directory of its own (kept for the module: the hosts keep their virtualenvs)."""
+    top = tmp_path_factory.mktemp("pool")
+    conf = top / "conf"
     for d in ("kernels", "guest-tests"):
         shutil.copytree(REPO / d, conf / d)
+    hosts = [top / "host1", top / "host2"]
     (conf / "farm.yaml").write_text(textwrap.dedent(f"""\
         source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}
         config: {{fragments: [kernels/base.config]}}
@@ -160,11 +166,17 @@ def test_a_pool_of_hosts_over_ssh_runs_one_shard_each_and_merges(ab, sshd, tmp_p
           poison-clean-ptes:
             patches: [kernels/patches/poison-clean-ptes/{PATCH.name}]
         hosts:
-          - {{ssh: "{sshd.target}", dir: {tmp_path / 'host1'}, jobs: 1, key: {sshd.key}}}
-          - {{ssh: "{sshd.target}", dir: {tmp_path / 'host2'}, jobs: 1, key: {sshd.key}}}
-        """))
+        """) + "".join(f"  - {{ssh: \"{sshd.target}\", dir: {h}, jobs: 1, key: {sshd.key}, "
+                       f"known_hosts: {sshd.known_hosts}}}\n" for h in hosts))
+    return conf / "farm.yaml", hosts
+
+
+def test_a_pool_of_hosts_over_ssh_runs_one_shard_each_and_merges(ab, sshd, pool, tmp_path):
+    """The farm and farm.yaml are copied to each host, each runs its shard with its own
+    virtualenv, and the results come back into one result directory."""
+    conf_yaml, hosts = pool
     results = tmp_path / "results"
-    proc = farm("run", "-c", str(conf / "farm.yaml"), "--results", str(results),
+    proc = farm("run", "-c", str(conf_yaml), "--results", str(results),
                 "--scenarios", "anon-madvise,pagecache-clean-madvise,anon-host-srao")
     assert proc.returncode == 1, proc.stderr[-4000:]  # the clean page-cache regression
     doc = json.loads((results / "results.json").read_text())
@@ -172,14 +184,63 @@ def test_a_pool_of_hosts_over_ssh_runs_one_shard_each_and_merges(ab, sshd, tmp_p
     assert verdicts == {"anon-madvise": "same", "anon-host-srao": "same",
                         "pagecache-clean-madvise": "regression"}
     assert len(doc["run"]["merged"]) == 2 and doc["run"]["missing_shards"] == []
-    for k in (1, 2):
-        assert (tmp_path / f"host{k}" / "farm" / ".venv" / "bin" / "farm").is_file()
+    for h in hosts:
+        assert (h / "farm" / ".venv" / "bin" / "farm").is_file()
     assert "(1/2): running shard 1/2" in proc.stderr and "(2/2): [" in proc.stderr
     log = (results / "farm.log").read_text()
     assert f"ssh -p {sshd.port} -i {sshd.key}" in log and "--shard 2/2" in log
     check_junit(results, doc)
     for c in doc["cases"]:
         assert (results / c["logs"]["console"]).stat().st_size > 0, c["id"]
+
+
+def test_an_interrupted_pool_run_stops_the_hosts_runs_and_reports(ab, pool, tmp_path):
+    """SIGTERM to the farm here: the connections close, each host's terminal hangs up, and
+    the host's farm stops as it does on Ctrl-C, guests and all."""
+    conf_yaml, hosts = pool
+    results = tmp_path / "results"
+    proc = subprocess.Popen([*FARM, "run", "-c", str(conf_yaml), "--results", str(results),
+                             "--scenarios", "anon-*,pagecache-*"], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 900
+    while not any(any(h.glob("results/*/cases/*/*/*/case.json")) for h in hosts):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no host finished a case"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("the pool run did not stop within 120 s of SIGTERM")
+    assert proc.returncode == 3, err[-3000:]
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 30
+    while (left := _processes_under(hosts)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, left
+    doc = json.loads((results / "results.json").read_text())
+    assert doc["run"]["interrupted"] and {c["status"] for c in doc["cases"]} <= {"pass", "error"}
+    assert any("interrupted (SIGTERM)" in c["message"] for c in doc["cases"])
+    check_junit(results, doc)
+
+
+def _processes_under(dirs):
+    """The farms, pytest sessions and guests that run in or name one of these directories."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(p / "cwd")
+        except OSError:
+            continue
+        if any(str(d) in cmd or cwd.startswith(str(d)) for d in dirs):
+            found.append(f"{p.name}: {cmd[:160]}")
+    return found
 
 
 def test_a_a_run_shows_no_regression(tmp_path):
@@ -243,7 +304,7 @@ def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):
         pytest.fail(f"the farm did not stop within 120 s of Ctrl-C: {(e.stderr or b'')[-2000:]}")
     assert proc.returncode == 3, err[-3000:]
     doc = json.loads((results / "results.json").read_text())
-    assert doc["run"]["interrupted"] is True
+    assert doc["run"]["interrupted"] == "Ctrl-C"
     assert len(doc["cases"]) == 2 * len(load_farm(REPO / "farm.yaml").scenarios)
     assert any(c["status"] == "pass" for c in doc["cases"])
     not_run = [c for c in doc["cases"] if c["message"].startswith("not run")]

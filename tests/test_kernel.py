@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator.config import Source, Variant
-from orchestrator.errors import InfraError, UserError
+from orchestrator.errors import UserError
 from orchestrator.kernel import (
     BuildRequest,
     _hunk_failures,
@@ -121,11 +121,19 @@ def test_config_option_that_does_not_hold_is_reported_with_fragment_line(env):
     assert "HWPOISON_INJECT" not in str(e.value)
 
 
-def test_failing_make_is_an_infrastructure_error_with_its_log(env, monkeypatch):
-    runner, progress, req, _, _ = env
+def test_a_kernel_that_does_not_build_is_a_result_with_its_log_and_is_not_published(
+        env, monkeypatch):
+    runner, progress, req, _, tmp = env
     monkeypatch.setenv("FAKE_BUILD_FAIL", "1")
-    with pytest.raises(InfraError, match=r"kernel build failed .*build.log"):
-        build(req(), runner, progress)
+    failed = build(req(), runner, progress)
+    assert (failed.status, failed.ok) == ("failed", False)
+    assert failed.error == "kernel build failed (exit 2)"
+    assert failed.error_lines[0] == "mm/memory-failure.c:1: error: asked to fail"
+    assert "asked to fail" in open(failed.log).read()
+    assert not (tmp / "cache" / "builds" / failed.key).exists()
+    assert not list((tmp / "cache" / "work").iterdir()), "the work tree was left behind"
+    monkeypatch.delenv("FAKE_BUILD_FAIL")
+    assert build(req(), runner, progress).status == "built"  # tried again, not remembered
 
 
 def test_check_config_reads_not_set_lines(tmp_path):

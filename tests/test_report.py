@@ -9,6 +9,8 @@ from tests_support import check_junit, validate
 from orchestrator.cli import main
 from orchestrator.report import junit, report_html
 
+REPO_FARM = __import__("pathlib").Path(__file__).parent.parent / "farm.yaml"
+
 
 @pytest.fixture
 def run_dir(data, tmp_path):
@@ -118,3 +120,82 @@ def test_compare_saved_result_directories(data, tmp_path, capsys):
     assert main(["compare", str(monday), "--base", "nope", "--out", str(out)]) == 2
     assert main(["compare", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "not a farm result directory" in capsys.readouterr().err
+
+
+def test_compare_never_pools_two_inputs(data, tmp_path, capsys):
+    a, b = tmp_path / "ci" / "run", tmp_path / "local" / "run"  # the same base name
+    shutil.copytree(data / "run-ab", a)
+    shutil.copytree(data / "run-ab", b)
+    assert main(["compare", str(a), str(a), "--out", str(tmp_path / "x")]) == 2
+    assert "is given twice" in capsys.readouterr().err
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), str(b), "--base", "ci/run:baseline", "--out",
+                 str(out)]) == 1
+    doc = load(out)
+    assert list(doc["variants"]) == ["ci/run:baseline", "ci/run:poison-clean-ptes",
+                                     "local/run:baseline", "local/run:poison-clean-ptes"]
+    assert {c["repeat"] for c in doc["cases"]} == {1}  # never repeats of a mixture
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 2  # never overwritten
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("{not json", "damaged case record"),
+    ("[1, 2]", "not a case record (a JSON object was expected)"),
+    ('{"id": "x"}', "not a case record (no 'variant')"),
+    ('{"id": "x", "variant": "v", "scenario": "s", "repeat": "1", "status": "pass", '
+     '"message": ""}', "'repeat' has the wrong type (str)"),
+    ('{"id": "x", "variant": "v", "scenario": "s", "repeat": 1, "status": "great", '
+     '"message": ""}', "status 'great' is not one of"),
+])
+def test_report_on_a_damaged_case_record_names_it_and_exits_2(run_dir, capsys, damage, words):
+    bad = run_dir / "cases" / "baseline" / "anon-madvise" / "r1" / "case.json"
+    bad.write_text(damage)
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"farm: error: {bad}") and words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_reader_that_goes_away_never_changes_the_exit_code(run_dir):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "report", run_dir],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `farm report DIR | head -0`
+    assert proc.wait(timeout=60) == 1  # the recorded run's regression, not 0
+    assert b"Traceback" not in proc.stderr.read()
+    assert (run_dir / "results.json").is_file() and (run_dir / "report.html").is_file()
+
+
+def test_a_result_directory_in_use_or_of_the_wrong_kind_is_refused_in_one_line(
+        run_dir, tmp_path, capsys):
+    from orchestrator.files import ResultLock
+    lock = ResultLock(run_dir, "farm run")
+    try:
+        assert main(["report", str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run_dir} is in use by farm run (pid " in err and len(err.splitlines()) == 1
+    finally:
+        lock.release()
+    assert main(["report", str(run_dir)]) == 1  # free again
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    capsys.readouterr()
+    assert main(["run", "-c", str(REPO_FARM), "--results", str(afile)]) == 2
+    assert capsys.readouterr().err == f"farm: error: --results {afile}: exists and is not a " \
+                                      "directory\n"
+    assert main(["run", "-c", str(REPO_FARM), "--results", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_run_ids_are_unique_within_one_second():
+    from datetime import UTC, datetime
+
+    from orchestrator.run import new_run_id
+    now = datetime.now(UTC)
+    ids = {new_run_id(now) for _ in range(2000)}
+    assert len(ids) == 2000  # 4 random bytes beside the millisecond
+    assert all(i.startswith(now.strftime("%Y%m%d-%H%M%S-")) for i in ids)

@@ -9,6 +9,7 @@ from orchestrator.case import expected_of, judge
 from orchestrator.config import load_scenarios
 from orchestrator.parse import observe, parse_agent, parse_console
 from orchestrator.results import assemble, compare, exit_code, missing_cases
+from orchestrator.run import confirmations
 
 REPO = Path(__file__).parent.parent
 SCEN = {s.name: s for s in load_scenarios(REPO / "guest-tests" / "scenarios.yaml")}
@@ -107,8 +108,8 @@ def test_more_than_two_variants_are_each_compared_with_the_base(data, ab):
     assert set(vs) == {("patched", "anon-madvise"), ("third", "anon-madvise")}
 
 
-def run_doc(cases, interrupted=False):
-    return assemble({"base": "baseline", "interrupted": interrupted},
+def run_doc(cases, interrupted=False, fail_on=()):
+    return assemble({"base": "baseline", "interrupted": interrupted, "fail_on": fail_on},
                     {"baseline": {}, "patched": {}}, cases, "baseline")
 
 
@@ -133,3 +134,70 @@ def test_cases_never_run_are_errors_with_the_reason(data):
     missing = missing_cases([spec0, spec], done, "not run: interrupted")
     assert [(m["id"], m["status"], m["message"]) for m in missing] == [
         ("patched::anon-madvise::r1", "error", "not run: interrupted")]
+
+
+def test_a_guest_whose_workload_never_reported_is_an_error_never_survived(data):
+    d = data / "recorded" / "workload-killed"
+    with open(d / "console.log", errors="replace") as f:
+        obs = observe(parse_console(f), parse_agent((d / "agent.log").read_text().splitlines()),
+                      timed_out=False)
+    assert obs["guest"] == "survived" and obs["reported"] is False and obs["workload_rc"] == 139
+    assert judge(SCEN["anon-madvise"], obs) == (
+        "error", "the workload ended without reporting its result (killed by SIGSEGV)")
+    oops = dict(obs, kernel_errors=["BUG: Bad page state in process hwpoison-case"])
+    status, message = judge(SCEN["anon-madvise"], oops)
+    assert status == "fail" and message.endswith(
+        "the kernel reported: BUG: Bad page state in process hwpoison-case")
+    panic = SCEN["anon-host-srar-in-kernel"]  # expects a panic: no result is its due
+    assert judge(panic, obs)[0] == "fail"  # ... and a guest that lived on is the kernel's fault
+
+
+def test_a_variant_that_loses_a_capability_regresses_and_one_that_gains_it_is_fixed(data, ab):
+    skip = {"inject_errno": 22}
+    lost = [case(data, "baseline", "anon-soft-offline"), ab("anon-soft-offline", **skip)]
+    assert lost[1]["status"] == "skip"
+    verdict, detail = verdicts(lost)[("patched", "anon-soft-offline")]
+    assert verdict == "regression" and detail.startswith("patched: skip: the kernel refused")
+    gained = [case(data, "baseline", "anon-soft-offline", **skip), ab("anon-soft-offline")]
+    assert verdicts(gained)[("patched", "anon-soft-offline")][0] == "fixed"
+
+
+def test_flaky_and_changed_fail_the_run_only_when_asked(data, ab):
+    flaky = [case(data, "baseline", "anon-madvise"),
+             case(data, "baseline", "anon-madvise", repeat=2),
+             ab("anon-madvise"), ab("anon-madvise", repeat=2, data="intact")]
+    assert exit_code(run_doc(flaky)) == 0  # a failure its own repeat did not confirm
+    assert exit_code(run_doc(flaky, fail_on=["flaky"])) == 1
+    changed = [case(data, "baseline", "anon-host-srar"), ab("anon-host-srar", access_signal=None)]
+    assert [c["verdict"] for c in run_doc(changed)["comparison"]] == ["changed"]
+    assert exit_code(run_doc(changed)) == 0
+    assert exit_code(run_doc(changed, fail_on=["changed"])) == 1
+
+
+def test_a_patched_kernel_that_does_not_build_fails_the_run_and_a_broken_base_is_an_error(
+        data, ab):
+    ok = [case(data, "baseline", "anon-madvise")]
+    not_run = dict(ab("anon-madvise"), status="error", message="not run: the kernel of patched "
+                   "did not build (kernel build failed (exit 2); log x)")
+    broken = {"build": {"status": "failed", "error": "kernel build failed (exit 2)"}}
+    doc = assemble({"base": "baseline"}, {"baseline": {"build": {"status": "built"}},
+                                          "patched": broken}, ok + [not_run], "baseline")
+    assert exit_code(doc) == 1
+    doc = assemble({"base": "baseline"}, {"baseline": broken, "patched": {}},
+                   [dict(ok[0], status="error", message="not run"), ab("anon-madvise")],
+                   "baseline")
+    assert exit_code(doc) == 3
+
+
+def test_confirmations_rerun_base_and_variant_of_each_verdict_not_same(data):
+    import json
+    plan = json.loads((data / "run-ab" / "plan.json").read_text())["cases"]
+    doc = json.loads((data / "run-ab" / "results.json").read_text())
+    extra = confirmations(doc["cases"], plan, "baseline", 2)
+    regressed = sorted(c["scenario"] for c in doc["comparison"] if c["verdict"] != "same")
+    assert regressed and sorted({e["scenario"]["name"] for e in extra}) == regressed
+    assert sorted((e["variant"], e["repeat"]) for e in extra if
+                  e["scenario"]["name"] == regressed[0]) == [
+        ("baseline", 2), ("baseline", 3), ("poison-clean-ptes", 2), ("poison-clean-ptes", 3)]
+    assert all(e["confirm"] and e["dir"].endswith(f"/r{e['repeat']}") for e in extra)
+    assert confirmations(doc["cases"], plan, "baseline", 0) == []

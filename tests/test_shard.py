@@ -110,4 +110,4 @@ def test_merge_refuses_what_is_not_one_run(data, tmp_path, capsys):
         assert why in capsys.readouterr().err
     assert main(["merge", str(one), str(two), "--out", str(tmp_path / "m")]) == 1
     assert main(["merge", str(one), str(two), "--out", str(tmp_path / "m")]) == 2
-    assert "already holds cases" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err

@@ -105,3 +105,70 @@ def test_git_source_is_exported_at_its_ref_and_built(tmp_path, fake_kernel):
     assert res.status == "built"
     with pytest.raises(UserError, match="no commit 'v9'"):
         prepare_source(Source("git", fake_kernel, "v9"), cache, runner, progress)
+
+
+def _marker() -> str:
+    """A sleep duration no other process on the machine has on its command line."""
+    import random
+    return f"{random.randint(1000, 9999)}.{random.randint(100000, 999999)}"
+
+
+def _alive(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def _gone(marker: str, within: float = 5.0) -> bool:
+    import time
+    deadline = time.monotonic() + within
+    while _alive(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _script(body: str) -> list[str]:
+    import sys
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + body]
+
+
+REPO = Path(__file__).parent.parent
+
+
+def test_sigterm_stops_a_commands_whole_process_group_and_says_so():
+    import signal
+    m = _marker()
+    proc = subprocess.Popen(_script(f"""
+from orchestrator.runner import Runner, handle_stop_signals
+handle_stop_signals()
+try:
+    Runner().run(["sh", "-c", "sleep {m} & sleep {m} & echo started; wait"],
+                 on_line=lambda line: print(line, flush=True))
+except KeyboardInterrupt as e:
+    print("stopped by", e.how, flush=True)
+"""), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    assert len(_alive(m)) == 2
+    proc.send_signal(signal.SIGTERM)  # to the farm alone, as a CI runner's cancel may
+    out, _ = proc.communicate(timeout=60)
+    assert out == "stopped by SIGTERM\n"
+    assert _gone(m), "a child of the stopped command outlived it"
+
+
+def test_what_the_farm_starts_dies_with_it_even_when_it_is_killed():
+    import signal
+    m1, m2 = _marker(), _marker()
+    proc = subprocess.Popen(_script(f"""
+from orchestrator.runner import Runner
+Runner().start(["sleep", "{m1}"])
+print("started", flush=True)
+Runner().run(["sleep", "{m2}"])
+"""), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    while len(_alive(m2)) < 1:
+        pass
+    assert _alive(m1)
+    proc.send_signal(signal.SIGKILL)  # no handler runs: the kernel's parent-death signal does
+    proc.wait()
+    assert _gone(m1) and _gone(m2), "a child outlived the farm that was killed"
