@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests_support import check_junit
+from tests_support import check_junit, processes_of
 
 from orchestrator.config import INJECTORS, PAGE_KINDS, load_farm
 
@@ -199,12 +199,17 @@ def test_an_interrupted_pool_run_stops_the_hosts_runs_and_reports(ab, pool, tmp_
     the host's farm stops as it does on Ctrl-C, guests and all."""
     conf_yaml, hosts = pool
     results = tmp_path / "results"
+
+    def cases_on_hosts():
+        return {p for h in hosts for p in h.glob("results/*/cases/*/*/*/case.json")}
+
+    earlier = cases_on_hosts()  # the hosts keep the shards of the test before
     proc = subprocess.Popen([*FARM, "run", "-c", str(conf_yaml), "--results", str(results),
                              "--scenarios", "anon-*,pagecache-*"], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 900
-    while not any(any(h.glob("results/*/cases/*/*/*/case.json")) for h in hosts):
+    while not cases_on_hosts() - earlier:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no host finished a case"
         time.sleep(0.2)
@@ -218,29 +223,13 @@ def test_an_interrupted_pool_run_stops_the_hosts_runs_and_reports(ab, pool, tmp_
     assert proc.returncode == 3, err[-3000:]
     assert "Traceback" not in err
     deadline = time.monotonic() + 30
-    while (left := _processes_under(hosts)) and time.monotonic() < deadline:
+    while (left := processes_of(*hosts)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, left
     doc = json.loads((results / "results.json").read_text())
     assert doc["run"]["interrupted"] and {c["status"] for c in doc["cases"]} <= {"pass", "error"}
     assert any("interrupted (SIGTERM)" in c["message"] for c in doc["cases"])
     check_junit(results, doc)
-
-
-def _processes_under(dirs):
-    """The farms, pytest sessions and guests that run in or name one of these directories."""
-    found = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(p / "cwd")
-        except OSError:
-            continue
-        if any(str(d) in cmd or cwd.startswith(str(d)) for d in dirs):
-            found.append(f"{p.name}: {cmd[:160]}")
-    return found
 
 
 def test_a_a_run_shows_no_regression(tmp_path):

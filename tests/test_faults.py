@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests_support import check_junit
+from tests_support import check_junit, processes_of
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).parent.parent
@@ -56,23 +56,6 @@ def finish(proc: subprocess.Popen, timeout: float) -> int:
 
 def err_of(tmp_path: Path, name: str = "farm") -> str:
     return (tmp_path / f"{name}.err").read_text()
-
-
-def processes_of(results: Path) -> list[str]:
-    """Processes of one run: whatever names its result directory on its command line (QEMU,
-    the pytest session) or works in it (the pytest-xdist workers)."""
-    found = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit() or int(p.name) == os.getpid():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(p / "cwd")
-        except OSError:
-            continue
-        if str(results) in cmd or cwd == str(results) or cwd.startswith(f"{results}/"):
-            found.append(f"{p.name}: {cmd[:200]}")
-    return found
 
 
 def none_left(results: Path, within: float = 5.0) -> list[str]:
@@ -151,11 +134,14 @@ def test_sigkill_mid_run_leaves_no_guest_and_farm_report_recovers_the_results(tm
 
 
 def test_two_runs_on_one_cache_build_a_new_kernel_once_and_both_pass(tmp_path):
-    """Both need the same kernel, which no run has built yet (a new config option makes a new
-    build key): one builds it, the other waits for it under the key's lock and boots it."""
-    tag = f"-fault{random.randint(0, 10**9)}"
-    (tmp_path / "extra.config").write_text(f'CONFIG_LOCALVERSION="{tag}"\n')
-    cfg = config(tmp_path, f"fresh: {{fragments: [{tmp_path / 'extra.config'}]}}",
+    """Both need the same kernel, which no run has built yet (a patch that adds a comment of
+    its own makes a new build key, and leaves ccache warm): one builds it, the other waits for
+    it under the key's lock and boots it."""
+    tag = random.randint(0, 10**12)
+    (tmp_path / "0001-comment.patch").write_text(BROKEN_PATCH.replace(
+        '+#error "a patch that applies but does not compile (the farm\'s fault suite)"',
+        f"+/* the farm's fault suite: a new build key ({tag}) */"))
+    cfg = config(tmp_path, f"fresh: {{patches: [{tmp_path / '0001-comment.patch'}]}}",
                  base="fresh")
     runs = [start(tmp_path, "run", "-c", str(cfg), "--scenarios", "anon-madvise",
                   name=f"run{k}") for k in (1, 2)]
@@ -172,7 +158,9 @@ def test_two_runs_on_one_cache_build_a_new_kernel_once_and_both_pass(tmp_path):
     for d in dirs:
         doc = json.loads((d / "results.json").read_text())
         assert [c["status"] for c in doc["cases"]] == ["pass"]
-        assert doc["variants"]["fresh"]["build"]["release"] == f"6.12.117{tag}"
+    keys = {json.loads((d / "results.json").read_text())["variants"]["fresh"]["build"]["key"]
+            for d in dirs}
+    assert len(keys) == 1
 
 
 def test_a_guest_that_hangs_is_an_error_and_is_stopped(tmp_path):

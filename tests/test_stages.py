@@ -172,3 +172,33 @@ Runner().run(["sleep", "{m2}"])
     proc.send_signal(signal.SIGKILL)  # no handler runs: the kernel's parent-death signal does
     proc.wait()
     assert _gone(m1) and _gone(m2), "a child outlived the farm that was killed"
+
+
+def test_qemu_option_values_escape_commas_and_qemus_own_words_are_the_error(tmp_path):
+    """A path with a comma stays one path in QEMU's option lists; when QEMU refuses to
+    start, what it said is the error, not the channel that never opened."""
+    from orchestrator.qemu import opt, run_guest
+    work = tmp_path / "case,with=comma"
+    req = GuestRequest(Machine(accel="tcg", cpu="nonsense"), tmp_path / "no-kernel",
+                       tmp_path / "no-initrd", "console=ttyS0", work, 30.0)
+    cmd = qemu_command(req, tmp_path / "q.sock", tmp_path / "a.sock")
+    assert f"file,id=con,path={tmp_path}/case,,with=comma/console.log" in cmd
+    assert opt("a,b,,c") == "a,,b,,,,c"
+    run = run_guest(req, Runner())
+    assert run.infra_error.startswith("QEMU exited with 1: ")
+    assert "unable to find CPU model 'nonsense'" in run.infra_error
+    assert (work / "qemu.log").is_file() and not (tmp_path / "case").exists()
+
+
+@pytest.mark.parametrize("value,ok", [
+    ("0x17e7000", "0x17e7000"), ("0", "0x0"), (0x2000, "0x2000"),
+    ("0x17e7001", None), ("0x10000000", None), ("-0x1000", None), ("0x1000 0x8c; quit", None),
+    ("0x1000\nquit", None), (None, None), ("", None), ([1], None)])
+def test_the_address_a_guest_asks_to_poison_is_checked_before_the_monitor_sees_it(value, ok):
+    from orchestrator.qemu import guest_address
+    machine = Machine(memory_mb=256)
+    if ok:
+        assert guest_address(value, machine) == ok
+    else:
+        with pytest.raises(InfraError, match="the guest asked to poison"):
+            guest_address(value, machine)

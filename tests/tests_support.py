@@ -1,5 +1,6 @@
 """Checks shared by the report tests and the end-to-end tests."""
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -57,3 +58,20 @@ def check_junit(results: Path, doc: dict) -> None:
         assert suite.errors == sum(c["verdict"] == "error" for c in mine)
         assert suite.skipped == sum(c["verdict"] == "flaky" for c in mine)
     assert sum(s.tests for s in comp.values()) == len(doc["comparison"])
+
+
+def processes_of(*dirs: Path) -> list[str]:
+    """Live processes of a run: whatever names one of these directories on its command line
+    (QEMU, the pytest session, a host's farm) or works inside one (the pytest-xdist workers)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(p / "cwd")
+        except OSError:
+            continue
+        if any(str(d) in cmd or cwd == str(d) or cwd.startswith(f"{d}/") for d in dirs):
+            found.append(f"{p.name}: {cmd[:200]}")
+    return found
