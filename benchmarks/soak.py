@@ -68,7 +68,7 @@ def qemus() -> int:
 
 def temp_files(cache: Path) -> dict[str, int]:
     tmp = Path(tempfile.gettempdir())
-    return {"socket_dirs": len(list(tmp.glob("farm-*"))),
+    return {"socket_dirs": len([p for p in tmp.glob("farm-*") if p.is_dir()]),
             "work_trees": len([p for p in (cache / "work").glob("*") if p.is_dir()])
             if (cache / "work").is_dir() else 0,
             "tmp_files": len([p for p in cache.rglob("*.tmp") if "ccache" not in p.parts])

@@ -185,7 +185,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     req = GuestRequest(machine=Machine(**spec["machine"]), kernel=Path(spec["kernel"]),
                        initrd=Path(spec["initrd"]), append=kernel_cmdline(s), workdir=case_dir,
                        timeout=spec["timeout"],
-                       drives=drives(s, Path(spec["disk"]), Path(spec["swap"])))
+                       drives=drives(s, Path(spec["disk"]), Path(spec["swap"])),
+                       sockets=Path(spec["sockets"]) if spec.get("sockets") else None)
     start = time.time()
     missing = spec.get("kselftest_missing", "")
     if missing:  # nothing to boot: the variant's tree has no such program

@@ -137,10 +137,11 @@ class OwnedDir:
         self._owner.close()
 
 
-def prune(parent: Path) -> list[Path]:
-    """Remove the owned directories whose owner is gone (killed, or the machine restarted)."""
+def prune(parent: Path, name: str = "*") -> list[Path]:
+    """Remove the owned directories (of that name) whose owner is gone: killed, or the
+    machine restarted."""
     removed = []
-    for owner in sorted(parent.glob("*.owner")) if parent.is_dir() else ():
+    for owner in sorted(parent.glob(f"{name}.*.owner")) if parent.is_dir() else ():
         try:
             f = open(owner)
         except OSError:

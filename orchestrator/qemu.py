@@ -50,6 +50,7 @@ class GuestRequest:
     timeout: float
     drives: tuple[tuple[Path, str], ...] = ()  # (raw image, extra -drive options)
     stop_on: str | None = None  # an agent event that ends the guest at once (the KVM probe)
+    sockets: Path | None = None  # the run's directory for guests' sockets (default: /tmp)
 
 
 @dataclass
@@ -162,7 +163,9 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
     """Boot one guest and follow it to its end: agent events are logged as they come, host
     injections are done when the workload asks, and a guest past its timeout is killed."""
     req.workdir.mkdir(parents=True, exist_ok=True)
-    sockdir = Path(tempfile.mkdtemp(prefix="farm-"))  # private (0700), short paths
+    # private (0700) and short (a socket path has at most 107 bytes), inside the run's own
+    # socket directory when it has one, which the next run removes if this one is killed
+    sockdir = Path(tempfile.mkdtemp(prefix="farm-", dir=req.sockets))
     qmp_path, agent_path = sockdir / "qmp.sock", sockdir / "agent.sock"
     cmd = qemu_command(req, qmp_path, agent_path)
     qemu_log = req.workdir / "qemu.log"

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from . import __version__
 from .case import kernel_cmdline
 from .config import INJECTORS, PAGE_KINDS, FarmConfig, Scenario
 from .errors import FarmError, InfraError, UserError
-from .files import TOKEN, ResultLock, claim, os_error, write_json
+from .files import TOKEN, OwnedDir, ResultLock, claim, os_error, prune, write_json
 from .image import GuestImage, build_image, with_kselftests
 from .kernel import (
     BuildRequest,
@@ -38,6 +39,7 @@ from .results import CONFIRMED, compare, load_cases
 from .runner import Runner, deferred_signals
 from .saved import report_dir
 
+SOCKETS = "farm-sockets"  # the run's directory for its guests' sockets, under /tmp
 TOOLS = {"make": "make", "gcc": "gcc", "patch": "patch", "tar": "tar", "ccache": "ccache",
          "flex": "flex", "bison": "bison", "bc": "bc", "mke2fs": "e2fsprogs",
          "qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static"}
@@ -216,6 +218,7 @@ class _Run:
     meta: dict
     variants: dict[str, dict]
     plan: list[dict]
+    sockets: Path  # the directory for its guests' sockets
 
     def save(self) -> None:
         write_json(self.results / "plan.json", {"cases": self.plan})
@@ -223,23 +226,39 @@ class _Run:
 
 
 def _skeleton(variants: list[str], scenarios: list[Scenario], repeat: int,
-              results: Path) -> list[dict]:
+              results: Path, sockets: Path) -> list[dict]:
     """Every case of the run, known before anything is built, so that a run stopped at any
     point still accounts for each one."""
     return [{"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r, "scenario": asdict(s),
-             "results": str(results), "dir": f"cases/{v}/{s.name}/r{r}"}
+             "results": str(results), "dir": f"cases/{v}/{s.name}/r{r}",
+             "sockets": str(sockets)}
             for v in variants for s in scenarios for r in range(1, repeat + 1)]
+
+
+@dataclass(frozen=True)
+class _Matrix:
+    """What one run covers and how, from farm.yaml and the command line."""
+    variants: list[str]
+    every: list[Scenario]  # every selected scenario, across the shards
+    scenarios: list[Scenario]  # this shard's
+    base: str
+    jobs: int
+    repeat: int
+    confirm: int
+    fail_on: tuple[str, ...]
+
+    @classmethod
+    def of(cls, cfg: FarmConfig, opts: RunOptions) -> _Matrix:
+        variants, every = select(cfg, opts)
+        return cls(variants, every, shard_of(every, opts.shard),
+                   cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
+                   opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
+                   else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on)
 
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
     progress = progress or Progress()
-    variants, every = select(cfg, opts)
-    scenarios = shard_of(every, opts.shard)
-    base = cfg.base if cfg.base in variants else variants[0]
-    jobs = opts.jobs or cfg.jobs
-    repeat = opts.repeat or cfg.repeat
-    confirm = cfg.confirm if opts.confirm is None else opts.confirm
-    fail_on = opts.fail_on if opts.fail_on is not None else cfg.fail_on
+    m = _Matrix.of(cfg, opts)
     check_tools()
     started = datetime.now(UTC)
     run_id, results, lock = results_for(cfg, opts, started)
@@ -247,10 +266,13 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         if not opts.results:
             point_latest(results)
         handler = log_commands(results)
+        tmp = Path(tempfile.gettempdir())
+        prune(tmp, SOCKETS)  # those of runs that were killed
+        sockets = OwnedDir(tmp, SOCKETS)
         try:
-            return _run(cfg, opts, progress, variants, scenarios, base, jobs, repeat, confirm,
-                        fail_on, started, run_id, results)
+            return _run(cfg, opts, m, progress, started, run_id, results, sockets.path)
         finally:
+            sockets.remove()
             logging.getLogger("farm").removeHandler(handler)
             logging.getLogger("paramiko").removeHandler(handler)
             handler.close()
@@ -258,21 +280,19 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         lock.release()
 
 
-def _run(cfg: FarmConfig, opts: RunOptions, progress: Progress, variants: list[str],
-         scenarios: list[Scenario], base: str, jobs: int, repeat: int, confirm: int,
-         fail_on: tuple[str, ...], started: datetime, run_id: str, results: Path) -> int:
+def _run(cfg: FarmConfig, opts: RunOptions, m: _Matrix, progress: Progress,
+         started: datetime, run_id: str, results: Path, sockets: Path) -> int:
     runner = Runner()
-    every = select(cfg, opts)[1]
     meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "config": str(cfg.path), "base": base, "jobs": jobs, "repeat": repeat,
-            "confirm": confirm, "fail_on": list(fail_on),
+            "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
+            "confirm": m.confirm, "fail_on": list(m.fail_on),
             "scenarios_file": str(cfg.scenarios_path), "guest_tests": str(cfg.guest_tests),
-            "argv": sys.argv, "interrupted": False, "shard": _shard_meta(every, opts.shard)}
+            "argv": sys.argv, "interrupted": False, "shard": _shard_meta(m.every, opts.shard)}
     state = _Run(results, meta, {v: {"description": cfg.variants[v].description,
                                      "patches": [str(p) for p in cfg.variants[v].patches]}
-                                 for v in variants},
-                 _skeleton(variants, scenarios, repeat, results))
+                                 for v in m.variants},
+                 _skeleton(m.variants, m.scenarios, m.repeat, results, sockets), sockets)
     state.save()
     why_missing = "not run"
     error: FarmError | None = None
@@ -282,18 +302,18 @@ def _run(cfg: FarmConfig, opts: RunOptions, progress: Progress, variants: list[s
         src = prepare_source(cfg.source, cfg.cache, runner, progress)
         meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
                           "path": str(src.path)}
-        builds = _build_variants(cfg, variants, scenarios, src, runner, progress, results)
-        for v in variants:
+        builds = _build_variants(cfg, m.variants, m.scenarios, src, runner, progress, results)
+        for v in m.variants:
             state.variants[v]["build"] = builds[v].to_json()
         state.save()
-        built = [v for v in variants if builds[v].ok]
+        built = [v for v in m.variants if builds[v].ok]
         for spec in state.plan:
             b = builds[spec["variant"]]
             if not b.ok:
                 spec["not_run"] = (f"not run: the kernel of {spec['variant']} did not build "
                                    f"({b.error}; log {b.log})")
         if built:
-            _guests(cfg, state, builds, scenarios, jobs, confirm, runner, progress)
+            _guests(cfg, state, builds, m, runner, progress)
         why_missing = "not run: a pytest worker died before the case finished"
     except KeyboardInterrupt as e:
         how = getattr(e, "how", "Ctrl-C")
@@ -315,9 +335,8 @@ def _run(cfg: FarmConfig, opts: RunOptions, progress: Progress, variants: list[s
     return code
 
 
-def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult],
-            scenarios: list[Scenario], jobs: int, confirm: int, runner: Runner,
-            progress: Progress) -> None:
+def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: _Matrix,
+            runner: Runner, progress: Progress) -> None:
     """The guest image, the accelerator, the cases, then the confirmations of every verdict
     that is not `same`."""
     results, meta = state.results, state.meta
@@ -326,8 +345,8 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult],
                       memory_mb=cfg.guest.memory_mb)
     first = next(b for b in builds.values() if b.ok)
     accel, why = _accelerator(cfg, GuestRequest(
-        machine, Path(first.boot), image.initrd, kernel_cmdline(scenarios[0]),
-        results / "accel-probe", cfg.guest.timeout), runner)
+        machine, Path(first.boot), image.initrd, kernel_cmdline(m.scenarios[0]),
+        results / "accel-probe", cfg.guest.timeout, sockets=state.sockets), runner)
     meta.update(accelerator=accel, accel_reason=why, image={
         k: str(v) for k, v in asdict(image).items()})
     progress.say(f"accelerator: {why}")
@@ -342,21 +361,21 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult],
     n_variants = len({s["variant"] for s in state.plan})
     progress.say(f"running {len(todo)} cases ({n_variants} variants x "
                  f"{len({s['scenario']['name'] for s in state.plan})} scenarios x "
-                 f"{meta['repeat']}), {jobs} guests at a time")
-    _run_cases(results, results / "plan.json", jobs, len(todo), runner, progress)
-    if confirm <= 0:
+                 f"{m.repeat}), {m.jobs} guests at a time")
+    _run_cases(results, results / "plan.json", m.jobs, len(todo), runner, progress)
+    if m.confirm <= 0:
         return
-    extra = confirmations(load_cases(results), state.plan, meta["base"], confirm)
+    extra = confirmations(load_cases(results), state.plan, m.base, m.confirm)
     if not extra:
         return
     state.plan += extra
     state.save()
     write_json(results / "confirm.json", {"cases": extra})
     names = sorted({s["scenario"]["name"] for s in extra})
-    progress.say(f"confirming {len(names)} verdict(s) other than same with {confirm} more "
+    progress.say(f"confirming {len(names)} verdict(s) other than same with {m.confirm} more "
                  f"run(s) of base and variant: {len(extra)} cases ({', '.join(names[:6])}"
                  + (", ..." if len(names) > 6 else "") + ")")
-    _run_cases(results, results / "confirm.json", jobs, len(extra), runner, progress)
+    _run_cases(results, results / "confirm.json", m.jobs, len(extra), runner, progress)
 
 
 def _fill(spec: dict, cfg: FarmConfig, build: BuildResult, initrd: Path, image: GuestImage,
