@@ -37,6 +37,7 @@ MAX_SYSCTLS = 16
 GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400)}
 CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
 MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
 ACCESSES = ("read", "write", "none")
 # Observables a scenario may expect, with the YAML types each may take.
 OBSERVABLES: dict[str, tuple[type, ...]] = {
@@ -379,6 +380,10 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
             kind = kinds[0]
             p = c.file(s[kind], f"source.{kind}", base_dir, "file" if kind == "tarball" else "dir")
             ref = c.value(s["ref"], "source.ref", (str,)) if "ref" in s else None
+            if ref is not None and not GIT_REF_RE.match(ref):
+                c.err(s["ref"], f"source.ref: {ref[:80]!r} is not a git ref (a branch, tag or "
+                                "commit; it may not start with '-')")
+                ref = None
             if "ref" in s and kind != "git":
                 c.err(s["ref"], "source.ref only goes with source.git")
             if p:

@@ -163,6 +163,9 @@ CASES = [
     ("expect-unknown", farm(), scen(append="      pwned: true\n"), "scen", 10,
      "unknown key 'pwned'"),
     ("scenario-empty", farm(), "", "scen", None, "the file is empty"),
+    ("git-ref-option", farm(("source: {tarball: linux.tar.xz}",
+                             "source: {git: ., ref: --output=/tmp/x}")), scen(), "farm", 1,
+     "source.ref: '--output=/tmp/x' is not a git ref"),
 ]
 
 
