@@ -218,12 +218,12 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
     got = [s.result for s in shards if s.result]
     with deferred_signals():
         if got:
-            code = merge_dirs(got, results, absent_why=why, held=True)
+            code = merge_dirs(got, results, absent_why=why, held=True, interrupted=interrupted)
         else:
             code = _nothing_came_back(cfg, opts, results, run_id, variants, every, started,
                                       why, interrupted)
     progress.say(f"done in {fmt_seconds(time.monotonic() - t0)}: {results}")
-    return 3 if interrupted and code == 0 else code
+    return code
 
 
 def _nothing_came_back(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,

@@ -85,8 +85,8 @@ def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
             continue
         s = spec["scenario"]
         out.append({"id": spec["id"], "variant": spec["variant"], "scenario": s["name"],
-                    "repeat": spec["repeat"], "status": "error", "confirm": spec.get("confirm",
-                                                                                    False),
+                    "repeat": spec["repeat"], "status": "error",
+                    "confirm": spec.get("confirm", False),
                     "message": spec.get("not_run", why),
                     "page_kind": s["page"], "injector": s["injector"], "access": s["access"],
                     "policy": {"early_kill": s["early_kill"], "recovery": s.get("recovery", 1)},

@@ -159,7 +159,7 @@ def _results(d: Path) -> dict:
 
 
 def merge_dirs(dirs: list[Path], out: Path, *, absent_why: dict[int, str] | None = None,
-               held: bool = False) -> int:
+               held: bool = False, interrupted: str | None = None) -> int:
     """`farm merge`: the shards of one run (`farm run --shard K/N`, e.g. one per CI job)
     joined into one result directory with one set of reports, as if one run had done it all.
     The shards must come from the same matrix and the same kernels. A shard that is missing
@@ -205,13 +205,14 @@ def merge_dirs(dirs: list[Path], out: Path, *, absent_why: dict[int, str] | None
 
     lock = None if held else claim(out, fresh=True, flag="--out", what="farm merge")
     try:
-        return _merge(shards, seen, out, absent_why or {})
+        return _merge(shards, seen, out, absent_why or {}, interrupted)
     finally:
         if lock:
             lock.release()
 
 
-def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int, str]) -> int:
+def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int, str],
+           interrupted: str | None) -> int:
     first_dir, first, first_shard = shards[0]
     plan: list[dict] = []
     for d, _, _ in shards:
@@ -237,7 +238,9 @@ def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int,
                        sorted(shards, key=lambda x: x[2]["index"])],
             "missing_shards": [f"{k}/{count}" for k in absent],
             "seconds": max(r["run"].get("seconds", 0.0) for _, r, _ in shards),
-            "interrupted": any(r["run"].get("interrupted") for _, r, _ in shards)}
+            "interrupted": interrupted or next(
+                (r["run"]["interrupted"] for _, r, _ in shards if r["run"].get("interrupted")),
+                False)}
     write_json(out / "plan.json", {"cases": plan})
     write_json(out / "run.json", {"run": meta, "variants": first["variants"]})
     return report_dir(out, plan_missing="not run: its shard has no record of it")
