@@ -33,6 +33,14 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def tail(path: Path, n: int) -> list[str]:
+    """The last n lines of a log, or none when it cannot be read."""
+    try:
+        return path.read_text(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
 def write_json(path: Path, doc) -> None:
     atomic_write(path, json.dumps(doc, indent=1) + "\n")
 

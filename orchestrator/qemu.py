@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import InfraError
+from .files import tail
 from .runner import Runner, quote
 
 # Machine-check values for QEMU's `mce` monitor command (see DESIGN.md): bank 9, misc 0x8c
@@ -240,19 +241,16 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         if run.exit_code not in (0, None):
             # QEMU's own words (a CPU model it does not know, memory it cannot allocate) say
             # more than the channel error that followed them
-            run.infra_error = f"QEMU exited with {run.exit_code}: " + (said or _tail(qemu_log))
+            run.infra_error = f"QEMU exited with {run.exit_code}: " + (
+                said or " | ".join(tail(qemu_log, 8)))
         elif run.infra_error is None and "terminating on signal" in said:
             run.infra_error = "QEMU was stopped by a signal: " + said
     return run
 
 
 def qemu_said(qemu_log: Path, n: int = 4) -> str:
-    """What QEMU itself wrote (its log holds the command line first), last lines first."""
-    try:
-        lines = qemu_log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("$ ")]
+    """The last lines QEMU itself wrote (its log holds the command line first)."""
+    said = [ln.strip() for ln in tail(qemu_log, 100) if ln.strip() and not ln.startswith("$ ")]
     return " | ".join(said[-n:])
 
 
@@ -324,13 +322,6 @@ def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine)
     if chan is not None:
         chan.sendall(b"injected\n")
     return record
-
-
-def _tail(path: Path, n: int = 8) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 def probe_accel(requested: str, base: GuestRequest, runner: Runner) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from .files import tail
 from .parse import KERNEL_ERROR, strip_timestamp
 from .results import SIGNATURE, signature
 
@@ -107,20 +108,13 @@ def _build_case(variant: str, build: dict) -> TestCase:
                   stdout=xml_text(f"{build.get('status')}: kernel {build.get('release') or '?'}, "
                                   f"build {build.get('key')}, log {build.get('log')}"))
     if build.get("status") == "failed":
-        tail = log_tail(Path(build.get("log") or ""))
+        last = tail(Path(build.get("log") or ""), 40)
         tc.add_failure_info(message=xml_text(f"{build.get('error')}; log {build.get('log')}"),
                             output=xml_text("\n".join(
                                 ["-- error lines --", *build.get("error_lines", []),
-                                 f"-- last {len(tail)} lines of the build log --", *tail])),
+                                 f"-- last {len(last)} lines of the build log --", *last])),
                             failure_type="build")
     return tc
-
-
-def log_tail(path: Path, n: int = 40) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return []
 
 
 def compare_junit(doc: dict) -> str:
