@@ -19,14 +19,21 @@ from .runner import handle_stop_signals
 from .saved import report_saved, say
 
 
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {n}")
-    return n
+def _number(low: int, high: int | None = None):
+    """An argparse type: a whole number from low (to high)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if n < low or high is not None and n > high:
+            raise argparse.ArgumentTypeError(
+                f"must be at least {low}: {n}" if high is None else f"must be {low} to {high}: {n}")
+        return n
+    return parse
+
+
+_positive = _number(1)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -49,16 +56,6 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
 
 def _words(text: str | None) -> tuple[str, ...]:
     return tuple(w for w in (text or "").split(",") if w)
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= n <= 20:
-        raise argparse.ArgumentTypeError(f"must be 0 to 20: {n}")
-    return n
 
 
 def _fail_on(text: str) -> tuple[str, ...]:
@@ -90,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
     r.add_argument("--local", action="store_true",
                    help="run here even if farm.yaml lists hosts")
-    r.add_argument("--confirm", type=_count, metavar="N",
+    r.add_argument("--confirm", type=_number(0, 20), metavar="N",
                    help="runs of base and variant again N more times for every verdict "
                         "other than same before it is final (default: 2; 0: off)")
     _fail_on_arg(r)
@@ -130,17 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _command(args)
     except FarmError as e:
-        kind = "error" if isinstance(e, UserError) else "infrastructure error"
-        _stderr(f"farm: {kind}: {e}")
-        return e.exit_code
+        return _failed(e)
     except KeyboardInterrupt as e:
         _stderr(f"farm: interrupted ({getattr(e, 'how', 'Ctrl-C')})")
         return 3
     except OSError as e:  # a full disk, a directory that cannot be written
-        err = os_error(e, "farm")
-        _stderr(f"farm: {'error' if isinstance(err, UserError) else 'infrastructure error'}: "
-                f"{err}")
-        return err.exit_code
+        return _failed(os_error(e, "farm"))
+
+
+def _failed(e: FarmError) -> int:
+    """One line on stderr that says whose fault it is, and the exit code that goes with it."""
+    kind = "error" if isinstance(e, UserError) else "infrastructure error"
+    _stderr(f"farm: {kind}: {e}")
+    return e.exit_code
 
 
 def _stderr(text: str) -> None:
