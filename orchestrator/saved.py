@@ -31,11 +31,7 @@ def report_dir(results: Path, plan_missing: str = "not run",
                fail_on: tuple[str, ...] | None = None) -> int:
     """Gather a result directory's case files into results.json and write the reports;
     print the summary and return the exit code. Needs no kernel and no guest."""
-    run_doc = _load(results, "run.json")
-    if not isinstance(run_doc.get("run"), dict) or not isinstance(
-            run_doc.get("variants"), dict) or not isinstance(run_doc["run"].get("base"), str):
-        raise UserError(f"{results / 'run.json'}: not a farm run record (no run, base or "
-                        "variants)")
+    run_doc = _run_record(results)
     if fail_on is not None:
         run_doc["run"]["fail_on"] = list(fail_on)
     plan = _load(results, "plan.json")["cases"] if (results / "plan.json").exists() else []
@@ -81,11 +77,7 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
     """`farm compare`: the verdicts of saved result directories against each other, e.g. a
     baseline run of Monday and a patched run of Tuesday. Variants keep their names unless two
     directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
-    resolved = [d.resolve() for d in dirs]
-    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
-    if twice:
-        raise UserError(f"farm compare: {', '.join(twice)} is given twice; its runs would "
-                        "count as repeats of themselves")
+    resolved = _distinct(dirs, "farm compare", "; its runs would count as repeats of themselves")
     docs = [(d, _results(d)) for d in resolved]
     labels = _labels(resolved)
     names = [v for _, doc in docs for v in doc["variants"]]
@@ -135,6 +127,24 @@ def _labels(dirs: list[Path]) -> dict[Path, str]:
     return {d: str(d) for d in dirs}
 
 
+def _distinct(dirs: list[Path], command: str, why: str = "") -> list[Path]:
+    """The directories, resolved, none given twice."""
+    resolved = [d.resolve() for d in dirs]
+    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+    if twice:
+        raise UserError(f"{command}: {', '.join(twice)} is given twice{why}")
+    return resolved
+
+
+def _run_record(d: Path) -> dict:
+    """A result directory's run.json, checked enough that reporting it cannot crash."""
+    doc = _load(d, "run.json")
+    if not isinstance(doc.get("run"), dict) or not isinstance(
+            doc.get("variants"), dict) or not isinstance(doc["run"].get("base"), str):
+        raise UserError(f"{d / 'run.json'}: not a farm run record (no run, base or variants)")
+    return doc
+
+
 def _load(d: Path, name: str) -> dict:
     try:
         doc = json.loads((d / name).read_text())
@@ -164,17 +174,11 @@ def merge_dirs(dirs: list[Path], out: Path, *, absent_why: dict[int, str] | None
     joined into one result directory with one set of reports, as if one run had done it all.
     The shards must come from the same matrix and the same kernels. A shard that is missing
     leaves its cases in the merged run as errors ("not run"), so nothing vanishes quietly."""
-    resolved = [d.resolve() for d in dirs]
-    twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
-    if twice:
-        raise UserError(f"farm merge: {', '.join(twice)} is given twice")
+    _distinct(dirs, "farm merge")
     shards = []
     for d in dirs:
-        run_doc = _load(d, "run.json")
+        run_doc = _run_record(d)
         _results(d)  # a shard that never finished its reports is not merged
-        if not isinstance(run_doc.get("run"), dict) or not isinstance(
-                run_doc.get("variants"), dict):
-            raise UserError(f"{d / 'run.json'}: not a farm run record")
         shard = run_doc["run"].get("shard")
         if not shard:
             raise UserError(f"{d}: not a shard (it was run without --shard)")
