@@ -7,20 +7,28 @@ command a user can paste."""
 from __future__ import annotations
 
 import logging
-import socket
 import tarfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from . import __version__
 from .config import FarmConfig, Host
 from .errors import FarmError, InfraError, UserError
 from .files import write_json
 from .progress import Progress, fmt_seconds
-from .run import RunOptions, log_commands, point_latest, results_for, select, shard_of
+from .run import (
+    Matrix,
+    RunOptions,
+    log_commands,
+    point_latest,
+    results_for,
+    run_meta,
+    shard_of,
+    skeleton,
+    variant_docs,
+)
 from .runner import Runner, SSHRunner, deferred_signals
 from .saved import merge_dirs, report_dir
 
@@ -159,16 +167,16 @@ def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
     if opts.shard:
         raise UserError("--shard is for one machine's part of a run; with hosts: in "
                         "farm.yaml the farm shards by itself (or use --local)")
-    variants, every = select(cfg, opts)
+    m = Matrix.of(cfg, opts)
     for k in range(1, len(cfg.hosts) + 1):
-        shard_of(every, (k, len(cfg.hosts)))
+        shard_of(m.every, (k, len(cfg.hosts)))
     started = datetime.now(UTC)
     run_id, results, lock = results_for(cfg, opts, started)
     handler = log_commands(results)
     try:
         if not opts.results:
             point_latest(results)
-        return _run_pool(cfg, opts, results, run_id, progress, variants, every, started)
+        return _run_pool(cfg, opts, m, results, run_id, progress, started)
     finally:
         logging.getLogger("farm").removeHandler(handler)
         logging.getLogger("paramiko").removeHandler(handler)
@@ -176,8 +184,8 @@ def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
         lock.release()
 
 
-def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
-              progress: Progress, variants: list[str], every: list, started: datetime) -> int:
+def _run_pool(cfg: FarmConfig, opts: RunOptions, m: Matrix, results: Path, run_id: str,
+              progress: Progress, started: datetime) -> int:
     shards_dir = results / "shards"
     shards_dir.mkdir(exist_ok=True)
     t0 = time.monotonic()
@@ -220,35 +228,23 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
         if got:
             code = merge_dirs(got, results, absent_why=why, held=True, interrupted=interrupted)
         else:
-            code = _nothing_came_back(cfg, opts, results, run_id, variants, every, started,
-                                      why, interrupted)
+            code = _nothing_came_back(cfg, m, results, run_id, started, why, interrupted)
     progress.say(f"done in {fmt_seconds(time.monotonic() - t0)}: {results}")
     return code
 
 
-def _nothing_came_back(cfg: FarmConfig, opts: RunOptions, results: Path, run_id: str,
-                       variants: list[str], every: list, started: datetime,
-                       why: dict[int, str], interrupted: str | None) -> int:
+def _nothing_came_back(cfg: FarmConfig, m: Matrix, results: Path, run_id: str,
+                       started: datetime, why: dict[int, str], interrupted: str | None) -> int:
     """No host returned a result: the whole matrix is reported, every case an error that
     names its host and why, so CI shows what happened rather than nothing."""
     n = len(cfg.hosts)
-    repeat = opts.repeat or cfg.repeat
-    plan = []
-    for k in range(1, n + 1):
-        for s in shard_of(every, (k, n)):
-            for v in variants:
-                for r in range(1, repeat + 1):
-                    plan.append({"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r,
-                                 "scenario": asdict(s), "not_run": why.get(k, "not run")})
-    meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
-            "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "config": str(cfg.path), "base": cfg.base if cfg.base in variants else variants[0],
-            "repeat": repeat, "hosts": [h.ssh for h in cfg.hosts], "seconds": 0.0,
-            "fail_on": list(opts.fail_on or cfg.fail_on), "interrupted": interrupted or False}
+    plan = [entry for k in range(1, n + 1)
+            for entry in skeleton(m.variants, shard_of(m.every, (k, n)), m.repeat,
+                                  not_run=why.get(k, "not run"))]
+    meta = {**run_meta(cfg, m, run_id, started), "hosts": [h.ssh for h in cfg.hosts],
+            "seconds": 0.0, "interrupted": interrupted or False}
     write_json(results / "plan.json", {"cases": plan})
-    write_json(results / "run.json", {"run": meta, "variants": {
-        v: {"description": cfg.variants[v].description,
-            "patches": [str(p) for p in cfg.variants[v].patches]} for v in variants}})
+    write_json(results / "run.json", {"run": meta, "variants": variant_docs(cfg, m.variants)})
     return report_dir(results)
 
 

@@ -75,6 +75,14 @@ def load_cases(results: Path) -> list[dict]:
     return cases
 
 
+def plan_entry(variant: str, scenario: dict, repeat: int, **extra) -> dict:
+    """One planned case: its id, its directory under cases/, and what else the caller adds
+    (what a worker needs to run it, or why it will not run)."""
+    name = scenario["name"]
+    return {"id": f"{variant}::{name}::r{repeat}", "variant": variant, "repeat": repeat,
+            "scenario": scenario, "dir": f"cases/{variant}/{name}/r{repeat}", **extra}
+
+
 def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
     """Plan entries with no case.json (interrupted, or a worker died): recorded as errors.
     An entry may carry its own reason in "not_run" (a shard missing from a merge)."""

@@ -35,7 +35,7 @@ from .kernel import (
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
-from .results import CONFIRMED, compare, load_cases
+from .results import CONFIRMED, compare, load_cases, plan_entry
 from .runner import Runner, deferred_signals
 from .saved import report_dir
 
@@ -225,18 +225,29 @@ class _Run:
         write_json(self.results / "run.json", {"run": self.meta, "variants": self.variants})
 
 
-def _skeleton(variants: list[str], scenarios: list[Scenario], repeat: int,
-              results: Path, sockets: Path) -> list[dict]:
-    """Every case of the run, known before anything is built, so that a run stopped at any
-    point still accounts for each one."""
-    return [{"id": f"{v}::{s.name}::r{r}", "variant": v, "repeat": r, "scenario": asdict(s),
-             "results": str(results), "dir": f"cases/{v}/{s.name}/r{r}",
-             "sockets": str(sockets)}
+def skeleton(variants: list[str], scenarios: list[Scenario], repeat: int, **extra) -> list[dict]:
+    """Every case of a run, known before anything is built, so that a run stopped at any
+    point (or a host that never answered) still accounts for each one."""
+    return [plan_entry(v, asdict(s), r, **extra)
             for v in variants for s in scenarios for r in range(1, repeat + 1)]
 
 
+def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> dict:
+    """The run's record in run.json, as far as it is known at the start."""
+    return {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
+            "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
+            "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
+            "confirm": m.confirm, "fail_on": list(m.fail_on), "interrupted": False}
+
+
+def variant_docs(cfg: FarmConfig, variants: list[str]) -> dict[str, dict]:
+    """The variants in run.json, before any is built."""
+    return {v: {"description": cfg.variants[v].description,
+                "patches": [str(p) for p in cfg.variants[v].patches]} for v in variants}
+
+
 @dataclass(frozen=True)
-class _Matrix:
+class Matrix:
     """What one run covers and how, from farm.yaml and the command line."""
     variants: list[str]
     every: list[Scenario]  # every selected scenario, across the shards
@@ -248,7 +259,7 @@ class _Matrix:
     fail_on: tuple[str, ...]
 
     @classmethod
-    def of(cls, cfg: FarmConfig, opts: RunOptions) -> _Matrix:
+    def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
         variants, every = select(cfg, opts)
         return cls(variants, every, shard_of(every, opts.shard),
                    cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
@@ -258,7 +269,7 @@ class _Matrix:
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
     progress = progress or Progress()
-    m = _Matrix.of(cfg, opts)
+    m = Matrix.of(cfg, opts)
     check_tools()
     started = datetime.now(UTC)
     run_id, results, lock = results_for(cfg, opts, started)
@@ -280,19 +291,15 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         lock.release()
 
 
-def _run(cfg: FarmConfig, opts: RunOptions, m: _Matrix, progress: Progress,
+def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
          started: datetime, run_id: str, results: Path, sockets: Path) -> int:
     runner = Runner()
-    meta = {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
-            "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
-            "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
-            "confirm": m.confirm, "fail_on": list(m.fail_on),
-            "scenarios_file": str(cfg.scenarios_path), "guest_tests": str(cfg.guest_tests),
-            "argv": sys.argv, "interrupted": False, "shard": _shard_meta(m.every, opts.shard)}
-    state = _Run(results, meta, {v: {"description": cfg.variants[v].description,
-                                     "patches": [str(p) for p in cfg.variants[v].patches]}
-                                 for v in m.variants},
-                 _skeleton(m.variants, m.scenarios, m.repeat, results, sockets), sockets)
+    meta = {**run_meta(cfg, m, run_id, started), "scenarios_file": str(cfg.scenarios_path),
+            "guest_tests": str(cfg.guest_tests), "argv": sys.argv,
+            "shard": _shard_meta(m.every, opts.shard)}
+    state = _Run(results, meta, variant_docs(cfg, m.variants),
+                 skeleton(m.variants, m.scenarios, m.repeat, results=str(results),
+                          sockets=str(sockets)), sockets)
     state.save()
     why_missing = "not run"
     error: FarmError | None = None
@@ -335,7 +342,7 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: _Matrix, progress: Progress,
     return code
 
 
-def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: _Matrix,
+def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Matrix,
             runner: Runner, progress: Progress) -> None:
     """The guest image, the accelerator, the cases, then the confirmations of every verdict
     that is not `same`."""
@@ -408,8 +415,7 @@ def confirmations(cases: list[dict], plan: list[dict], base: str, n: int) -> lis
     for v, name in want:
         spec = runnable[(v, name)]
         for r in range(last[(v, name)] + 1, last[(v, name)] + n + 1):
-            out.append({**spec, "id": f"{v}::{name}::r{r}", "repeat": r,
-                        "dir": f"cases/{v}/{name}/r{r}", "confirm": True})
+            out.append({**spec, **plan_entry(v, spec["scenario"], r), "confirm": True})
     return out
 
 

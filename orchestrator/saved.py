@@ -15,7 +15,7 @@ from . import __version__
 from .errors import UserError
 from .files import claim, os_error, write_json
 from .report import write_reports
-from .results import assemble, check_case, exit_code, load_cases, missing_cases
+from .results import assemble, check_case, exit_code, load_cases, missing_cases, plan_entry
 
 
 def say(text: str) -> None:
@@ -230,11 +230,10 @@ def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int,
                    "not among the merged directories")
         for k in absent:
             why = absent_why.get(k, missing)
-            for s in first_shard["scenarios"][k - 1::count]:
-                for v in first["variants"]:
-                    for r in range(1, first["run"].get("repeat", 1) + 1):
-                        plan.append({"id": f"{v}::{s['name']}::r{r}", "variant": v,
-                                     "repeat": r, "scenario": s, "not_run": why})
+            plan += [plan_entry(v, s, r, not_run=why)
+                     for s in first_shard["scenarios"][k - 1::count]
+                     for v in first["variants"]
+                     for r in range(1, first["run"].get("repeat", 1) + 1)]
     started = datetime.now(UTC)
     meta = {**first["run"], "id": "merge-" + started.strftime("%Y%m%d-%H%M%S"),
             "farm_version": __version__, "shard": None,
