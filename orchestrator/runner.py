@@ -96,9 +96,9 @@ def _child_setup(parent: int) -> Callable[[], None]:
     return lambda: die_with_parent(parent)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
 
@@ -107,16 +107,13 @@ def _stop_group(proc: subprocess.Popen, grace: float) -> None:
     """Ctrl-C to a child's whole process group (a pytest session, its workers and their
     guests; a make and its compilers), time for it to tidy up, then SIGKILL to the group."""
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
+        _signal_group(proc, sig)
         try:
             proc.wait(timeout=wait)
             break
         except subprocess.TimeoutExpired:
             continue
-    _kill_group(proc)  # anything of the group that outlived its leader
+    _signal_group(proc)  # anything of the group that outlived its leader
 
 
 @dataclass
@@ -214,7 +211,7 @@ class Runner:
         out = _Lines(log_path, on_line)
         timer = None
         if timeout:
-            timer = threading.Timer(timeout, _kill_group, args=(proc,))
+            timer = threading.Timer(timeout, _signal_group, args=(proc,))
             timer.start()
         try:
             for line in proc.stdout:
