@@ -105,8 +105,18 @@ def exit_status(rc: int) -> str:
 
 
 def _differences(exp: dict, obs: dict) -> list[str]:
-    return [f"{k}: expected {v!r}, observed {obs.get(k)!r}"
-            for k, v in exp.items() if obs.get(k) != v]
+    """'key: expected X, observed Y' for each expectation not met; an access step that never
+    reported (the workload died before it) is one line, not one per observable."""
+    out, silent = [], set()
+    for k, v in exp.items():
+        step = k.partition(".")[0] if "." in k else None
+        if step and f"{step}.data" not in obs:
+            if step not in silent:
+                silent.add(step)
+                out.append(f"{step}: the step never reported")
+        elif obs.get(k) != v:
+            out.append(f"{k}: expected {v!r}, observed {obs.get(k)!r}")
+    return out
 
 
 def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,

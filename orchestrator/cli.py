@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import load_farm
+from .config import TIERS, load_farm
 from .errors import FarmError, UserError
 from .files import os_error
 from .progress import Progress
@@ -49,6 +49,9 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page-kind", help="comma-separated page kinds, e.g. anon,hugetlb-anon")
     p.add_argument("--injector", help="comma-separated injectors, e.g. host-srao,host-srar")
     p.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
+    p.add_argument("--tier", choices=TIERS,
+                   help="default: the scenarios every run covers; full: all of them "
+                        "(default: farm.yaml's tier, else default)")
     p.add_argument("--shard", type=_shard, metavar="K/N",
                    help="only the K-th of N parts of the scenarios (e.g. one per CI job); "
                         "`farm merge` joins the parts")
@@ -96,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
     _matrix_args(pl)
     pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.add_argument("--steps", action="store_true",
+                    help="a table instead: page kind x access step, how many scenarios meet "
+                         "the page that way (README: access steps)")
 
     v = sub.add_parser("validate", help="check a farm file and its scenarios; build nothing")
     v.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
@@ -166,15 +172,18 @@ def _command(args) -> int:
         if args.command == "merge":
             return merge_dirs(args.dirs, out)
         return compare_dirs(args.dirs, out, args.base, args.fail_on)
-    from .run import RunOptions, plan_doc, plan_text, run
+    from .run import RunOptions, plan_doc, plan_text, run, select, steps_table
     cfg = load_farm(args.config)
     opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
                       scenarios=args.scenarios, page_kinds=_words(args.page_kind),
                       injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
                       repeat=args.repeat, shard=args.shard,
                       confirm=getattr(args, "confirm", None),
-                      fail_on=getattr(args, "fail_on", None))
+                      fail_on=getattr(args, "fail_on", None), tier=args.tier)
     if args.command == "plan":
+        if args.steps:
+            say(steps_table(select(cfg, opts)[1]))
+            return 0
         doc = plan_doc(cfg, opts)
         say((json.dumps(doc, indent=1) if args.json else plan_text(doc).rstrip("\n")) + "\n")
         return 0

@@ -12,16 +12,17 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .parse import STEP_OBSERVABLES as STEP_NAMES
 from .qemu import known_names
 from .results import FAIL_ON
 from .runner import SSH_TARGET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 ACCELS = ("auto", "tcg", "kvm")
-PAGE_KINDS = ("anon", "anon-clean", "mlocked", "pagecache-clean", "pagecache-dirty", "file-hole",
-              "shmem", "sysv-shm", "swap-clean", "swap-dirty", "thp-head", "thp-tail",
-              "hugetlb-anon", "hugetlb-file", "ksm", "anon-shared-fork", "writeback",
-              "free-buddy", "kernel")
+PAGE_KINDS = ("anon", "anon-clean", "mlocked", "map-locked", "mlockall", "pagecache-clean",
+              "pagecache-dirty", "file-hole", "shmem", "memfd", "sysv-shm", "swap-clean",
+              "swap-dirty", "thp-head", "thp-tail", "hugetlb-anon", "hugetlb-file", "ksm",
+              "anon-shared-fork", "writeback", "free-buddy", "kernel")
 # Kinds with no mapping in the workload: only a PFN, so nothing to touch afterwards.
 UNMAPPED_KINDS = ("free-buddy", "kernel")
 INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
@@ -38,7 +39,38 @@ GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400)}
 CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
 MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
-ACCESSES = ("read", "write", "none")
+# Access steps: the ways a program meets the poisoned page again, in the order the README's
+# table lists them. A scenario's `access` is one of them or a list of them; a first step of
+# read, write or none is the classic access (observables access_signal and data), every
+# other step has observables of its own, named <step>.<observable>.
+CLASSIC_ACCESSES = ("read", "write", "none")
+MAPPING_STEPS = ("read", "write", "child-read", "populate-read", "after-drop-caches")
+FILE_STEPS = ("remap-read", "remap-write", "private-read", "pread", "pwrite", "truncate-extend",
+              "fsync")
+ACCESS_STEPS = ("read", "write", "remap-read", "remap-write", "private-read", "pread", "pwrite",
+                "child-read", "populate-read", "after-drop-caches", "truncate-extend", "fsync")
+ACCESSES = ("none", *ACCESS_STEPS)
+# Kinds with a file behind the page: every step applies. SysV shm has no descriptor, only a
+# segment to attach again (remap-read, remap-write).
+FILE_KINDS = ("pagecache-clean", "pagecache-dirty", "file-hole", "writeback", "shmem", "memfd",
+              "hugetlb-file")
+MAX_STEPS = 16
+# A step's observables, with the YAML types each may take (data is a DATA_STATES word).
+STEP_OBSERVABLES: dict[str, tuple[type, ...]] = {
+    name: (str,) if name == "data" else (str if name == "signal" else int, type(None))
+    for name in STEP_NAMES}
+TIERS = ("default", "full")
+
+
+def steps_for(kind: str) -> tuple[str, ...]:
+    """The access steps that apply to a page kind."""
+    if kind in UNMAPPED_KINDS:
+        return ()
+    if kind in FILE_KINDS:
+        return ACCESS_STEPS
+    if kind == "sysv-shm":
+        return (*MAPPING_STEPS, "remap-read", "remap-write")
+    return MAPPING_STEPS
 # Observables a scenario may expect, with the YAML types each may take.
 OBSERVABLES: dict[str, tuple[type, ...]] = {
     "guest": (str,),
@@ -63,7 +95,8 @@ OBSERVABLES: dict[str, tuple[type, ...]] = {
     "hardware_corrupted_kb_after_unpoison": (int,),
 }
 GUEST_STATES = ("survived", "panicked", "hung")
-DATA_STATES = ("intact", "zeroed", "changed", "unreadable", "written", "unchecked")
+DATA_STATES = ("intact", "zeroed", "changed", "unreadable", "written", "unchecked", "short",
+               "child-killed")
 SIGNAL_CODES = ("BUS_MCEERR_AR", "BUS_MCEERR_AO", "BUS_ADRERR", "BUS_OBJERR", "other")
 
 
@@ -113,10 +146,22 @@ class Scenario:
     cleanup: str = "none"
     kselftest: str = ""  # e.g. "mm/hugetlb-soft-offline": a program of the variant's own tree
     sysctl: dict[str, str] = field(default_factory=dict)  # set in the guest before the run
+    tier: str = "default"  # default | full: which runs include it (README: tiers)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The access as a list of steps: 'read,pread' -> ('read', 'pread')."""
+        return tuple(self.access.split(","))
 
     @property
     def needs_disk(self) -> bool:
         return self.page in ("pagecache-clean", "pagecache-dirty", "file-hole", "writeback")
+
+    @property
+    def step_observables(self) -> tuple[str, ...]:
+        """The steps that report observables of their own: all but a classic first one."""
+        st = self.steps
+        return st[1:] if st[0] in CLASSIC_ACCESSES else st
 
     @property
     def needs_swap(self) -> bool:
@@ -155,6 +200,7 @@ class FarmConfig:
     cache: Path
     hosts: tuple[Host, ...] = ()
     confirm: int = 2  # more runs of base and variant for each verdict other than `same`
+    tier: str = "default"  # the scenarios a run covers: default, or full (all of them)
     fail_on: tuple[str, ...] = ()  # verdicts that fail the run beside regression
 
 
@@ -367,7 +413,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     top = c.mapping(root, "farm.yaml", {
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
-        "confirm": False, "fail_on": False, "cache": False, "hosts": False})
+        "confirm": False, "fail_on": False, "cache": False, "hosts": False, "tier": False})
 
     source = None
     if "source" in top:
@@ -461,6 +507,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
 
     jobs = c.bounded(top["jobs"], "jobs", 1, 256) if "jobs" in top else None
     repeat = c.bounded(top["repeat"], "repeat", 1, 100) if "repeat" in top else None
+    tier = c.choice(top["tier"], "tier", TIERS) if "tier" in top else None
     confirm = c.bounded(top["confirm"], "confirm", 0, 20) if "confirm" in top else None
     fail_on: tuple[str, ...] = ()
     if "fail_on" in top:
@@ -502,7 +549,8 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       guest_tests=guest_tests,
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
                       repeat=repeat or 1, cache=cache, hosts=hosts,
-                      confirm=2 if confirm is None else confirm, fail_on=fail_on)
+                      confirm=2 if confirm is None else confirm, fail_on=fail_on,
+                      tier=tier or "default")
 
 
 REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -610,7 +658,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         named = keys.get("name")
         f = c.mapping(item, f"scenario '{named.value}'" if isinstance(
             named, yaml.ScalarNode) else "scenario", {
-            "name": True, "why": True, "policy": False, "sysctl": False,
+            "name": True, "why": True, "policy": False, "sysctl": False, "tier": False,
             **({"kselftest": True} if kself else {
                 "page": True, "injector": True, "access": True, "cleanup": False,
                 "expect": True})})
@@ -634,7 +682,8 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             page = c.choice(f["page"], f"{label}: page", PAGE_KINDS) if "page" in f else None
             inj = c.choice(f["injector"], f"{label}: injector",
                            INJECTORS) if "injector" in f else None
-            acc = c.choice(f["access"], f"{label}: access", ACCESSES) if "access" in f else None
+            acc = _access(c, f["access"], label, page) if "access" in f else None
+        tier = c.choice(f["tier"], f"{label}: tier", TIERS) if "tier" in f else "default"
         why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
         sysctl: dict[str, str] = {}
         if "sysctl" in f:
@@ -669,27 +718,95 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
                     policy[key] = val
         cleanup = c.choice(f["cleanup"], f"{label}: cleanup", CLEANUPS) if "cleanup" in f \
             else "none"
-        if page in UNMAPPED_KINDS and acc not in (None, "none"):
-            c.err(f["access"], f"{label}: a {page} page has no mapping to touch: access "
-                               "must be none")
         expect: dict[str, Any] = {}
         if "expect" in f:
-            em = c.mapping(f["expect"], f"{label}: expect", {k: False for k in OBSERVABLES})
-            for key, vnode in em.items():
-                val = c.value(vnode, f"{label}: expect.{key}", OBSERVABLES[key])
-                allowed = {"guest": GUEST_STATES, "data": DATA_STATES, "sibling_data": DATA_STATES,
-                           **dict.fromkeys(("inject_signal", "access_signal", "early_signal",
-                                            "sibling_early_signal", "sibling_access_signal"),
-                                           SIGNAL_CODES)}.get(key)
-                if allowed and val is not None and val not in allowed:
-                    c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
-                                 f"{', '.join(allowed)}")
-                expect[key] = val
-        if name and page and inj and acc and why and prog is not None:
+            expect = _expect(c, f["expect"], label, acc)
+        if name and page and inj and acc and why and prog is not None and tier:
             out.append(Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
-                                policy["recovery"], cleanup or "none", prog, sysctl))
+                                policy["recovery"], cleanup or "none", prog, sysctl, tier))
     if node is not None and not node.value:
         c.err(node, "scenarios: the list is empty")
     if c.problems:
         raise ConfigErrors(c.problems)
     return tuple(out)
+
+
+def _access(c: _Checker, node, label: str, page: str | None) -> str | None:
+    """`access`: one step or a list of steps, each applicable to the page kind, as the
+    comma-joined string the workload takes ('read,pread,remap-read')."""
+    if isinstance(node, yaml.SequenceNode):
+        if not node.value or len(node.value) > MAX_STEPS:
+            c.err(node, f"{label}: access must list 1 to {MAX_STEPS} steps")
+            return None
+        items = node.value
+    else:
+        items = [node]
+    steps: list[str] = []
+    for item in items:
+        step = c.choice(item, f"{label}: access", ACCESSES)
+        if step is None:
+            return None
+        if step in steps:
+            c.err(item, f"{label}: access step '{step}' is listed twice (each step's "
+                        "observables are named after it)")
+            return None
+        if step == "none" and len(items) > 1:
+            c.err(item, f"{label}: access 'none' cannot be one step of several")
+            return None
+        if step != "none" and page in PAGE_KINDS and step not in steps_for(page):
+            fits = steps_for(page)
+            c.err(item, f"{label}: access step '{step}' does not apply to {page} pages ("
+                        + (f"its steps: {', '.join(fits)})" if fits else
+                           "it has no mapping to touch: access must be none)"))
+            return None
+        steps.append(step)
+    return ",".join(steps)
+
+
+def _expect(c: _Checker, node, label: str, access: str | None) -> dict[str, Any]:
+    """`expect`: observables by name; a step's own are <step>.<observable> (pread.errno)."""
+    if not isinstance(node, yaml.MappingNode):
+        c.err(node, f"{label}: expect must be a mapping")
+        return {}
+    steps = access.split(",") if access else []
+    own = steps[1:] if steps and steps[0] in CLASSIC_ACCESSES else steps
+    expect: dict[str, Any] = {}
+    for knode, vnode in node.value:
+        key = _scalar(knode)
+        if key is None:
+            c.err(knode, f"{label}: expect: a key must be a plain word")
+            continue
+        if key in expect:
+            c.err(knode, f"{label}: expect: duplicate key '{key}'")
+            continue
+        if "." in key:
+            step, _, obs = key.partition(".")
+            if access is not None and step not in own:
+                c.err(knode, f"{label}: expect.{key}: '{step}' is not a step of this scenario's "
+                             "access with observables of its own" + (
+                                 f" ({', '.join(own)})" if own else "") + (
+                                 "; a first read/write step reports access_signal and data"
+                                 if steps and step == steps[0] else ""))
+                continue
+            if obs not in STEP_OBSERVABLES:
+                c.err(knode, f"{label}: expect.{key}: a step's observables are "
+                             f"{', '.join(STEP_OBSERVABLES)}")
+                continue
+            types, kind = STEP_OBSERVABLES[obs], obs
+        elif key in OBSERVABLES:
+            types, kind = OBSERVABLES[key], key
+        else:
+            c.err(knode, f"{label}: expect: unknown observable '{key}' (known: "
+                         f"{', '.join(OBSERVABLES)}, and <step>.<{'|'.join(STEP_OBSERVABLES)}> "
+                         "for a step of the access)")
+            continue
+        val = c.value(vnode, f"{label}: expect.{key}", types)
+        allowed = {"guest": GUEST_STATES, "data": DATA_STATES, "sibling_data": DATA_STATES,
+                   **dict.fromkeys(("inject_signal", "access_signal", "early_signal",
+                                    "sibling_early_signal", "sibling_access_signal", "signal"),
+                                   SIGNAL_CODES)}.get(kind)
+        if allowed and val is not None and val not in allowed:
+            c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
+                         f"{', '.join(allowed)}")
+        expect[key] = val
+    return expect

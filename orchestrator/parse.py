@@ -17,6 +17,8 @@ KERNEL_ERROR = re.compile(
     r"(Oops: |BUG: |WARNING: |general protection fault|Kernel panic - not syncing|"
     r"kernel BUG at |Unable to handle kernel|soft lockup|hung_task)")
 HW_ERROR = re.compile(r"\[Hardware Error\]: (.*)")
+# What each access step reports (config.STEP_OBSERVABLES names the same, with their types).
+STEP_OBSERVABLES = ("signal", "si_addr_lsb", "data", "errno", "bytes")
 
 
 @dataclass
@@ -144,6 +146,9 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
             after_unpoison = result.get("hardware_corrupted_kb_after_unpoison")
             if isinstance(hc0, int) and isinstance(after_unpoison, int) and after_unpoison >= 0:
                 obs["hardware_corrupted_kb_after_unpoison"] = after_unpoison - hc0
+    for ev in events:  # the access steps after the first, each with its own observables
+        if ev.get("event") == "step" and isinstance(ev.get("step"), str):
+            obs.update({f"{ev['step']}.{k}": ev.get(k) for k in STEP_OBSERVABLES})
     setup = _first(events, "setup-error")
     if setup:
         obs["setup_error"] = setup.get("what", "?") + (

@@ -265,5 +265,7 @@ def matrix_args(opts: RunOptions) -> list[str]:
         out += ["--confirm", str(opts.confirm)]
     if opts.fail_on:
         out += ["--fail-on", ",".join(opts.fail_on)]
+    if opts.tier:
+        out += ["--tier", opts.tier]
     return out
 

@@ -27,6 +27,7 @@ def signature(case: dict) -> dict:
     sig = {k: obs.get(k) for k in SIGNATURE}
     sig["panic"] = obs.get("panic") is not None
     sig["kernel_errors"] = len(obs.get("kernel_errors") or [])
+    sig.update({k: v for k, v in obs.items() if "." in k})  # access steps: pread.errno, ...
     return sig
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .case import kernel_cmdline
-from .config import INJECTORS, PAGE_KINDS, FarmConfig, Scenario
+from .config import ACCESS_STEPS, INJECTORS, PAGE_KINDS, FarmConfig, Scenario, steps_for
 from .errors import FarmError, InfraError, UserError
 from .files import TOKEN, OwnedDir, ResultLock, claim, os_error, prune, write_json
 from .image import GuestImage, build_image, with_kselftests
@@ -57,6 +57,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (K, N): the K-th of N parts of the matrix, from 1
     confirm: int | None = None  # more runs of base and variant for each verdict not `same`
     fail_on: tuple[str, ...] | None = None  # verdicts that fail the run beside regression
+    tier: str | None = None  # default | full (default: farm.yaml's tier, else default)
 
 
 def shard_of(scenarios: list[Scenario], shard: tuple[int, int] | None) -> list[Scenario]:
@@ -88,15 +89,20 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise UserError(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
-    scenarios = [s for s in cfg.scenarios
-                 if (not opts.page_kinds or s.page in opts.page_kinds)
-                 and (not opts.injectors or s.injector in opts.injectors)]
+    matching = [s for s in cfg.scenarios
+                if (not opts.page_kinds or s.page in opts.page_kinds)
+                and (not opts.injectors or s.injector in opts.injectors)]
     if opts.scenarios:
         pats = [p for p in opts.scenarios.split(",") if p]
-        scenarios = [s for s in scenarios if any(fnmatch.fnmatch(s.name, p) for p in pats)]
+        matching = [s for s in matching if any(fnmatch.fnmatch(s.name, p) for p in pats)]
+    tier = opts.tier or cfg.tier
+    scenarios = [s for s in matching if tier == "full" or s.tier == tier]
     if not scenarios:
+        beyond = len(matching) - len(scenarios)
         raise UserError("no scenario matches the filters (--scenarios, --page-kind, "
-                        "--injector); `farm plan` lists them")
+                        "--injector, --tier); `farm plan --tier full` lists them all" + (
+                            f"; {beyond} scenario(s) of tier full match: add --tier full"
+                            if beyond else ""))
     return variants, scenarios
 
 
@@ -116,7 +122,7 @@ def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
-             "expect": s.expect, "why": s.why} for s in scenarios]
+             "expect": s.expect, "why": s.why, "tier": s.tier} for s in scenarios]
     return {"config": str(cfg.path), "variants": variants,
             "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
             "shard": f"{opts.shard[0]}/{opts.shard[1]}" if opts.shard else None,
@@ -138,6 +144,33 @@ def plan_text(doc: dict) -> str:
     for row in (head, *rows):
         out.append("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(out) + "\n"
+
+
+def steps_table(scenarios: list[Scenario]) -> str:
+    """Markdown: for each page kind with a mapping, how many of these scenarios meet the
+    page by each access step (`takes`); '-' where a step does not apply to the kind, 0 where it does
+    and no scenario takes it."""
+    kinds = [k for k in PAGE_KINDS if steps_for(k)]
+    out = ["| page kind | " + " | ".join(ACCESS_STEPS) + " |",
+           "| --- |" + " ---: |" * len(ACCESS_STEPS)]
+    for kind in kinds:
+        mine = [s for s in scenarios if s.page == kind]
+        cells = [str(sum(takes(s, step) for s in mine)) if step in steps_for(kind) else "-"
+                 for step in ACCESS_STEPS]
+        out.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def uncovered(scenarios: list[Scenario]) -> list[str]:
+    """'kind: step' for each access step that applies to a kind and no scenario takes."""
+    return [f"{kind}: {step}" for kind in PAGE_KINDS for step in steps_for(kind)
+            if not any(s.page == kind and takes(s, step) for s in scenarios)]
+
+
+def takes(s: Scenario, step: str) -> bool:
+    """Whether a scenario meets its page by this step: one of its access steps, or for
+    fsync, the fsync every file-backed case ends with when it expects its fsync_errno."""
+    return step in s.steps or (step == "fsync" and "fsync_errno" in s.expect)
 
 
 def check_tools() -> None:

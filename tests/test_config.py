@@ -143,7 +143,7 @@ def test_scenario_file_problems_are_reported_with_the_farm_problems(farm_dir):
     assert f"{path}:3: repeat must be int" in text
     assert f"{scen}:4: scenario 'anon-madvise': injector is 'laser'" in text
     assert f"{scen}:8: scenario 'anon-madvise': expect.recovery must be list" in text
-    assert f"{scen}:9: scenario 'anon-madvise': expect: unknown key 'colour'" in text
+    assert f"{scen}:9: scenario 'anon-madvise': expect: unknown observable 'colour'" in text
     assert f"{scen}:10: duplicate scenario 'anon-madvise'" in text
     assert f"{scen}:10: scenario 'anon-madvise': missing key 'why'" in text
 
@@ -211,8 +211,10 @@ def test_plan_filters_and_json_build_nothing(capsys):
     out = capsys.readouterr().out
     assert out.startswith("4 scenarios x 1 variants (baseline; base baseline) x 3 repeat(s) "
                           "= 12 cases")
-    assert "anon-madvise-recovery-off  anon       madvise   read    early_kill=0 recovery=0" \
-        in out
+    assert ["anon-madvise-recovery-off", "anon", "madvise", "read", "early_kill=0",
+            "recovery=0"] in [line.split() for line in out.splitlines()]
+    assert ["anon-madvise", "anon", "madvise", "read,child-read,populate-read,after-drop-caches,"
+            "write", "early_kill=0"] in [line.split() for line in out.splitlines()]
     assert main(["plan", "-c", str(REPO_FARM), "--page-kind", "lava"]) == 2
     assert main(["plan", "-c", str(REPO_FARM), "--scenarios", "nothing-*"]) == 2
 
@@ -262,3 +264,123 @@ def test_hosts_are_checked_with_file_and_line(farm_dir):
         "accept_new)",
         f"{path}:8: hosts[4]: build4 with dir hwpoison-farm is listed twice",
     ]
+
+
+def test_access_steps_are_checked_against_the_page_kind(farm_dir):
+    scen = farm_dir / "guest-tests" / "scenarios.yaml"
+    scen.write_text(textwrap.dedent("""\
+        scenarios:
+          - name: shm-paths
+            page: shmem
+            injector: madvise
+            access: [read, pread, remap-read, fsync]
+            tier: full
+            why: the page cache keeps the poisoned folio
+            expect:
+              access_signal: BUS_MCEERR_AR
+              pread.errno: 5
+              remap-read.signal: BUS_MCEERR_AR
+              remap-read.data: unreadable
+          - name: anon-pread
+            page: anon
+            injector: madvise
+            access: [read, child-read]
+            tier: nightly
+            why: no file
+            expect:
+              read.signal: BUS_MCEERR_AR
+              pread.colour: red
+              populate-read.errno: 14
+          - name: buddy-read
+            page: free-buddy
+            injector: corrupt-pfn
+            access: [none, read]
+            why: no mapping
+            expect: {}
+          - name: anon-file-steps
+            page: anon
+            injector: madvise
+            access: [read, pread]
+            why: no file
+            expect: {}
+          - name: buddy-touch
+            page: kernel
+            injector: host-srao
+            access: read
+            why: no mapping
+            expect: {}
+        """))
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n")
+    text = "\n".join(problems(path))
+    assert f"{scen}:17: scenario 'anon-pread': tier is 'nightly', expected one of: default, " \
+           "full" in text
+    assert f"{scen}:20: scenario 'anon-pread': expect.read.signal: 'read' is not a step of " \
+           "this scenario's access with observables of its own (child-read); a first " \
+           "read/write step reports access_signal and data" in text
+    assert f"{scen}:21: scenario 'anon-pread': expect.pread.colour: 'pread' is not a step" \
+        in text
+    assert f"{scen}:22: scenario 'anon-pread': expect.populate-read.errno: 'populate-read' " \
+           "is not a step" in text
+    assert f"{scen}:26: scenario 'buddy-read': access 'none' cannot be one step of several" \
+        in text
+    assert f"{scen}:32: scenario 'anon-file-steps': access step 'pread' does not apply to " \
+           "anon pages (its steps: read, write, child-read, populate-read, after-drop-caches)" \
+        in text
+    assert f"{scen}:38: scenario 'buddy-touch': access step 'read' does not apply to kernel " \
+           "pages (it has no mapping to touch: access must be none)" in text
+    assert "shm-paths" not in text
+    scen.write_text("\n".join(scen.read_text().splitlines()[:12]) + "\n")
+    (s,) = load_farm(path).scenarios
+    assert s.steps == ("read", "pread", "remap-read", "fsync")
+    assert s.step_observables == ("pread", "remap-read", "fsync")
+    assert s.tier == "full" and s.access == "read,pread,remap-read,fsync"
+    assert s.expect == {"access_signal": "BUS_MCEERR_AR", "pread.errno": 5,
+                        "remap-read.signal": "BUS_MCEERR_AR", "remap-read.data": "unreadable"}
+
+
+def test_a_steps_listed_twice_or_an_unknown_step_is_named(farm_dir):
+    scen = farm_dir / "guest-tests" / "scenarios.yaml"
+    scen.write_text(textwrap.dedent("""\
+        scenarios:
+          - name: twice
+            page: memfd
+            injector: madvise
+            access: [pread, pread]
+            why: x
+            expect: {}
+          - name: colon
+            page: memfd
+            injector: madvise
+            access: [read, "pread:x"]
+            why: x
+            expect: {}
+        """))
+    path = write_farm(farm_dir, "source: {tarball: linux.tar.xz}\nvariants: {a: {}}\n")
+    text = "\n".join(problems(path))
+    assert f"{scen}:5: scenario 'twice': access step 'pread' is listed twice" in text
+    assert f"{scen}:11: scenario 'colon': access is 'pread:x', expected one of: none, read" \
+        in text
+
+
+def test_the_default_tier_meets_every_page_kind_by_every_step_that_applies(capsys):
+    """The issue's promise, checked on the shipped scenario file: each page kind with a
+    mapping is met by each access step that applies to it, in the default run."""
+    from orchestrator.run import RunOptions, select, uncovered
+    cfg = load_farm(REPO_FARM)
+    _, default = select(cfg, RunOptions())
+    assert uncovered(default) == []
+    _, full = select(cfg, RunOptions(tier="full"))
+    assert len(full) > len(default) and {s.tier for s in full} == {"default", "full"}
+    assert main(["plan", "-c", str(REPO_FARM), "--steps"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| page kind | read | write | remap-read |")
+    assert "| free-buddy |" not in table
+    assert main(["plan", "-c", str(REPO_FARM), "--scenarios", "NO-SUCH-*"]) == 2
+
+
+def test_readme_step_table_is_what_farm_plan_prints(capsys):
+    """The README's page kind x access step table is `farm plan --steps`, not a copy that
+    drifts."""
+    readme = (REPO_FARM.parent / "README.md").read_text()
+    assert main(["plan", "-c", str(REPO_FARM), "--steps"]) == 0
+    assert capsys.readouterr().out in readme

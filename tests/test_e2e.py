@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from tests_support import check_junit, processes_of
 
-from orchestrator.config import INJECTORS, PAGE_KINDS, load_farm
+from orchestrator.config import ACCESS_STEPS, INJECTORS, PAGE_KINDS, load_farm
+from orchestrator.run import RunOptions, select
 
 REPO = Path(__file__).parent.parent
 # The e2e tests share one A/B run and must not run beside each other: tox runs the suite with
@@ -58,6 +59,13 @@ def test_default_ab_run_covers_both_variants_and_all_scenarios(ab):
                   if c["status"] != "pass"}
     assert not not_passed, not_passed
     assert doc["run"]["accelerator"] in ("tcg", "kvm")
+    # every access step was taken by a real guest, and the page cache's rules held
+    taken = {k.partition(".")[0] for c in pages for k in c["observed"] if "." in k}
+    assert taken == set(ACCESS_STEPS) - {"read"}
+    shm = base["shmem-madvise"]["observed"]
+    assert (shm["pread.errno"], shm["remap-read.signal"], shm["truncate-extend.data"]) == (
+        5, "BUS_MCEERR_AR", "zeroed")
+    assert base["pagecache-dirty-madvise"]["observed"]["pread.data"] == "zeroed"
     for c in doc["cases"]:
         for log in ("console", "agent"):
             assert (results / c["logs"][log]).stat().st_size > 0, c["id"]
@@ -294,7 +302,8 @@ def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):
     assert proc.returncode == 3, err[-3000:]
     doc = json.loads((results / "results.json").read_text())
     assert doc["run"]["interrupted"] == "Ctrl-C"
-    assert len(doc["cases"]) == 2 * len(load_farm(REPO / "farm.yaml").scenarios)
+    _, default_tier = select(load_farm(REPO / "farm.yaml"), RunOptions())
+    assert len(doc["cases"]) == 2 * len(default_tier)
     assert any(c["status"] == "pass" for c in doc["cases"])
     not_run = [c for c in doc["cases"] if c["message"].startswith("not run")]
     assert not_run and all(c["status"] == "error" for c in not_run)

@@ -161,7 +161,7 @@ CASES = [
     ("kselftest-path", farm(), scen(append="  - {name: k, kselftest: ../../../bin/sh, why: w}\n"),
      "scen", 10, "kselftest '../../../bin/sh'"),
     ("expect-unknown", farm(), scen(append="      pwned: true\n"), "scen", 10,
-     "unknown key 'pwned'"),
+     "unknown observable 'pwned'"),
     ("scenario-empty", farm(), "", "scen", None, "the file is empty"),
     ("git-ref-option", farm(("source: {tarball: linux.tar.xz}",
                              "source: {git: ., ref: --output=/tmp/x}")), scen(), "farm", 1,

@@ -22,9 +22,13 @@ def observed(data, name, timed_out=False):
 SCENARIOS = {s.name: s for s in load_scenarios(REPO / "guest-tests" / "scenarios.yaml")}
 
 
-@pytest.mark.parametrize("name", ["anon-madvise", "anon-corrupt-pfn-early-kill",
-                                  "anon-host-srao", "anon-host-srar", "anon-soft-offline",
-                                  "pagecache-clean-madvise", "pagecache-dirty-madvise"])
+STEP_RECORDINGS = ["anon-madvise", "pagecache-clean-madvise", "pagecache-dirty-madvise",
+                   "shmem-madvise", "memfd-madvise", "hugetlb-file-madvise", "sysv-shm-madvise",
+                   "swap-clean-madvise"]
+
+
+@pytest.mark.parametrize("name", ["anon-corrupt-pfn-early-kill", "anon-host-srao",
+                                  "anon-host-srar", "anon-soft-offline", *STEP_RECORDINGS])
 def test_recorded_baseline_runs_meet_the_shipped_expectations(data, name):
     obs = observed(data, name)
     assert judge(SCENARIOS[name], obs) == ("pass", "as expected")
@@ -38,7 +42,7 @@ def test_anon_madvise_observables(data):
     assert obs["access_signal"] == "BUS_MCEERR_AR"
     assert obs["si_addr_is_page"] is True and obs["si_addr_lsb"] == 12
     assert obs["hardware_corrupted_kb"] == 4
-    assert obs["sigbus_sent"] == ["hwpoison-case:33"]
+    assert obs["sigbus_sent"] == ["hwpoison-case:25"]
     assert obs["kernel_errors"] == []
 
 
@@ -118,4 +122,60 @@ def test_console_line_truncated_mid_line_does_not_break_parsing(data):
     cut = text[: text.index("recovery action for") + 25]  # stops inside the line
     facts = parse_console(cut.splitlines(keepends=True))
     assert facts.recovery == []
-    assert facts.sigbus_sent == ["hwpoison-case:33"]
+    assert facts.sigbus_sent == ["hwpoison-case:25"]
+
+
+def steps_of(obs: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for k, v in obs.items():
+        if "." in k:
+            step, _, name = k.partition(".")
+            out.setdefault(step, {})[name] = v
+    return out
+
+
+def test_every_access_step_has_a_recorded_real_run():
+    """Each step after the first has a recording of a real guest that took it."""
+    from orchestrator.config import ACCESS_STEPS
+    data = Path(__file__).parent / "data"
+    seen = set()
+    for name in STEP_RECORDINGS:
+        seen |= set(steps_of(observed(data, name)))
+    assert seen == set(ACCESS_STEPS) - {"read"}  # read is the classic first access
+
+
+def test_shmem_keeps_the_poisoned_folio_for_every_new_reader(data):
+    steps = steps_of(observed(data, "shmem-madvise"))
+    for way in ("write", "remap-read", "private-read", "child-read", "after-drop-caches",
+                "remap-write"):
+        assert steps[way]["signal"] == "BUS_MCEERR_AR" and steps[way]["data"] == "unreadable"
+    assert steps["pread"] == {"signal": None, "si_addr_lsb": None, "data": "unreadable",
+                              "errno": 5, "bytes": -1}
+    assert steps["pwrite"]["errno"] == 5 and steps["populate-read"]["errno"] == 133
+    assert steps["fsync"]["errno"] == 0
+    assert steps["truncate-extend"] == {"signal": None, "si_addr_lsb": None, "data": "zeroed",
+                                        "errno": 0, "bytes": None}
+
+
+def test_dirty_page_cache_new_readers_see_the_disk_and_fsync_says_eio_once(data):
+    obs = observed(data, "pagecache-dirty-madvise")
+    steps = steps_of(obs)
+    assert steps["write"]["signal"] == "BUS_MCEERR_AR"  # the old mapping's poison entry
+    for way in ("pread", "remap-read", "private-read", "child-read", "after-drop-caches"):
+        assert steps[way]["signal"] is None and steps[way]["data"] == "zeroed", way
+    assert steps["fsync"]["errno"] == 5 and obs["fsync_errno"] == 5
+
+
+def test_hugetlb_file_readers_fault_on_the_huge_page_and_pwrite_is_einval(data):
+    steps = steps_of(observed(data, "hugetlb-file-madvise"))
+    assert steps["remap-read"]["si_addr_lsb"] == 21
+    assert (steps["pread"]["errno"], steps["pwrite"]["errno"]) == (5, 22)
+
+
+def test_a_step_that_never_reported_is_one_line_of_the_failure(data):
+    s = SCENARIOS["anon-madvise"]
+    obs = {k: v for k, v in observed(data, "anon-madvise").items()
+           if not k.startswith(("child-read.", "write."))}
+    status, message = judge(s, obs)
+    assert status == "fail"
+    assert message == "child-read: the step never reported; write: the step never reported"

@@ -7,7 +7,11 @@
 //              anon-shared-fork writeback free-buddy kernel
 //   injectors: madvise madvise-soft corrupt-pfn hard-offline soft-offline mce-inject
 //              host-srao host-srar host-srar-kernel none
-//   access:    read write none
+//   access:    read write none, or a comma-separated list of steps, each one way a program
+//              meets the page again (README: access steps): read write remap-read remap-write
+//              private-read pread pwrite child-read populate-read after-drop-caches
+//              truncate-extend fsync. A first step of read, write or none is the classic
+//              access (access_signal, data); every other step reports a "step" event.
 // Host injectors use a handshake on fd 3: the workload emits an "inject-request" event with
 // the page's guest-physical address. For SRAO it waits for the host's line; for SRAR it
 // spins on the page in user mode until the machine check arrives (an SRAR must hit a
@@ -42,6 +46,9 @@
 #ifndef MADV_FREE
 #define MADV_FREE 8
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
 #ifndef MFD_HUGETLB
 #define MFD_HUGETLB 4U
 #endif
@@ -59,6 +66,7 @@
 #define KPF_BUDDY 10
 #define KPF_THP 22
 #define KPF_KSM 21
+#define MAX_STEPS 16
 
 static sigjmp_buf jump;
 static volatile sig_atomic_t armed;
@@ -256,6 +264,10 @@ struct target {
 	unsigned char *page;	/* NULL for kinds with no mapping (free-buddy, kernel) */
 	uint64_t pfn;
 	int fd;			/* the file behind a file-backed kind, or -1 */
+	unsigned char *map;	/* the whole mapping the page is in, and its length */
+	size_t map_len;
+	off_t off;		/* the page's offset in the file */
+	int shmid;		/* sysv-shm: the segment, for a new attach; else -1 */
 	int zero;		/* the page's original content is zeros (a file hole) */
 	pid_t sibling;		/* anon-shared-fork: the child sharing the page */
 	int to_sibling, from_sibling;
@@ -283,6 +295,8 @@ static unsigned char *map_file(struct target *t, const char *path, int flags, si
 	unsigned char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
 	if (p == MAP_FAILED)
 		fail("mmap");
+	t->map = p;
+	t->map_len = len;
 	return p;
 }
 
@@ -315,13 +329,23 @@ static void setup(const char *kind, const char *dir, struct target *t)
 {
 	char path[512];
 	t->fd = -1;
-	if (!strcmp(kind, "anon") || !strcmp(kind, "anon-clean") || !strcmp(kind, "mlocked")) {
+	t->shmid = -1;
+	if (!strcmp(kind, "anon") || !strcmp(kind, "anon-clean") || !strcmp(kind, "mlocked") ||
+	    !strcmp(kind, "mlockall")) {
+		if (!strcmp(kind, "mlockall") && mlockall(MCL_CURRENT | MCL_FUTURE))
+			fail("mlockall");
 		t->page = map_anon(PAGE);
 		fill(t->page, seed);
 		if (!strcmp(kind, "mlocked") && mlock(t->page, PAGE))
 			fail("mlock");
 		if (!strcmp(kind, "anon-clean") && madvise(t->page, PAGE, MADV_FREE))
 			fail("madvise(MADV_FREE)");
+	} else if (!strcmp(kind, "map-locked")) {
+		t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
+		if (t->page == MAP_FAILED)
+			fail("mmap(MAP_LOCKED)");
+		fill(t->page, seed);
 	} else if (!strcmp(kind, "pagecache-clean") || !strcmp(kind, "pagecache-dirty") ||
 		   !strcmp(kind, "writeback")) {
 		unsigned char buf[PAGE];
@@ -343,20 +367,31 @@ static void setup(const char *kind, const char *dir, struct target *t)
 	} else if (!strcmp(kind, "file-hole")) {
 		snprintf(path, sizeof(path), "%s/hwpoison-case.hole", dir);
 		t->page = map_file(t, path, 0, 16 * PAGE);
-		t->page += 8 * PAGE;	/* a hole in the middle of a sparse file */
+		t->off = 8 * PAGE;
+		t->page += t->off;	/* a hole in the middle of a sparse file */
 		(void)*(volatile unsigned char *)t->page;
 		t->zero = 1;
 	} else if (!strcmp(kind, "shmem")) {
 		t->page = map_file(t, "/tmp/hwpoison-case.shm", 0, PAGE);
 		fill(t->page, seed);
+	} else if (!strcmp(kind, "memfd")) {
+		t->fd = memfd_create("hwpoison-case", 0);
+		if (t->fd < 0 || ftruncate(t->fd, PAGE))
+			fail("memfd_create");
+		t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+		if (t->page == MAP_FAILED)
+			fail("mmap(memfd)");
+		t->map = t->page;
+		t->map_len = PAGE;
+		fill(t->page, seed);
 	} else if (!strcmp(kind, "sysv-shm")) {
-		int id = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
-		if (id < 0)
+		/* kept until the guest ends, so that a step can attach it again */
+		t->shmid = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
+		if (t->shmid < 0)
 			fail("shmget");
-		t->page = shmat(id, NULL, 0);
+		t->page = shmat(t->shmid, NULL, 0);
 		if (t->page == (void *)-1)
 			fail("shmat");
-		shmctl(id, IPC_RMID, NULL);	/* gone when detached */
 		fill(t->page, seed);
 	} else if (!strcmp(kind, "swap-clean") || !strcmp(kind, "swap-dirty")) {
 		t->page = map_anon(PAGE);
@@ -399,6 +434,8 @@ static void setup(const char *kind, const char *dir, struct target *t)
 			if (t->fd < 0 || ftruncate(t->fd, HUGE))
 				fail("memfd_create(MFD_HUGETLB)");
 			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+			t->map = t->page;
+			t->map_len = HUGE;
 		}
 		if (t->page == MAP_FAILED)
 			fail("mmap(hugetlb)");
@@ -501,6 +538,216 @@ static int mce_inject(uint64_t pfn)
 #undef MCE_FILE
 }
 
+/* ---- access steps: each one way a program meets the page again, with its own observables ---- */
+
+/* What the page should hold now: the pattern of the last write, or zeros (a hole). */
+static unsigned cur_seed = 0x5a;
+static int cur_zero;
+
+/* One step's observables. Static: they live across siglongjmp out of a touch. */
+static struct {
+	int sig, code, lsb;
+	const char *data;
+	int err;	/* errno of the step's system call, 0 on success, -1 when it made none */
+	long bytes;	/* bytes of pread/pwrite, LONG_MIN when none */
+} so;
+
+static void step_reset(void)
+{
+	so.sig = so.code = so.lsb = 0;
+	so.data = "unchecked";
+	so.err = -1;
+	so.bytes = -999999;
+}
+
+/* Read (or write) the page through a mapping, catching the SIGBUS a poisoned page gives. */
+static void touch(unsigned char *page, int write, int zero_check)
+{
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		if (write) {
+			fill(page, seed + 1);
+			armed = 0;
+			so.data = "written";
+			cur_seed = seed + 1;
+			cur_zero = 0;
+		} else {
+			so.data = check(page, cur_seed, zero_check);
+			armed = 0;
+		}
+	} else {
+		so.sig = 1;
+		so.code = last_sig.code;
+		so.lsb = last_sig.lsb;
+		so.data = "unreadable";
+	}
+}
+
+static void emit_step(const char *name)
+{
+	char sig[48] = "null", lsb[16] = "null", err[16] = "null", bytes[24] = "null";
+	if (so.sig) {
+		snprintf(sig, sizeof(sig), "\"%s\"", code_name(so.code));
+		snprintf(lsb, sizeof(lsb), "%d", so.lsb);
+	}
+	if (so.err >= 0)
+		snprintf(err, sizeof(err), "%d", so.err);
+	if (so.bytes != -999999)
+		snprintf(bytes, sizeof(bytes), "%ld", so.bytes);
+	emit("{\"event\":\"step\",\"step\":\"%s\",\"signal\":%s,\"si_addr_lsb\":%s,"
+	     "\"data\":\"%s\",\"errno\":%s,\"bytes\":%s}", name, sig, lsb, so.data, err, bytes);
+}
+
+/* munmap the page's mapping and map the same file (or attach the same segment) again. */
+static int remap(struct target *t)
+{
+	if (t->shmid >= 0) {
+		if (shmdt(t->page))
+			return errno;
+		void *p = shmat(t->shmid, NULL, 0);
+		if (p == (void *)-1)
+			return errno;
+		t->page = p;
+		return 0;
+	}
+	if (munmap(t->map, t->map_len))
+		return errno;
+	unsigned char *p = mmap(NULL, t->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+	if (p == MAP_FAILED)
+		return errno;
+	t->map = p;
+	t->page = p + t->off;
+	return 0;
+}
+
+/* A new process meets the page: it opens and maps the file (or attaches the segment), or,
+ * for anonymous kinds, touches what it inherited. It reports on a pipe. */
+static void child_read(struct target *t)
+{
+	int fds[2], status;
+	char buf[128] = "";
+	if (pipe(fds)) {
+		so.err = errno;
+		return;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		so.err = errno;
+		return;
+	}
+	if (pid == 0) {
+		unsigned char *p = t->page;
+		close(fds[0]);
+		step_reset();
+		if (t->fd >= 0) {
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", t->fd);
+			int fd = open(path, O_RDONLY);
+			p = fd < 0 ? MAP_FAILED : mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
+			p = p == MAP_FAILED ? NULL : p + t->off;
+		} else if (t->shmid >= 0) {
+			p = shmat(t->shmid, NULL, SHM_RDONLY);
+			p = p == (void *)-1 ? NULL : p;
+		}
+		if (p)
+			touch(p, 0, cur_zero);
+		snprintf(buf, sizeof(buf), "%d %d %s %d\n", so.sig ? so.code : 0, so.lsb, so.data,
+			 p ? 0 : errno);
+		if (write(fds[1], buf, strlen(buf)) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	ssize_t n;
+	while ((n = read(fds[0], buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
+		;
+	close(fds[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	static char data[32];
+	int code = 0, lsb = 0, err = 0;
+	if (n > 0 && sscanf(buf, "%d %d %31s %d", &code, &lsb, data, &err) == 4) {
+		so.sig = code != 0;
+		so.code = code;
+		so.lsb = lsb;
+		so.data = data;
+		so.err = err ? err : -1;
+	} else {
+		so.data = WIFSIGNALED(status) ? "child-killed" : "unchecked";
+	}
+}
+
+/* The errno of an fsync step: fsync_errno, the error "a later fsync" reports, is then that
+ * one (an error is reported once per open file, so a second fsync would say 0). */
+static int fsync_step_errno = -1;
+
+static void run_step(const char *step, struct target *t)
+{
+	static unsigned char buf[PAGE];
+	step_reset();
+	if (!strcmp(step, "read") || !strcmp(step, "write")) {
+		touch(t->page, step[0] == 'w', cur_zero);
+	} else if (!strcmp(step, "remap-read") || !strcmp(step, "remap-write")) {
+		so.err = remap(t);
+		if (!so.err)
+			touch(t->page, step[6] == 'w', cur_zero);
+	} else if (!strcmp(step, "private-read")) {
+		unsigned char *p = mmap(NULL, t->map_len, PROT_READ, MAP_PRIVATE, t->fd, 0);
+		so.err = p == MAP_FAILED ? errno : 0;
+		if (!so.err) {
+			touch(p + t->off, 0, cur_zero);
+			munmap(p, t->map_len);
+		}
+	} else if (!strcmp(step, "pread")) {
+		ssize_t n = pread(t->fd, buf, PAGE, t->off);
+		so.err = n < 0 ? errno : 0;
+		so.bytes = n;
+		so.data = n == (ssize_t)PAGE ? check(buf, cur_seed, cur_zero) :
+			  n < 0 ? "unreadable" : "short";
+	} else if (!strcmp(step, "pwrite")) {
+		fill(buf, seed + 2);
+		ssize_t n = pwrite(t->fd, buf, PAGE, t->off);
+		so.err = n < 0 ? errno : 0;
+		so.bytes = n;
+		if (n == (ssize_t)PAGE) {
+			so.data = "written";
+			cur_seed = seed + 2;
+			cur_zero = 0;
+		}
+	} else if (!strcmp(step, "child-read")) {
+		child_read(t);
+	} else if (!strcmp(step, "populate-read")) {
+		memset((void *)&last_sig, 0, sizeof(last_sig));
+		if (sigsetjmp(jump, 1) == 0) {
+			armed = 1;
+			so.err = madvise(t->page, PAGE, MADV_POPULATE_READ) ? errno : 0;
+			armed = 0;
+		} else {
+			so.sig = 1;
+			so.code = last_sig.code;
+			so.lsb = last_sig.lsb;
+		}
+	} else if (!strcmp(step, "after-drop-caches")) {
+		sync();
+		so.err = -write_str("/proc/sys/vm/drop_caches", "3\n");
+		touch(t->page, 0, cur_zero);
+	} else if (!strcmp(step, "truncate-extend")) {
+		so.err = ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
+		/* data: "zeroed" when the page now reads as the hole truncation leaves */
+		touch(t->page, 0, 0);
+		if (!so.err)
+			cur_zero = 1;
+	} else if (!strcmp(step, "fsync")) {
+		so.err = fsync(t->fd) ? errno : 0;
+		fsync_step_errno = so.err;
+	} else if (strcmp(step, "none")) {
+		errno = EINVAL;
+		fail("unknown access step");
+	}
+	emit_step(step);
+}
+
 int main(int argc, char **argv)
 {
 	/* static: these live across siglongjmp */
@@ -520,6 +767,19 @@ int main(int argc, char **argv)
 	}
 	if (fcntl(chan, F_GETFD) < 0)
 		chan = STDOUT_FILENO;
+	/* the access steps: the first, when it is read, write or none, is the classic access */
+	static char access_list[512];
+	static char *steps[MAX_STEPS];
+	static int nsteps, first_step;
+	snprintf(access_list, sizeof(access_list), "%s", access_mode);
+	for (char *save = NULL, *w = strtok_r(access_list, ",", &save); w && nsteps < MAX_STEPS;
+	     w = strtok_r(NULL, ",", &save))
+		steps[nsteps++] = w;
+	if (nsteps && (!strcmp(steps[0], "read") || !strcmp(steps[0], "write") ||
+		       !strcmp(steps[0], "none")))
+		first_step = 1;
+	static const char *classic;
+	classic = first_step ? steps[0] : "none";
 
 	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
 	sigemptyset(&sa.sa_mask);
@@ -611,11 +871,12 @@ int main(int argc, char **argv)
 	memset((void *)&last_sig, 0, sizeof(last_sig));
 	if (t.page && sigsetjmp(jump, 1) == 0) {
 		armed = 1;
-		if (!strcmp(access_mode, "read"))
+		if (!strcmp(classic, "read"))
 			data = check(t.page, seed, t.zero);
-		else if (!strcmp(access_mode, "write")) {
+		else if (!strcmp(classic, "write")) {
 			fill(t.page, seed + 1);
 			data = "written";
+			cur_seed = seed + 1;
 		}
 		armed = 0;
 	} else if (t.page) {
@@ -628,8 +889,11 @@ int main(int argc, char **argv)
 		 early_sig.lsb, addr);
 
 	uint64_t pfn_after = (t.page && !access_sig) ? pfn_of(t.page) : 0;
-	int fsync_errno = -1;
-	if (t.fd >= 0)
+	cur_zero = t.zero;
+	for (int i = first_step; i < nsteps; i++)
+		run_step(steps[i], &t);
+	int fsync_errno = fsync_step_errno;
+	if (t.fd >= 0 && fsync_errno < 0)
 		fsync_errno = fsync(t.fd) ? errno : 0;
 
 	char sibling_json[160] = "null";
