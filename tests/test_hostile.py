@@ -163,6 +163,16 @@ CASES = [
     ("expect-unknown", farm(), scen(append="      pwned: true\n"), "scen", 10,
      "unknown observable 'pwned'"),
     ("scenario-empty", farm(), "", "scen", None, "the file is empty"),
+    # an access step goes onto the kernel command line (farm.run=...:--access:read,pread)
+    ("access-step-colon", farm(), scen(("access: read", "access: [read, 'pread:--kind:x']")),
+     "scen", 5, "access is 'pread:--kind:x', expected one of"),
+    ("access-step-space", farm(), scen(("access: read", "access: 'read rdinit=/bin/sh'")),
+     "scen", 5, "access is 'read rdinit=/bin/sh', expected one of"),
+    ("access-steps-too-many", farm(), scen(("access: read", "access: [" + ", ".join(
+        ["read"] * 17) + "]")), "scen", 5, "access must list 1 to 16 steps"),
+    ("expect-step-key-dots", farm(), scen(("access: read", "access: [read, pread]"),
+                                          append="      pread.errno.x: 5\n"), "scen", 10,
+     "a step's observables are signal, si_addr_lsb, data, errno, bytes"),
     ("git-ref-option", farm(("source: {tarball: linux.tar.xz}",
                              "source: {git: ., ref: --output=/tmp/x}")), scen(), "farm", 1,
      "source.ref: '--output=/tmp/x' is not a git ref"),

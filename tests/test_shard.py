@@ -111,3 +111,14 @@ def test_merge_refuses_what_is_not_one_run(data, tmp_path, capsys):
     assert main(["merge", str(one), str(two), "--out", str(tmp_path / "m")]) == 1
     assert main(["merge", str(one), str(two), "--out", str(tmp_path / "m")]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_hosts_command_line_keeps_the_tier_and_its_shards_cover_it():
+    from orchestrator.pool import matrix_args
+    assert matrix_args(RunOptions(tier="full", repeat=2)) == ["--repeat", "2", "--tier", "full"]
+    assert "--tier" not in matrix_args(RunOptions())
+    cfg = load_farm(REPO / "farm.yaml")
+    full = plan_doc(cfg, RunOptions(tier="full"))
+    shards = [plan_doc(cfg, RunOptions(tier="full", shard=(k, 4))) for k in range(1, 5)]
+    assert sum(len(d["scenarios"]) for d in shards) == len(full["scenarios"])
+    assert {r["tier"] for r in full["scenarios"]} == {"default", "full"}
