@@ -371,6 +371,11 @@ def test_the_default_tier_meets_every_page_kind_by_every_step_that_applies(capsy
     assert uncovered(default) == []
     _, full = select(cfg, RunOptions(tier="full"))
     assert len(full) > len(default) and {s.tier for s in full} == {"default", "full"}
+    from orchestrator.config import PAGE_KINDS, steps_for
+    from orchestrator.run import takes
+    thin = [(k, st) for k in PAGE_KINDS for st in steps_for(k)
+            if sum(s.page == k and takes(s, st) for s in full) < 3]
+    assert not thin  # the README: every applicable cell of the full tier is 3 or more
     assert main(["plan", "-c", str(REPO_FARM), "--steps"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("| page kind | read | write | remap-read |")
