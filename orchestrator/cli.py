@@ -111,6 +111,21 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results", type=Path)
     _fail_on_arg(rep)
 
+    b = sub.add_parser("bisect", help="the first patch of a variant's series that makes each "
+                                      "regressed scenario regress")
+    b.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
+    b.add_argument("--variant", help="the variant whose patches to bisect (default: the only "
+                                     "one beside the base)")
+    b.add_argument("--scenarios", help="comma-separated name patterns (default: every scenario "
+                                       "that regresses with the whole series)")
+    b.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
+                   help="a result directory: bisect the scenarios that regressed there")
+    b.add_argument("--repeat", type=_number(1, 20), default=2,
+                   help="runs of each scenario at each prefix (default: 2)")
+    b.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
+    b.add_argument("--results", type=Path, help="where the bisection goes (default: "
+                                                "results/bisect-<id>)")
+
     mg = sub.add_parser("merge", help="join the result directories of a sharded run")
     mg.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     mg.add_argument("--out", type=Path, help="the merged result directory (default: "
@@ -174,6 +189,10 @@ def _command(args) -> int:
         return compare_dirs(args.dirs, out, args.base, args.fail_on)
     from .run import RunOptions, plan_doc, plan_text, run, select, steps_table
     cfg = load_farm(args.config)
+    if args.command == "bisect":
+        from .bisect import command
+        return command(cfg, args.variant, args.scenarios, args.from_dir, args.repeat, args.jobs,
+                       args.results, Progress())
     opts = RunOptions(results=getattr(args, "results", None), variants=_words(args.variants),
                       scenarios=args.scenarios, page_kinds=_words(args.page_kind),
                       injectors=_words(args.injector), jobs=getattr(args, "jobs", None),

@@ -54,6 +54,11 @@ def patch_digest(variant: dict) -> str:
     return h.hexdigest()[:16] if variant.get("build", {}).get("patches") else "none"
 
 
+def junit_text(suites: list[TestSuite]) -> str:
+    """JUnit XML of these suites, as the JUnit 10 schema has it."""
+    return _clean(to_xml_report_string(suites))
+
+
 def _clean(xml: str) -> str:
     """junit-xml writes a `disabled` attribute that the JUnit 10 schema does not know."""
     root = ET.fromstring(xml)
