@@ -12,6 +12,9 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
   parallel   the same 32-case matrix with -j 2 vs -j 1
   ab         the whole default A/B run (farm.yaml) from a warm cache, with and without the
              confirmation of its verdicts
+  bisect     `farm bisect` of a 16-patch series whose patch 11 is the demonstration patch (the
+             others add a comment each): prefixes built, the first bad patch found, and each
+             prefix's warm build against the warm build of the base beside it
 """
 
 from __future__ import annotations
@@ -208,15 +211,61 @@ def bench_ab() -> dict:
             "confirm_cost": round(confirmed / bare, 3)}
 
 
+def bench_bisect(n: int = 16, bad: int = 11) -> dict:
+    """A series of n patches on mm/memory-failure.c: patch `bad` is the shipped demonstration
+    patch, every other one appends a comment (a new build key each, warm ccache)."""
+    import difflib
+    from dataclasses import replace
+
+    from orchestrator.bisect import bisect
+    from orchestrator.config import Variant
+    demo = CFG.variants["poison-clean-ptes"].patches[0]
+    work = Path(tempfile.mkdtemp(prefix="bench-bisect-"))
+    text = (source().path / "mm/memory-failure.c").read_text()
+    stamp = time.strftime("%Y%m%d%H%M%S")  # new build keys on every run of the benchmark
+    patches = []
+    for i in range(1, n + 1):
+        p = work / f"{i:04d}.patch"
+        if i == bad:
+            shutil.copy(demo, p)
+        else:
+            new = text + f"/* bisect benchmark {stamp}: patch {i} of {n} */\n"
+            p.write_text(f"Subject: [PATCH {i}/{n}] mm/memory-failure: note {i}\n\n---\n" + "".join(
+                difflib.unified_diff(text.splitlines(True), new.splitlines(True),
+                                     "a/mm/memory-failure.c", "b/mm/memory-failure.c")))
+            text = new
+        patches.append(p)
+    cfg = replace(CFG, variants={CFG.base: CFG.variants[CFG.base],
+                                 "series": Variant("series", tuple(patches))})
+    with contextlib.redirect_stdout(io.StringIO()):
+        took = timed(bisect, cfg, "series", ["pagecache-clean-madvise"], 2, None,
+                     work / "out", QUIET)
+    doc = json.loads((work / "out" / "bisect.json").read_text())
+    builds = {}
+    for step in doc["steps"]:
+        r = json.loads((Path(step["results"]) / "results.json").read_text())
+        b = r["variants"][step["variant"]]["build"]
+        builds[step["prefix"]] = (b["status"], b.get("seconds"))
+    fresh = [sec for st, sec in builds.values() if st == "built" and sec]
+    base = bench_build(cold=False)["warm"]["plain_make_s"]
+    (res,) = doc["results"]
+    shutil.rmtree(work)
+    return {"patches": n, "bad": bad, "found": res.get("first_bad"), "seconds": round(took, 1),
+            "prefixes_built": sorted(k for k, (st, _) in builds.items() if st == "built"),
+            "prefix_build_s": [round(x, 1) for x in fresh], "plain_warm_make_s": base,
+            "worst_ratio": round(max(fresh) / base, 3) if fresh else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab")
+    ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
     names = (args.only or "build,unchanged,case,parallel,ab").split(",")
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
-               "case": bench_case, "parallel": bench_parallel, "ab": bench_ab}
+               "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
+               "bisect": bench_bisect}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:
