@@ -257,7 +257,9 @@ def summary(doc: dict) -> str:
     out = [f"## Bisect of {doc['variant']} ({n} patches) against {doc['base']}", ""]
     if doc["interrupted"]:
         out += [f"Interrupted ({doc['interrupted']}): what was found so far.", ""]
-    if not doc["results"]:
+    if not doc["results"] and doc["interrupted"]:
+        out += ["No answer: the first round (the base and the whole series) did not end.", ""]
+    elif not doc["results"]:
         out += ["No scenario regressed with the whole series: nothing to bisect.", ""]
     else:
         out += ["| scenario | first bad patch | subject | files | what changed at it |",

@@ -5,12 +5,14 @@ real kernel with the shipped two-patch demonstration series."""
 import difflib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO
-from tests_support import validate
+from tests_support import processes_of, validate
 
 from orchestrator.bisect import GOOD, Patch, Window, junit, outcome_of, search, summary
 from orchestrator.config import Source, Variant
@@ -143,6 +145,10 @@ def test_reports_name_the_patch_and_the_junit_is_valid(tmp_path):
     assert ("| pagecache-clean-madvise | 2/2 | two | mm/memory-failure.c | data: 'intact' -> "
             "'unreadable' |") in text
     assert "| x | one of 1, 2 | (prefixes skipped: 1: the kernel did not build) |" in text
+    cut = {**doc, "results": [], "interrupted": "SIGTERM", "builds": []}
+    assert "No answer: the first round (the base and the whole series) did not end." in \
+        summary(cut)
+    assert "nothing to bisect" in summary({**cut, "interrupted": None})
     (tmp_path / "bisect.xml").write_text(junit(doc))
     validate(tmp_path / "bisect.xml")
     assert 'name="first_bad.pagecache-clean-madvise" value="2: two"' in junit(doc)
@@ -202,3 +208,25 @@ def test_git_bisect_step_turns_the_farms_exit_into_what_git_bisect_reads(tmp_pat
     (broken / "0001-broken.patch").write_text(BROKEN_PATCH)
     cfg = config(broken, f"broken: {{patches: [{broken / '0001-broken.patch'}]}}", base="broken")
     assert step("-c", cfg, "--scenarios", "anon-madvise", "--results", broken / "r") == 125
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_bisect_writes_what_was_found_and_leaves_no_guest(tmp_path):
+    """A CI cancel in the middle of a bisection: exit 3, bisect.json says so, and nothing
+    the bisection started lives on."""
+    from test_faults import finish, none_left, start, wait_for_cases
+    out = tmp_path / "bisect"
+    proc = start(tmp_path, "bisect", "-c", str(REPO / "farm.yaml"), "--scenarios",
+                 "pagecache-clean-madvise,anon-madvise", "--results", str(out))
+    deadline = time.monotonic() + 1200
+    while not (out / "steps").is_dir() or not list((out / "steps").iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    (first,) = (out / "steps").iterdir()
+    wait_for_cases(first, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert finish(proc, 120) == 3
+    doc = json.loads((out / "bisect.json").read_text())
+    assert doc["interrupted"] == "SIGTERM"
+    assert "Interrupted (SIGTERM)" in (out / "bisect.md").read_text()
+    assert not none_left(out), processes_of(out)
