@@ -32,7 +32,7 @@ from .errors import UserError
 from .files import atomic_write, write_json
 from .progress import Progress, fmt_seconds
 from .report import junit_text
-from .results import signature
+from .results import signature, signature_diff
 
 GOOD, BAD = "good", "bad"  # other outcomes of a prefix (flaky, error, ...) are skips
 
@@ -118,11 +118,8 @@ class Patch:
 
 
 def _diff(a: dict | None, b: dict | None) -> list[str]:
-    if not a or not b:
-        return []
-    sa, sb = signature(a), signature(b)
-    return [f"{k}: {sa.get(k)!r} -> {sb.get(k)!r}" for k in sorted(set(sa) | set(sb))
-            if sa.get(k) != sb.get(k)]
+    """What changed between a scenario's case at the last good and the first bad prefix."""
+    return signature_diff(signature(a), signature(b)) if a and b else []
 
 
 def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: int,
@@ -144,7 +141,8 @@ def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: i
         raise UserError(f"variant {variant} has no patches to bisect")
     n = len(series.patches)
     patches = [Patch.read(i + 1, p) for i, p in enumerate(series.patches)]
-    started = time.monotonic()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
     steps: list[dict] = []
     first_case: dict[tuple[int, str], dict] = {}  # (prefix, scenario) -> a case of it
     state = {"interrupted": None}
@@ -207,7 +205,7 @@ def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: i
     except KeyboardInterrupt as e:
         state["interrupted"] = state["interrupted"] or getattr(e, "how", "Ctrl-C")
     doc = report(cfg, variant, patches, windows, regressed, steps, first_case, repeat,
-                 state["interrupted"], time.monotonic() - started)
+                 state["interrupted"], started, time.monotonic() - t0)
     write_json(out / "bisect.json", doc)
     text = summary(doc)
     atomic_write(out / "bisect.md", text)
@@ -218,14 +216,14 @@ def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: i
     progress.say(f"bisect done in {fmt_seconds(doc['seconds'])}: {out}")
     if state["interrupted"] or (not steps):
         return 3
-    if any(r["status"] == "found" or r["status"] == "range" for r in doc["results"]):
+    if any(r["status"] in ("found", "range") for r in doc["results"]):
         return 1
     return 0
 
 
 def report(cfg: FarmConfig, variant: str, patches: list[Patch], windows: dict[str, Window],
            regressed: list[str], steps: list[dict], first_case: dict, repeat: int,
-           interrupted: str | None, seconds: float) -> dict:
+           interrupted: str | None, started: datetime, seconds: float) -> dict:
     results = []
     for s in regressed:
         w = windows.get(s)
@@ -244,7 +242,7 @@ def report(cfg: FarmConfig, variant: str, patches: list[Patch], windows: dict[st
                 {"index": p.index, "subject": p.subject} for p in patches[w.good:w.bad]])
         results.append(row)
     return {"schema": 1, "variant": variant, "base": cfg.base, "repeat": repeat,
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "started": started.isoformat(timespec="seconds"),
             "seconds": round(seconds, 1), "interrupted": interrupted,
             "patches": [{"index": p.index, "path": p.path, "subject": p.subject,
                          "files": list(p.files)} for p in patches],

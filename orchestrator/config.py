@@ -45,8 +45,6 @@ GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
 # other step has observables of its own, named <step>.<observable>.
 CLASSIC_ACCESSES = ("read", "write", "none")
 MAPPING_STEPS = ("read", "write", "child-read", "populate-read", "after-drop-caches")
-FILE_STEPS = ("remap-read", "remap-write", "private-read", "pread", "pwrite", "truncate-extend",
-              "fsync")
 ACCESS_STEPS = ("read", "write", "remap-read", "remap-write", "private-read", "pread", "pwrite",
                 "child-read", "populate-read", "after-drop-caches", "truncate-extend", "fsync")
 ACCESSES = ("none", *ACCESS_STEPS)
@@ -60,6 +58,11 @@ STEP_OBSERVABLES: dict[str, tuple[type, ...]] = {
     name: (str,) if name == "data" else (str if name == "signal" else int, type(None))
     for name in STEP_NAMES}
 TIERS = ("default", "full")
+
+
+def own_steps(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The steps that report observables of their own: all but a classic first one."""
+    return tuple(steps[1:] if steps and steps[0] in CLASSIC_ACCESSES else steps)
 
 
 def steps_for(kind: str) -> tuple[str, ...]:
@@ -159,9 +162,7 @@ class Scenario:
 
     @property
     def step_observables(self) -> tuple[str, ...]:
-        """The steps that report observables of their own: all but a classic first one."""
-        st = self.steps
-        return st[1:] if st[0] in CLASSIC_ACCESSES else st
+        return own_steps(self.steps)
 
     @property
     def needs_swap(self) -> bool:
@@ -769,7 +770,7 @@ def _expect(c: _Checker, node, label: str, access: str | None) -> dict[str, Any]
         c.err(node, f"{label}: expect must be a mapping")
         return {}
     steps = access.split(",") if access else []
-    own = steps[1:] if steps and steps[0] in CLASSIC_ACCESSES else steps
+    own = own_steps(steps)
     expect: dict[str, Any] = {}
     for knode, vnode in node.value:
         key = _scalar(knode)

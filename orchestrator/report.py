@@ -14,7 +14,7 @@ from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from .files import tail
 from .parse import KERNEL_ERROR, strip_timestamp
-from .results import SIGNATURE, signature
+from .results import signature
 
 EXCERPT = re.compile(r"Memory failure|MCE|Hardware Error|mce:|soft offline|Injecting memory|"
                      + KERNEL_ERROR.pattern, re.IGNORECASE)
@@ -257,7 +257,7 @@ def _side_by_side(doc: dict, by: dict) -> list[str]:
         if not a or not b:
             continue
         sa, sb = signature(a[0]), signature(b[0])
-        keys = [k for k in SIGNATURE if sa.get(k) is not None or sb.get(k) is not None]
+        keys = [k for k in {**sa, **sb} if sa.get(k) is not None or sb.get(k) is not None]
         rows = "".join(
             f"<tr{' class=diff' if sa.get(k) != sb.get(k) else ''}><td>{e(k)}</td>"
             f"<td>{e(repr(sa.get(k)))}</td><td>{e(repr(sb.get(k)))}</td></tr>" for k in keys)

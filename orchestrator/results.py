@@ -104,8 +104,10 @@ def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
     return out
 
 
-def _diff(a: dict, b: dict) -> list[str]:
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in SIGNATURE if a.get(k) != b.get(k)]
+def signature_diff(a: dict, b: dict) -> list[str]:
+    """'key: A -> B' for each observable of two signatures that differs: those of SIGNATURE,
+    then the access steps' (pread.errno, ...), which only some scenarios have."""
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in {**a, **b} if a.get(k) != b.get(k)]
 
 
 def _consistent(cases: list[dict], observables: bool) -> tuple[bool, str]:
@@ -121,7 +123,7 @@ def _consistent(cases: list[dict], observables: bool) -> tuple[bool, str]:
     for c, s in zip(cases[1:], sigs[1:], strict=True):
         if s != sigs[0]:
             return False, f"r{c['repeat']} differs from r{cases[0]['repeat']}: " + "; ".join(
-                _diff(sigs[0], s))
+                signature_diff(sigs[0], s))
     return True, ""
 
 
@@ -168,7 +170,7 @@ def _verdict(a: list[dict], b: list[dict], base: str, variant: str) -> tuple[str
             if not ok:
                 return "flaky", f"{name}: {why}"
     sa, sb = a[0]["status"], b[0]["status"]
-    diff = _diff(signature(a[0]), signature(b[0]))
+    diff = signature_diff(signature(a[0]), signature(b[0]))
     if sa == "pass" and sb in ("fail", "skip"):  # a skip: the variant lost a capability
         return "regression", f"{variant}: {sb}: {b[0]['message']}"
     if sa in ("fail", "skip") and sb == "pass":

@@ -61,6 +61,15 @@ def test_fixed_when_base_fails_and_variant_passes(data, ab):
     assert verdicts(cases)[("patched", "anon-madvise")][0] == "fixed"
 
 
+def test_changed_when_only_an_access_step_differs(data, ab):
+    """A step observable the scenario does not expect (shmem-madvise expects populate-read's
+    errno, not its data) still makes the verdict `changed`, with the step named."""
+    cases = [case(data, "baseline", "shmem-madvise"),
+             ab("shmem-madvise", **{"populate-read.data": "intact"})]
+    assert verdicts(cases)[("patched", "shmem-madvise")] == (
+        "changed", "populate-read.data: 'unchecked' -> 'intact'")
+
+
 def test_changed_when_both_pass_with_different_observables(data, ab):
     cases = [case(data, "baseline", "anon-host-srar"),
              ab("anon-host-srar", access_signal=None)]  # not in the scenario's expect
