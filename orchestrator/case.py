@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario, kselftest_file
+from .coverage import for_case
 from .files import write_json
 from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
@@ -36,7 +37,9 @@ def kselftest_binary(prog: str) -> str:
     return "kselftest/" + kselftest_file(prog)
 
 
-def kernel_cmdline(s: Scenario) -> str:
+def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
+    """The guest's command line: what the agent sets up and runs. gcov: the profiled tree
+    files whose counters the agent zeroes and sends back (checked by config)."""
     if s.kselftest:
         run = [kselftest_binary(s.kselftest)]
     else:
@@ -53,6 +56,8 @@ def kernel_cmdline(s: Scenario) -> str:
         words.append(f"farm.disk=/dev/vd{next(devices)}")
     if s.needs_swap:
         words.append(f"farm.swap=/dev/vd{next(devices)}")
+    if gcov:
+        words.append("farm.gcov=" + ",".join(rel.removesuffix(".c") for rel in gcov))
     return " ".join(words)
 
 
@@ -185,6 +190,11 @@ def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
     return out
 
 
+def cov_files(spec: dict) -> list[str]:
+    """The profiled files of a coverage run's case (none in a plain run)."""
+    return (spec.get("coverage") or {}).get("files") or []
+
+
 def run_case(spec: dict, runner: Runner | None = None) -> dict:
     """Run the case described by a plan entry and write its case.json."""
     runner = runner or Runner()
@@ -193,7 +203,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     case_dir = results / spec["dir"]
     case_dir.mkdir(parents=True, exist_ok=True)
     req = GuestRequest(machine=Machine(**spec["machine"]), kernel=Path(spec["kernel"]),
-                       initrd=Path(spec["initrd"]), append=kernel_cmdline(s), workdir=case_dir,
+                       initrd=Path(spec["initrd"]), append=kernel_cmdline(s, cov_files(spec)),
+                       workdir=case_dir,
                        timeout=spec["timeout"],
                        drives=drives(s, Path(spec["disk"]), Path(spec["swap"])),
                        sockets=Path(spec["sockets"]) if spec.get("sockets") else None)
@@ -208,7 +219,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     with open(run.console, errors="replace") as f:
         console = parse_console(f)
     agent_lines = run.agent.read_text(errors="replace").splitlines()
-    obs = observe(console, parse_agent(agent_lines), timed_out=run.timed_out)
+    events = parse_agent(agent_lines)
+    obs = observe(console, events, timed_out=run.timed_out)
     obs["injections"] = run.injections
     ktap = None
     if s.kselftest:
@@ -231,6 +243,8 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         "logs": {name: str(Path(spec["dir"]) / f"{name}.log")
                  for name in ("console", "agent", "qemu")},
     }
+    if cov_files(spec):
+        record["coverage"] = for_case(spec, events, case_dir, runner)
     if s.kselftest:
         record["kselftest"] = s.kselftest
         record["subcases"] = ktap_subcases(record, ktap) if ktap else []

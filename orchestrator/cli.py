@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import TIERS, load_farm
+from .config import COVERAGE_DEFAULT, TIERS, coverage_files, load_farm
 from .errors import FarmError, UserError
 from .files import os_error
 from .progress import Progress
@@ -52,9 +52,26 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", choices=TIERS,
                    help="default: the scenarios every run covers; full: all of them "
                         "(default: farm.yaml's tier, else default)")
+    p.add_argument("--affected", action="store_true",
+                   help="only the scenarios whose coverage on the base reaches what the "
+                        "variants' patches change (README: coverage); says why each")
     p.add_argument("--shard", type=_shard, metavar="K/N",
                    help="only the K-th of N parts of the scenarios (e.g. one per CI job); "
                         "`farm merge` joins the parts")
+
+
+def _coverage(cfg, arg: str | None) -> tuple[str, ...] | None:
+    """--coverage alone: farm.yaml's files, else the default ones; with a list: those."""
+    if arg is None:
+        return None
+    return coverage_files(arg) if arg else (cfg.coverage or COVERAGE_DEFAULT)
+
+
+def _coverage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coverage", nargs="?", const="", metavar="FILES",
+                   help="build the profiled files with gcov and report which lines and "
+                        "functions each scenario reaches (FILES: comma-separated tree paths; "
+                        "default: farm.yaml's coverage, else mm/memory-failure.c,mm/madvise.c)")
 
 
 def _words(text: str | None) -> tuple[str, ...]:
@@ -90,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=_positive, help="guests at once (default: CPUs)")
     r.add_argument("--local", action="store_true",
                    help="run here even if farm.yaml lists hosts")
+    _coverage_arg(r)
     r.add_argument("--confirm", type=_number(0, 20), metavar="N",
                    help="runs of base and variant again N more times for every verdict "
                         "other than same before it is final (default: 2; 0: off)")
@@ -98,6 +116,7 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the matrix a run would execute; build nothing")
     pl.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"))
     _matrix_args(pl)
+    _coverage_arg(pl)
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.add_argument("--steps", action="store_true",
                     help="a table instead: page kind x access step, how many scenarios meet "
@@ -198,7 +217,14 @@ def _command(args) -> int:
                       injectors=_words(args.injector), jobs=getattr(args, "jobs", None),
                       repeat=args.repeat, shard=args.shard,
                       confirm=getattr(args, "confirm", None),
-                      fail_on=getattr(args, "fail_on", None), tier=args.tier)
+                      fail_on=getattr(args, "fail_on", None), tier=args.tier,
+                      coverage=_coverage(cfg, getattr(args, "coverage", None)))
+    if args.affected:
+        from .run import affected
+        opts = affected(cfg, opts, Progress(), measure=args.command == "run")
+        if opts.names == ():
+            say("--affected: no scenario reaches what the patches change: nothing to run\n")
+            return 0
     if args.command == "plan":
         if args.steps:
             say(steps_table(select(cfg, opts)[1]))

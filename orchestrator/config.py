@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigErrors
+from .errors import ConfigErrors, UserError
 from .parse import STEP_OBSERVABLES as STEP_NAMES
 from .qemu import known_names
 from .results import FAIL_ON
@@ -58,6 +58,12 @@ STEP_OBSERVABLES: dict[str, tuple[type, ...]] = {
     name: (str,) if name == "data" else (str if name == "signal" else int, type(None))
     for name in STEP_NAMES}
 TIERS = ("default", "full")
+# The files a coverage run profiles unless farm.yaml or --coverage names others.
+COVERAGE_DEFAULT = ("mm/memory-failure.c", "mm/madvise.c")
+# A C file of the kernel tree, as a relative path: it reaches a Makefile variable, the
+# guest's kernel command line and the agent's JSON, so nothing else is allowed.
+COVERAGE_FILE_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}/){0,8}"
+                              r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\.c$")
 
 
 def own_steps(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -203,6 +209,21 @@ class FarmConfig:
     confirm: int = 2  # more runs of base and variant for each verdict other than `same`
     tier: str = "default"  # the scenarios a run covers: default, or full (all of them)
     fail_on: tuple[str, ...] = ()  # verdicts that fail the run beside regression
+    coverage: tuple[str, ...] = ()  # files profiled with gcov in every case (README: coverage)
+
+
+def coverage_files(text: str) -> tuple[str, ...]:
+    """A comma-separated list of tree files to profile, checked; UserError if one is bad."""
+    files = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    bad = [f for f in files if not coverage_file_ok(f)]
+    if bad or not files:
+        raise UserError(f"--coverage: {', '.join(map(repr, bad)) or 'no file'}: expected C "
+                        "files of the kernel tree as relative paths, e.g. mm/memory-failure.c")
+    return files
+
+
+def coverage_file_ok(rel: str) -> bool:
+    return bool(COVERAGE_FILE_RE.match(rel)) and ".." not in rel.split("/")
 
 
 # Plain YAML only: no application tags (`!foo`, `!!python/...`), no merge keys, no binary.
@@ -414,7 +435,8 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     top = c.mapping(root, "farm.yaml", {
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
-        "confirm": False, "fail_on": False, "cache": False, "hosts": False, "tier": False})
+        "confirm": False, "fail_on": False, "cache": False, "hosts": False, "tier": False,
+        "coverage": False})
 
     source = None
     if "source" in top:
@@ -524,6 +546,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
             cache = (base_dir / os.path.expanduser(cv)).resolve()
 
     hosts = _hosts(c, top["hosts"], base_dir) if "hosts" in top else ()
+    coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
 
     scen_path = base_dir / "guest-tests" / "scenarios.yaml"
     if "scenarios" in top:
@@ -551,7 +574,32 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
                       repeat=repeat or 1, cache=cache, hosts=hosts,
                       confirm=2 if confirm is None else confirm, fail_on=fail_on,
-                      tier=tier or "default")
+                      tier=tier or "default", coverage=coverage)
+
+
+def _coverage(c: _Checker, node) -> tuple[str, ...]:
+    """coverage: a list of the tree's C files to profile in every case, or true for the
+    default ones."""
+    if isinstance(node, yaml.ScalarNode):
+        on = c.value(node, "coverage", (bool, list))
+        return COVERAGE_DEFAULT if on else ()
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        c.err(node, "coverage must be true, false or a list of C files of the kernel tree "
+                    f"(default: {', '.join(COVERAGE_DEFAULT)})")
+        return ()
+    out = []
+    for i, n in enumerate(node.value):
+        rel = c.value(n, f"coverage[{i}]", (str,))
+        if rel is None:
+            continue
+        if not coverage_file_ok(rel):
+            c.err(n, f"coverage[{i}]: {rel[:80]!r} is not a C file of the kernel tree as a "
+                     "relative path (e.g. mm/memory-failure.c)")
+        elif rel in out:
+            c.err(n, f"coverage[{i}]: {rel} is listed twice")
+        else:
+            out.append(rel)
+    return tuple(out)
 
 
 REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")

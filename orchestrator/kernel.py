@@ -21,6 +21,9 @@ from .runner import Runner
 
 TARGET = "bzImage"  # builds vmlinux on the way
 IMAGE_PATH = "arch/x86/boot/bzImage"
+# What a coverage build adds to the config (checked like every fragment), and to the
+# Makefile of each profiled file's directory.
+COVERAGE_CONFIG = "CONFIG_DEBUG_FS=y\nCONFIG_GCOV_KERNEL=y\n"
 CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$|^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
 
@@ -40,6 +43,7 @@ class BuildRequest:
     jobs: int
     kselftests: tuple[str, ...] = ()  # programs of the tree's own selftests to build
     log: Path | None = None  # where this run keeps the build log (default: in the cache)
+    coverage: tuple[str, ...] = ()  # files of the tree built with gcov (README: coverage)
 
 
 @dataclass
@@ -62,6 +66,11 @@ class BuildResult:
     kselftest_errors: dict[str, str] = field(default_factory=dict)
     error: str = ""  # why a failed build failed, and the build log's error lines
     error_lines: list[str] = field(default_factory=list)
+    # A coverage build: the directory with each profiled file's patched source and .gcno
+    # (same relative paths as in the tree), and the files the config did not compile.
+    coverage: str = ""
+    coverage_files: list[str] = field(default_factory=list)
+    coverage_missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -151,6 +160,9 @@ def build_key(req: BuildRequest, compiler: str) -> str:
              .encode())
     if req.kselftests:
         h.update(("kselftests\0" + "\0".join(sorted(req.kselftests))).encode())
+    if req.coverage:  # a coverage build never mixes with a plain one
+        h.update(("coverage\0" + "\0".join(sorted(req.coverage)) + COVERAGE_CONFIG
+                  + profile_lines("x")).encode())
     for p in req.variant.patches:
         h.update(b"patch\0" + p.read_bytes())
     for p in (*req.fragments, *req.variant.fragments):
@@ -274,6 +286,7 @@ def prepare_tree(req: BuildRequest, plan: BuildPlan, runner: Runner,
         copy = ["cp", "-al"] if _same_fs(req.source.path, work) else ["cp", "-a"]
         runner.run([*copy, req.source.path, work / "src"], log_path=plan.log)
         apply_patches(work / "src", req.variant.patches, runner, plan.log)
+        profile(work / "src", req.coverage)
     except UserError as e:
         plan.work.remove()
         raise UserError(f"{req.variant.name}: {e}") from None
@@ -312,6 +325,10 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
     env = _make_env(work, req.cache)
     runner.run([*make, req.base_config], env=env, log_path=log)
     fragments = (*req.fragments, *req.variant.fragments)
+    if req.coverage:
+        gcov = work / "coverage.config"
+        gcov.write_text(COVERAGE_CONFIG)
+        fragments = (*fragments, gcov)
     if fragments:
         runner.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
                     obj / ".config", *fragments], env=env, log_path=log)
@@ -358,13 +375,16 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
         shutil.copy2(obj / ".config", stage / "config")
         via = boot_image(obj, stage)
         shutil.copy2(log, stage / "build.log")
+        found, missing = publish_coverage(src, obj, req.coverage, stage / "coverage")
         result = BuildResult(variant=name, status="built", key=plan.key,
                              kernel=str(out / "bzImage"), config=str(out / "config"),
                              boot=str(out / ("vmlinux" if via == "pvh" else "bzImage")),
                              boot_via=via, log=str(out / "build.log"), release=release,
                              seconds=round(time.monotonic() - start, 1),
                              patches=patch_records(req.variant), kselftests=built,
-                             kselftest_errors=failed)
+                             kselftest_errors=failed,
+                             coverage=str(out / "coverage") if req.coverage else "",
+                             coverage_files=found, coverage_missing=missing)
         write_json(stage / "record.json", result.to_json())
         if out.exists():  # an incomplete build of this key (its record names missing files)
             old = out.with_name(f".{out.name}.{TOKEN}.old")
@@ -377,6 +397,47 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
     progress.say(f"{name}: built {release} in {fmt_seconds(result.seconds)} "
                  f"({count} objects compiled)")
     return result
+
+
+def profile_lines(stem: str) -> str:
+    """What a profiled object's Makefile gets: gcov, and its notes naming the source by its
+    path in the tree (not the run's private tree, which is gone when a report reads them)."""
+    return (f"\nGCOV_PROFILE_{stem}.o := y\n"
+            f"CFLAGS_{stem}.o += -fprofile-prefix-map=$(srctree)/=\n")
+
+
+def profile(src: Path, files: tuple[str, ...]) -> None:
+    """Build each file with gcov: `GCOV_PROFILE_<stem>.o := y` in its directory's Makefile.
+    The tree is hard links to the pristine source, so the Makefile is written anew, never
+    in place."""
+    for rel in files:
+        path = src / rel
+        if not path.is_file():
+            raise UserError(f"coverage: {rel} is not a file of the kernel tree")
+        makefile = path.parent / "Makefile"
+        if not makefile.is_file():
+            raise UserError(f"coverage: {rel}: its directory has no Makefile (is it built?)")
+        text = makefile.read_text()
+        makefile.unlink()
+        makefile.write_text(text + profile_lines(path.stem))
+
+
+def publish_coverage(src: Path, obj: Path, files: tuple[str, ...],
+                     dest: Path) -> tuple[list[str], list[str]]:
+    """Each profiled file's patched source and its .gcno (gcov reads a guest's counters only
+    beside the notes of the very same build) into dest; the files the config did not
+    compile have no .gcno and are listed apart."""
+    found, missing = [], []
+    for rel in files:
+        gcno = (obj / rel).with_suffix(".gcno")
+        if not gcno.is_file():
+            missing.append(rel)
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dest / rel)
+        shutil.copy2(gcno, (dest / rel).with_suffix(".gcno"))
+        found.append(rel)
+    return found, missing
 
 
 def boot_image(obj: Path, out: Path) -> str:

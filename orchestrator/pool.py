@@ -253,7 +253,9 @@ def matrix_args(opts: RunOptions) -> list[str]:
     out = []
     if opts.variants:
         out += ["--variants", ",".join(opts.variants)]
-    if opts.scenarios:
+    if opts.names is not None:  # --affected chose them here: the hosts run just those
+        out += ["--scenarios", ",".join(opts.names)]
+    elif opts.scenarios:
         out += ["--scenarios", opts.scenarios]
     if opts.page_kinds:
         out += ["--page-kind", ",".join(opts.page_kinds)]
@@ -267,5 +269,7 @@ def matrix_args(opts: RunOptions) -> list[str]:
         out += ["--fail-on", ",".join(opts.fail_on)]
     if opts.tier:
         out += ["--tier", opts.tier]
+    if opts.coverage:
+        out += ["--coverage", ",".join(opts.coverage)]
     return out
 

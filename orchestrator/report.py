@@ -12,6 +12,7 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from .coverage import summary_lines
 from .files import tail
 from .parse import KERNEL_ERROR, strip_timestamp
 from .results import signature
@@ -210,7 +211,12 @@ def summary(doc: dict, code: int) -> str:
            f"- accelerator: {run.get('accel_reason', run.get('accelerator'))}",
            f"- jobs: {run.get('jobs')}, repeats: {run.get('repeat')}, "
            f"wall time: {run.get('seconds', 0):.0f}s" + (", INTERRUPTED" if run.get(
-               "interrupted") else ""), ""]
+               "interrupted") else "")]
+    if run.get("affected"):  # the headline of --affected's account (all of it: run.json)
+        lines = run["affected"].splitlines()
+        out.append("- " + next((ln for ln in lines if ln.startswith("--affected:")),
+                               "--affected: " + lines[0]).rstrip(":"))
+    out.append("")
     head = ["scenario", *variants, *[f"{doc['run']['base']} → {v}" for v in compared]]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
@@ -236,6 +242,7 @@ def summary(doc: dict, code: int) -> str:
         out += ["", "## A/B verdicts other than same", ""]
         out += [f"- {c['scenario']}: {c['base']} → {c['variant']}: **{c['verdict']}** "
                 f"({runs_text(c)}) — {c['detail']}" for c in changes]
+    out += summary_lines(doc.get("coverage"))
     out += ["", f"exit code {code}"]
     return "\n".join(out) + "\n"
 
@@ -286,6 +293,36 @@ def _build_items(doc: dict) -> list[str]:
             out.append(f"<li>{e(v)}: {e(str(b.get('status')))} {e(str(b.get('release')))} "
                        f"({e(str(b.get('key')))}, boot {e(str(b.get('boot_via')))})</li>")
     return out
+
+
+def _coverage_html(cov: dict | None) -> str:
+    """The run's coverage: per variant and file, lines and functions reached, with links
+    to the annotated file and the Cobertura XML; per compared variant, its changed lines
+    that no scenario reached."""
+    if not cov:
+        return ""
+    e = html.escape
+    rows = []
+    for v, entry in cov["variants"].items():
+        for rel, t in entry["files"].items():
+            link = entry["html"].get(rel)
+            name = f'<a href="{e(link)}">{e(rel)}</a>' if link else e(rel)
+            rows.append(f"<tr><td>{e(v)}</td><td>{name}</td><td>{t['lines_reached']}/"
+                        f"{t['lines_total']} ({t['percent']} %)</td><td>"
+                        f"{t['functions_reached']}/{t['functions_total']}</td></tr>")
+    todo = []
+    for v, files in cov["ab"].items():
+        items = "".join(
+            f'<li><a href="{e(cov["variants"][v]["html"].get(rel, ""))}#L{x["line"]}">'
+            f"{e(rel)}:{x['line']}</a> <code>{e(x['text'])}</code></li>"
+            for rel, d in files.items() if rel != "_outside" for x in d["changed_unreached"])
+        todo.append(f"<h3>{e(v)}: changed but not reached by any scenario</h3>"
+                    + (f"<ul>{items}</ul>" if items else "<p>none</p>"))
+    xml = " · ".join(f'<a href="{e(x["cobertura"])}">{e(v)} coverage.xml</a>'
+                     for v, x in cov["variants"].items() if x.get("cobertura"))
+    return (f'<h2 id="coverage">Coverage</h2><p>{xml}</p><table><tr><th>variant</th>'
+            f"<th>file</th><th>lines reached</th><th>functions reached</th></tr>"
+            f"{''.join(rows)}</table>{''.join(todo)}")
 
 
 def report_html(doc: dict) -> str:
@@ -347,6 +384,7 @@ wall time {run.get('seconds', 0):.0f}s</p>
 <p>{totals}</p>
 <h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>
 <table id="matrix"><tr>{head}</tr>{''.join(rows)}</table>
+{_coverage_html(doc.get("coverage"))}
 <h2>Verdicts other than same, side by side</h2>{''.join(side) or '<p>none</p>'}
 <h2>Cases that did not pass</h2>{''.join(details) or '<p>none</p>'}
 </body></html>

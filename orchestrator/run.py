@@ -18,8 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
+from .affected import explain, select_affected
+from .affected import load as load_coverage
+from .affected import save as save_coverage
 from .case import kernel_cmdline
-from .config import ACCESS_STEPS, INJECTORS, PAGE_KINDS, FarmConfig, Scenario, steps_for
+from .config import (
+    ACCESS_STEPS,
+    COVERAGE_DEFAULT,
+    INJECTORS,
+    PAGE_KINDS,
+    FarmConfig,
+    Scenario,
+    steps_for,
+)
+from .coverage import Union
 from .errors import FarmError, InfraError, UserError
 from .files import TOKEN, OwnedDir, ResultLock, claim, os_error, prune, write_json
 from .image import GuestImage, build_image, with_kselftests
@@ -27,7 +39,9 @@ from .kernel import (
     BuildRequest,
     BuildResult,
     SourceTree,
+    build_key,
     compile_kernel,
+    compiler_version,
     plan_build,
     prepare_source,
     prepare_tree,
@@ -58,6 +72,9 @@ class RunOptions:
     confirm: int | None = None  # more runs of base and variant for each verdict not `same`
     fail_on: tuple[str, ...] | None = None  # verdicts that fail the run beside regression
     tier: str | None = None  # default | full (default: farm.yaml's tier, else default)
+    coverage: tuple[str, ...] | None = None  # files to profile (default: farm.yaml's)
+    names: tuple[str, ...] | None = None  # only these scenarios (--affected's choice)
+    affected: str = ""  # --affected's account of its choice (run.json, the summary)
 
 
 def shard_of(scenarios: list[Scenario], shard: tuple[int, int] | None) -> list[Scenario]:
@@ -97,6 +114,8 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
         matching = [s for s in matching if any(fnmatch.fnmatch(s.name, p) for p in pats)]
     tier = opts.tier or cfg.tier
     scenarios = [s for s in matching if tier == "full" or s.tier == tier]
+    if opts.names is not None:
+        scenarios = [s for s in scenarios if s.name in opts.names]
     if not scenarios:
         beyond = len(matching) - len(scenarios)
         raise UserError("no scenario matches the filters (--scenarios, --page-kind, "
@@ -270,7 +289,8 @@ def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> dict
     return {"id": run_id, "farm_version": __version__, "started": started.timestamp(),
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
             "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
-            "confirm": m.confirm, "fail_on": list(m.fail_on), "interrupted": False}
+            "confirm": m.confirm, "fail_on": list(m.fail_on), "coverage": list(m.coverage),
+            "interrupted": False}
 
 
 def variant_docs(cfg: FarmConfig, variants: list[str]) -> dict[str, dict]:
@@ -290,6 +310,7 @@ class Matrix:
     repeat: int
     confirm: int
     fail_on: tuple[str, ...]
+    coverage: tuple[str, ...] = ()  # the tree's files profiled with gcov in every case
 
     @classmethod
     def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
@@ -297,7 +318,8 @@ class Matrix:
         return cls(variants, every, shard_of(every, opts.shard),
                    cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
                    opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
-                   else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on)
+                   else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
+                   cfg.coverage if opts.coverage is None else opts.coverage)
 
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
@@ -328,7 +350,7 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
          started: datetime, run_id: str, results: Path, sockets: Path) -> int:
     runner = Runner()
     meta = {**run_meta(cfg, m, run_id, started), "scenarios_file": str(cfg.scenarios_path),
-            "guest_tests": str(cfg.guest_tests), "argv": sys.argv,
+            "guest_tests": str(cfg.guest_tests), "argv": sys.argv, "affected": opts.affected,
             "shard": _shard_meta(m.every, opts.shard)}
     state = _Run(results, meta, variant_docs(cfg, m.variants),
                  skeleton(m.variants, m.scenarios, m.repeat, results=str(results),
@@ -342,7 +364,7 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
         src = prepare_source(cfg.source, cfg.cache, runner, progress)
         meta["source"] = {"describe": cfg.source.describe(), "digest": src.digest,
                           "path": str(src.path)}
-        builds = _build_variants(cfg, m.variants, m.scenarios, src, runner, progress, results)
+        builds = _build_variants(cfg, m, src, runner, progress, results)
         for v in m.variants:
             state.variants[v]["build"] = builds[v].to_json()
         state.save()
@@ -354,6 +376,8 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
                                    f"({b.error}; log {b.log})")
         if built:
             _guests(cfg, state, builds, m, runner, progress)
+            if m.coverage and builds.get(m.base) and builds[m.base].ok:
+                save_base_coverage(cfg, m, src, builds[m.base], results, runner)
         why_missing = "not run: a pytest worker died before the case finished"
     except KeyboardInterrupt as e:
         how = getattr(e, "how", "Ctrl-C")
@@ -373,6 +397,51 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
     if error is not None and code != 1:
         raise error
     return code
+
+
+def coverage_key(cfg: FarmConfig, base: str, files: tuple[str, ...], src: SourceTree,
+                 runner: Runner) -> str:
+    """The key the base's saved coverage goes by: its coverage build's, whatever selftest
+    programs that build carried (they do not change the kernel)."""
+    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config, cfg.fragments,
+                                  cfg.cache, 1, coverage=files), compiler_version(runner))
+
+
+def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: BuildResult,
+                       results: Path, runner: Runner) -> None:
+    """What the base's scenarios reached, kept in the cache for --affected."""
+    cases = [c for c in load_cases(results) if c["variant"] == m.base]
+    union = Union(m.base, build.to_json(), cases, results)
+    save_coverage(cfg.cache, coverage_key(cfg, m.base, m.coverage, src, runner),
+                  list(m.coverage), cases, union)
+
+
+def affected(cfg: FarmConfig, opts: RunOptions, progress: Progress, *,
+             measure: bool) -> RunOptions:
+    """--affected: the options narrowed to the scenarios that reach what the patches change,
+    after a coverage run of the base for the scenarios it has no saved coverage of (when
+    measure; `farm plan` measures nothing)."""
+    runner = Runner()
+    variants, scenarios = select(cfg, replace(opts, names=None))
+    base = cfg.base if cfg.base in variants else variants[0]
+    files = opts.coverage or cfg.coverage or COVERAGE_DEFAULT
+    src = prepare_source(cfg.source, cfg.cache, runner, progress)
+    key = coverage_key(cfg, base, files, src, runner)
+    saved = load_coverage(cfg.cache, key)
+    known = {**saved.get("scenarios", {}), **saved.get("no_data", {})}
+    missing = [s.name for s in scenarios if s.name not in known]
+    if missing and measure and any(cfg.variants[v].patches for v in variants if v != base):
+        progress.say(f"--affected: no saved coverage of {base} for {len(missing)} scenario(s): "
+                     "measuring it first")
+        run(cfg, RunOptions(variants=(base,), names=tuple(missing), tier="full",
+                            coverage=files, confirm=0, jobs=opts.jobs, repeat=1), progress)
+        saved = load_coverage(cfg.cache, key)
+    sel = select_affected(cfg, variants, base, [s.name for s in scenarios], files, saved,
+                          runner)
+    text = explain(sel, len(scenarios)).rstrip("\n")
+    progress.say(text)
+    return replace(opts, names=tuple(sel.names) if sel.names is not None else None,
+                   affected=text)
 
 
 def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Matrix,
@@ -423,6 +492,7 @@ def _fill(spec: dict, cfg: FarmConfig, build: BuildResult, initrd: Path, image: 
     """What a worker needs to run a planned case: the kernel, the image, the machine."""
     spec.update(machine=asdict(machine), kernel=build.boot, initrd=str(initrd),
                 disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
+                coverage={"dir": build.coverage, "files": build.coverage_files},
                 kselftest_missing=build.kselftest_errors.get(spec["scenario"]["kselftest"], ""))
 
 
@@ -452,18 +522,19 @@ def confirmations(cases: list[dict], plan: list[dict], base: str, n: int) -> lis
     return out
 
 
-def _build_variants(cfg: FarmConfig, variants: list[str], scenarios: list[Scenario],
-                    src: SourceTree, runner: Runner, progress: Progress,
-                    results: Path) -> dict[str, BuildResult]:
+def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
+                    progress: Progress, results: Path) -> dict[str, BuildResult]:
     """Every variant's kernel (and its own selftest binaries), built or found in the cache.
     Every patch series is applied before anything is compiled, so a patch that does not
     apply stops the run at once. A kernel that does not build is a result of its own: the
     other variants still build and run."""
-    kselftests = tuple(sorted({s.kselftest for s in scenarios if s.kselftest}))
+    variants = m.variants
+    kselftests = tuple(sorted({s.kselftest for s in m.scenarios if s.kselftest}))
     (results / "builds").mkdir(exist_ok=True)
     reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments, cfg.cache,
                             (os.cpu_count() or 1) + 1, kselftests,
-                            log=results / "builds" / f"{v}.log") for v in variants}
+                            log=results / "builds" / f"{v}.log", coverage=m.coverage)
+            for v in variants}
     plans = {}
     for v in variants:
         t = time.monotonic()

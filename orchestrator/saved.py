@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
+from .coverage import report as coverage_report
 from .errors import UserError
 from .files import claim, os_error, write_json
 from .report import write_reports
@@ -42,6 +43,9 @@ def report_dir(results: Path, plan_missing: str = "not run",
     cases += missing_cases(plan, cases, plan_missing)
     order = list(dict.fromkeys(spec["scenario"]["name"] for spec in plan))
     doc = assemble(run_doc["run"], run_doc["variants"], cases, run_doc["run"]["base"], order)
+    cov = coverage_report(doc, results)
+    if cov:
+        doc["coverage"] = cov
     return _write(doc, results)
 
 

@@ -117,6 +117,10 @@ def test_a_hosts_command_line_keeps_the_tier_and_its_shards_cover_it():
     from orchestrator.pool import matrix_args
     assert matrix_args(RunOptions(tier="full", repeat=2)) == ["--repeat", "2", "--tier", "full"]
     assert "--tier" not in matrix_args(RunOptions())
+    # --affected chose the scenarios here; a host runs those, with the same coverage
+    assert matrix_args(RunOptions(scenarios="anon-*", names=("anon-madvise", "anon-soft"),
+                                  coverage=("mm/memory-failure.c",))) == [
+        "--scenarios", "anon-madvise,anon-soft", "--coverage", "mm/memory-failure.c"]
     cfg = load_farm(REPO / "farm.yaml")
     full = plan_doc(cfg, RunOptions(tier="full"))
     shards = [plan_doc(cfg, RunOptions(tier="full", shard=(k, 4))) for k in range(1, 5)]

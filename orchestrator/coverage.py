@@ -1,0 +1,395 @@
+"""Coverage of the profiled kernel files, per case, per variant and between variants.
+
+A coverage build compiles the profiled files with gcov and publishes their patched source
+and .gcno beside the kernel (kernel.publish_coverage). The agent zeroes the counters before
+the workload and sends each .gcda back over the agent channel after it. Here the host
+writes them into the case directory, has gcovr read them with the build's own notes, and
+keeps per case the lines and functions that ran. Per variant: the union as Cobertura XML
+(gcovr again) and an annotated view of each file, every line with the scenarios that
+reached it. Between two variants: what each reached that the other did not (lines matched
+through a diff of the two sources), and the variant's changed lines that nothing reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import html
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import whatthepatch
+
+from .errors import FarmError
+from .files import atomic_write
+from .runner import Runner
+
+GCOVR_JSON = "coverage.json"  # gcovr's JSON of one case, in its directory
+
+
+# ---- per case -------------------------------------------------------------------------
+
+def save_gcda(events: list[dict], files: list[str], dest: Path) -> tuple[list[str], str]:
+    """The agent's gcov events as .gcda files under dest (same relative paths as in the
+    tree): (the files written, a problem or ''). Only the profiled files are taken; a
+    torn or foreign event is a problem, never a traceback."""
+    written, problems = [], []
+    for ev in events:
+        if ev.get("event") != "gcov":
+            continue
+        rel, data = ev.get("file"), ev.get("base64")
+        if rel not in files or not isinstance(data, str):
+            problems.append(f"an unexpected gcov event for {str(rel)[:80]!r}")
+            continue
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(f"{rel}: the guest's gcov data is not base64 (torn line?)")
+            continue
+        out = (dest / rel).with_suffix(".gcda")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(raw)
+        written.append(rel)
+    missing = [f for f in files if f not in written]
+    if missing and not problems:
+        problems.append("the guest sent no gcov data for " + ", ".join(missing))
+    return written, "; ".join(problems)
+
+
+def _gcovr(runner: Runner, args: list, cwd: Path) -> None:
+    """gcovr, from this Python's environment; its relative filters are relative to cwd."""
+    runner.run([sys.executable, "-m", "gcovr", *args], cwd=cwd)
+
+
+def read_case(build_dir: Path, files: list[str], gcda_dir: Path, out: Path,
+              runner: Runner) -> dict:
+    """gcovr's JSON of one case (written to out, and returned): the .gcda of gcda_dir read
+    beside the build's own .gcno and source. gcov runs in a scratch copy (it writes a file
+    per header where it runs), removed afterwards; only the profiled files are kept, the
+    headers they include are not (their sources are not kept with the build)."""
+    scratch = gcda_dir.with_name(gcda_dir.name + ".scratch")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        for rel in files:
+            for suffix, where in ((".gcno", build_dir), (".c", build_dir), (".gcda", gcda_dir)):
+                src = (where / rel).with_suffix(suffix)
+                if src.is_file():
+                    (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, (scratch / rel).with_suffix(suffix))
+        filters = [x for rel in files for x in ("--filter", re.escape(rel) + "$")]
+        _gcovr(runner, ["--root", scratch, *filters, "--include-internal-functions",
+                        "--gcov-ignore-errors", "source_not_found", "--json", out, scratch],
+               cwd=scratch)
+        return json.loads(out.read_text())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def reached(gcovr_doc: dict) -> dict[str, dict]:
+    """Per file of a gcovr JSON: the lines and functions that ran, and how many there are."""
+    out = {}
+    for f in gcovr_doc.get("files", []):
+        lines = sorted({ln["line_number"] for ln in f["lines"] if ln.get("count")})
+        funcs = sorted({fn["name"] for fn in f.get("functions", []) if fn.get("execution_count")})
+        out[f["file"]] = {"lines": lines, "functions": funcs,
+                          "lines_total": len({ln["line_number"] for ln in f["lines"]}),
+                          "functions_total": len({fn["name"] for fn in f.get("functions", [])})}
+    return out
+
+
+def for_case(spec: dict, events: list[dict], case_dir: Path, runner: Runner) -> dict:
+    """A case's coverage record: per profiled file the lines and functions its workload
+    reached, or why there is none (the guest panicked, hung, or sent nothing)."""
+    cov = spec["coverage"]
+    files = list(cov["files"])
+    _, problem = save_gcda(events, files, case_dir / "gcov")
+    if problem:
+        return {"error": problem}
+    try:
+        doc = read_case(Path(cov["dir"]), files, case_dir / "gcov", case_dir / GCOVR_JSON,
+                        runner)
+    except (FarmError, OSError, ValueError) as e:
+        return {"error": f"gcovr could not read the guest's data: {str(e).splitlines()[0]}"}
+    return {"files": reached(doc), "data": GCOVR_JSON}
+
+
+# ---- per variant ----------------------------------------------------------------------
+
+def _rel_case_dir(case: dict) -> str | None:
+    console = case.get("logs", {}).get("console")
+    return str(Path(console).parent) if console else None
+
+
+class Union:
+    """A variant's coverage over its cases: per file, line -> the scenarios that reached
+    it, function -> the scenarios; the executable lines and each line's function come from
+    gcovr's JSON of one of its cases."""
+
+    def __init__(self, variant: str, build: dict, cases: list[dict], results: Path):
+        self.variant, self.results = variant, results
+        self.dir = Path(build.get("coverage") or "")
+        self.files: list[str] = list(build.get("coverage_files") or [])
+        self.lines: dict[str, dict[int, set[str]]] = {f: {} for f in self.files}
+        self.funcs: dict[str, dict[str, set[str]]] = {f: {} for f in self.files}
+        self.executable: dict[str, set[int]] = {f: set() for f in self.files}
+        self.func_of: dict[str, dict[int, str]] = {f: {} for f in self.files}
+        self.all_funcs: dict[str, set[str]] = {f: set() for f in self.files}
+        self.with_data: list[dict] = []
+        self.without: list[str] = []
+        for c in cases:
+            cov = c.get("coverage")
+            if not isinstance(cov, dict):
+                continue
+            if cov.get("error") or not isinstance(cov.get("files"), dict):
+                self.without.append(f"{c['scenario']} r{c['repeat']}: {cov.get('error')}")
+                continue
+            self.with_data.append(c)
+            for rel, got in cov["files"].items():
+                if rel not in self.lines:
+                    continue
+                for ln in got.get("lines", []):
+                    self.lines[rel].setdefault(ln, set()).add(c["scenario"])
+                for fn in got.get("functions", []):
+                    self.funcs[rel].setdefault(fn, set()).add(c["scenario"])
+        for c in self.with_data:  # the shape of each file: from the first case with data
+            where = _rel_case_dir(c)
+            try:
+                doc = json.loads((results / where / c["coverage"]["data"]).read_text())
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            for f in doc.get("files", []):
+                if f.get("file") in self.executable:
+                    rel = f["file"]
+                    for ln in f["lines"]:
+                        self.executable[rel].add(ln["line_number"])
+                        if ln.get("function_name"):
+                            self.func_of[rel][ln["line_number"]] = ln["function_name"]
+                    self.all_funcs[rel] = {fn["name"] for fn in f.get("functions", [])}
+            break
+
+    def source(self, rel: str) -> list[str]:
+        try:
+            return (self.dir / rel).read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def totals(self, rel: str) -> dict:
+        lt, lr = len(self.executable[rel]), len(self.lines[rel])
+        ft, fr = len(self.all_funcs[rel]), len(self.funcs[rel])
+        return {"lines_total": lt, "lines_reached": lr, "functions_total": ft,
+                "functions_reached": fr,
+                "percent": round(100 * lr / lt, 1) if lt else 0.0}
+
+
+def cobertura(u: Union, out: Path, runner: Runner) -> bool:
+    """The union as Cobertura XML (GitLab's coverage_report, Jenkins), by gcovr from each
+    case's JSON: hit counts are summed over the cases."""
+    data = [u.results / _rel_case_dir(c) / c["coverage"]["data"] for c in u.with_data]
+    data = [d for d in data if d.is_file()]
+    if not data:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = [x for d in data for x in ("--json-add-tracefile", d)]
+    _gcovr(runner, [*args, "--root", u.dir, "--cobertura", out, "--cobertura-pretty"],
+           cwd=out.parent)
+    return True
+
+
+# ---- between variants -------------------------------------------------------------------
+
+def line_map(old: list[str], new: list[str]) -> tuple[dict[int, int], set[int], set[int]]:
+    """Lines of two versions of a file matched by a diff: (new line -> old line for the
+    lines both have, the new file's changed or added lines, the old file's changed or
+    removed lines), all numbered from 1."""
+    sm = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    same: dict[int, int] = {}
+    changed, removed = set(), set()
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag == "equal":
+            same.update({j1 + k + 1: i1 + k + 1 for k in range(i2 - i1)})
+        else:
+            changed.update(range(j1 + 1, j2 + 1))
+            removed.update(range(i1 + 1, i2 + 1))
+    return same, changed, removed
+
+
+def _lines_text(src: list[str], lines: list[int], limit: int = 200) -> list[dict]:
+    return [{"line": ln, "text": src[ln - 1].strip()[:limit] if 0 < ln <= len(src) else ""}
+            for ln in lines]
+
+
+def ab(base: Union, var: Union) -> dict:
+    """Per file both profiled: what the variant's scenarios reached that the base's did not
+    and the other way round (lines matched through a diff of the two sources, functions by
+    name), and the variant's changed executable lines, reached or not."""
+    out = {}
+    for rel in var.files:
+        if rel not in base.files:
+            continue
+        bsrc, vsrc = base.source(rel), var.source(rel)
+        same, changed, _removed = line_map(bsrc, vsrc)
+        back = {b: v for v, b in same.items()}
+        rb, rv = set(base.lines[rel]), set(var.lines[rel])
+        only_var = sorted(v for v in rv if v in same and same[v] not in rb)
+        only_base = sorted(b for b in rb if b in back and back[b] not in rv)
+        exec_changed = sorted(changed & var.executable[rel])
+        fb, fv = set(base.funcs[rel]), set(var.funcs[rel])
+        out[rel] = {
+            "reached_only_here": {"lines": _lines_text(vsrc, only_var),
+                                  "functions": sorted(fv - fb)},
+            "reached_only_in_base": {"lines": _lines_text(bsrc, only_base),
+                                     "functions": sorted(fb - fv)},
+            "changed_lines": len(changed),
+            "changed_reached": [{**x, "scenarios": sorted(var.lines[rel][x["line"]])}
+                                for x in _lines_text(vsrc, [ln for ln in exec_changed
+                                                            if ln in rv])],
+            "changed_unreached": _lines_text(vsrc, [ln for ln in exec_changed if ln not in rv]),
+        }
+    return out
+
+
+def patched_files(patches: list[str]) -> list[str]:
+    """The files a patch series changes, in the tree's terms (a/ b/ stripped)."""
+    out: list[str] = []
+    for p in patches:
+        try:
+            text = Path(p).read_text(errors="replace")
+        except OSError:
+            continue
+        for d in whatthepatch.parse_patch(text):
+            for path in (d.header.new_path, d.header.old_path) if d.header else ():
+                if path and path != "/dev/null" and path not in out:
+                    out.append(path)
+                    break
+    return out
+
+
+# ---- the reports ------------------------------------------------------------------------
+
+def annotate(u: Union, rel: str, changed: set[int], base: str | None) -> str:
+    """One profiled file of a variant as HTML: every line with how many scenarios reached it,
+    linking to the list of those scenarios; lines the patch series changed are marked."""
+    e = html.escape
+    src = u.source(rel)
+    groups: dict[frozenset, int] = {}
+    rows = []
+    for n, text in enumerate(src, 1):
+        who = frozenset(u.lines[rel].get(n, ()))
+        if who:
+            k = groups.setdefault(who, len(groups))
+            cell = f'<a href="#set-{k}">{len(who)}</a>'
+            cls = "hit"
+        elif n in u.executable[rel]:
+            cell, cls = "0", "miss"
+        else:
+            cell, cls = "", ""
+        mark = "±" if n in changed else ""
+        rows.append(f'<tr id="L{n}" class="{cls}{" chg" if mark else ""}"><td class=n>'
+                    f'<a href="#L{n}">{n}</a></td><td class=c>{cell}</td><td class=m>{mark}'
+                    f"</td><td><pre>{e(text)}</pre></td></tr>")
+    sets = []
+    for who, k in sorted(groups.items(), key=lambda kv: kv[1]):
+        items = "".join(f"<li>{e(s)}</li>" for s in sorted(who))
+        sets.append(f'<div id="set-{k}"><h3>reached by {len(who)} scenario(s)</h3>'
+                    f"<ul>{items}</ul></div>")
+    t = u.totals(rel)
+    note = (f"; ± marks the {len(changed)} line(s) the variant's patches change against "
+            f"{e(base)}" if base and changed else "")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(rel)}: {e(u.variant)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
+td{{padding:0 6px;vertical-align:top}} pre{{margin:0;font-size:90%}}
+td.n,td.c{{text-align:right;color:#555}} tr.hit td.c{{background:#c8f0c8}}
+tr.miss td.c{{background:#f7c1c1}} tr.chg td.m{{background:#f0d070;font-weight:bold}}
+:target{{outline:2px solid #36c}}</style></head><body>
+<h1>{e(rel)} in {e(u.variant)}</h1>
+<p>{t['lines_reached']} of {t['lines_total']} lines ({t['percent']} %) and
+{t['functions_reached']} of {t['functions_total']} functions reached by
+{len({c['scenario'] for c in u.with_data})} scenario(s). The second column: how many
+scenarios reached the line (a link to them); 0 is a line nothing reached{note}.</p>
+<table>{''.join(rows)}</table>
+<h2>Scenarios by line</h2>{''.join(sets)}
+</body></html>
+"""
+
+
+def report(doc: dict, results: Path, runner: Runner | None = None) -> dict | None:
+    """The run's coverage: per variant the union (results.json's totals, coverage.xml, an
+    annotated view of each file), and per compared variant the A/B differences and its
+    changed lines that nothing reached. None for a run without coverage."""
+    if not any(isinstance(c.get("coverage"), dict) for c in doc["cases"]):
+        return None
+    runner = runner or Runner()
+    base = doc["run"]["base"]
+    unions = {v: Union(v, vdoc.get("build") or {}, [c for c in doc["cases"]
+                                                     if c["variant"] == v], results)
+              for v, vdoc in doc["variants"].items()}
+    out: dict = {"files": doc["run"].get("coverage") or [], "variants": {}, "ab": {}}
+    for v, u in unions.items():
+        if base in unions and v != base:
+            out["ab"][v] = ab(unions[base], u)
+            out["ab"][v]["_outside"] = [
+                f for f in patched_files(doc["variants"][v].get("patches", []))
+                if f not in u.files]
+    for v, u in unions.items():
+        where = Path("coverage") / v
+        entry: dict = {"files": {rel: u.totals(rel) for rel in u.files},
+                       "cases": len(u.with_data), "without_data": u.without, "html": {}}
+        try:
+            if cobertura(u, results / where / "coverage.xml", runner):
+                entry["cobertura"] = str(where / "coverage.xml")
+        except (FarmError, OSError) as e:
+            entry["cobertura_error"] = str(e).splitlines()[0]
+        for rel in u.files:
+            changed = set()
+            if v in out["ab"] and rel in out["ab"][v]:
+                changed = line_map(unions[base].source(rel), u.source(rel))[1]
+            page = where / (rel + ".html")
+            (results / page).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(results / page, annotate(u, rel, changed, base if v != base else None))
+            entry["html"][rel] = str(page)
+        out["variants"][v] = entry
+    return out
+
+
+def summary_lines(cov: dict | None) -> list[str]:
+    """The coverage section of summary.md."""
+    if not cov:
+        return []
+    out = ["", f"## Coverage ({', '.join(cov['files'])})", ""]
+    for v, entry in cov["variants"].items():
+        parts = [f"{rel} {t['lines_reached']}/{t['lines_total']} lines ({t['percent']} %), "
+                 f"{t['functions_reached']}/{t['functions_total']} functions"
+                 for rel, t in entry["files"].items()]
+        out.append(f"- {v}: " + "; ".join(parts) + f" ({entry['cases']} cases"
+                   + (f", {len(entry['without_data'])} without data" if entry["without_data"]
+                      else "") + ")" + (f"; {entry['cobertura']}" if entry.get("cobertura")
+                                        else ""))
+        for why in entry["without_data"][:5]:
+            out.append(f"  - no coverage: {why}")
+    for v, files in cov["ab"].items():
+        for rel, d in files.items():
+            if rel == "_outside":
+                continue
+            here, there = d["reached_only_here"], d["reached_only_in_base"]
+            out.append(f"- {v} vs base, {rel}: reached only in {v}: {len(here['lines'])} "
+                       f"lines" + (f" (functions {', '.join(here['functions'])})"
+                                   if here["functions"] else "")
+                       + f"; reached only in the base: {len(there['lines'])} lines"
+                       + (f" (functions {', '.join(there['functions'])})"
+                          if there["functions"] else ""))
+        unreached = [(rel, x) for rel, d in files.items() if rel != "_outside"
+                     for x in d["changed_unreached"]]
+        out.append(f"- {v}: changed but not reached by any scenario: "
+                   + (f"{len(unreached)} line(s)" if unreached else "none"))
+        out += [f"  - {rel}:{x['line']}: `{x['text']}`" for rel, x in unreached[:40]]
+        if len(unreached) > 40:
+            out.append(f"  - ... {len(unreached) - 40} more in results.json")
+        if files.get("_outside"):
+            out.append(f"- {v}: the patches also change files not profiled: "
+                       + ", ".join(files["_outside"]))
+    return out
