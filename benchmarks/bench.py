@@ -12,6 +12,9 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
   parallel   the same 32-case matrix with -j 2 vs -j 1
   ab         the whole default A/B run (farm.yaml) from a warm cache, with and without the
              confirmation of its verdicts
+  coverage   a case of a coverage build (gcov in the guest, its data sent back and read by
+             gcovr) vs the same case of the plain build (median of 7 each, interleaved), and
+             the base's whole default run with --coverage vs without (warm builds both)
   bisect     `farm bisect` of a 16-patch series whose patch 11 is the demonstration patch (the
              others add a comment each): prefixes built, the first bad patch found, and each
              prefix's warm build against the warm build of the base beside it
@@ -189,6 +192,41 @@ def bench_case() -> dict:
             "pvh_saves": round(z / b, 3)}
 
 
+def bench_coverage() -> dict:
+    """A coverage case against a plain one, and a coverage run against a plain run."""
+    from orchestrator.config import COVERAGE_DEFAULT
+    s = next(s for s in CFG.scenarios if s.name == "pagecache-clean-madvise")
+    src = source()
+    req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, CFG.cache, 3)
+    plain = build(req, RUNNER, QUIET)
+    cov = build(BuildRequest(**{**req.__dict__, "coverage": COVERAGE_DEFAULT}), RUNNER, QUIET)
+    image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
+    machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-coverage-"))
+
+    def case(b, i):
+        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
+                "results": str(tmp), "dir": f"{b.key}/{i}", "machine": asdict(machine),
+                "kernel": b.boot, "initrd": str(image.initrd), "disk": str(image.disk),
+                "swap": str(image.swap), "timeout": 60,
+                "coverage": {"dir": b.coverage, "files": b.coverage_files}}
+        rec = run_case(spec, RUNNER)
+        assert rec["status"] == "pass", rec["message"]
+        assert b is plain or rec["coverage"].get("files"), rec["coverage"]
+
+    a, c = [], []
+    for i in range(7):  # interleaved
+        a.append(timed(case, plain, i))
+        c.append(timed(case, cov, i))
+    shutil.rmtree(tmp)
+    pa, pc = statistics.median(a), statistics.median(c)
+    run_plain = farm_run(variants=(CFG.base,), confirm=0)
+    run_cov = farm_run(variants=(CFG.base,), confirm=0, coverage=COVERAGE_DEFAULT)
+    return {"plain_case_s": round(pa, 2), "coverage_case_s": round(pc, 2),
+            "case_ratio": round(pc / pa, 3), "base_run_plain_s": round(run_plain, 1),
+            "base_run_coverage_s": round(run_cov, 1), "run_ratio": round(run_cov / run_plain, 3)}
+
+
 def farm_run(**opts) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as d, \
             contextlib.redirect_stdout(io.StringIO()):  # the run's summary is not a figure
@@ -258,14 +296,15 @@ def bench_bisect(n: int = 16, bad: int = 11) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect")
+    ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect,"
+                                   "coverage")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
     names = (args.only or "build,unchanged,case,parallel,ab").split(",")
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
-               "bisect": bench_bisect}
+               "bisect": bench_bisect, "coverage": bench_coverage}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:

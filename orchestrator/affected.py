@@ -113,7 +113,7 @@ class Region:
 
     def where(self) -> str:
         span = f"{self.first}" if self.first >= self.last else f"{self.first}-{self.last}"
-        return f"{self.file}:{span}" + (f" ({self.function})" if self.function else "")
+        return f"{self.file}:{span}" + (f" in {self.function}" if self.function else "")
 
 
 def regions(rel: str, old: str, new: str, shape: dict) -> list[Region]:
@@ -177,7 +177,8 @@ def choose(saved: dict, changes: list[Region], scenarios: list[str]) -> Selectio
                 hit = sorted(r.lines & set(reached))
                 if hit:
                     why.setdefault(name, []).append(
-                        f"reaches {r.where()} (line {', '.join(map(str, hit))})")
+                        f"reaches {r.where()} (line{'s' if len(hit) > 1 else ''} "
+                        f"{', '.join(map(str, hit))})")
     return Selection([n for n in scenarios if n in why], why, notes)
 
 

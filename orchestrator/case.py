@@ -244,7 +244,7 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
                  for name in ("console", "agent", "qemu")},
     }
     if cov_files(spec):
-        record["coverage"] = for_case(spec, events, case_dir, runner)
+        record["coverage"] = for_case(spec, events, case_dir)
     if s.kselftest:
         record["kselftest"] = s.kselftest
         record["subcases"] = ktap_subcases(record, ktap) if ktap else []

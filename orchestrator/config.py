@@ -22,9 +22,11 @@ ACCELS = ("auto", "tcg", "kvm")
 PAGE_KINDS = ("anon", "anon-clean", "mlocked", "map-locked", "mlockall", "pagecache-clean",
               "pagecache-dirty", "file-hole", "shmem", "memfd", "sysv-shm", "swap-clean",
               "swap-dirty", "thp-head", "thp-tail", "hugetlb-anon", "hugetlb-file", "ksm",
-              "anon-shared-fork", "writeback", "free-buddy", "kernel")
+              "anon-shared-fork", "writeback", "free-buddy", "kernel", "vdso")
 # Kinds with no mapping in the workload: only a PFN, so nothing to touch afterwards.
 UNMAPPED_KINDS = ("free-buddy", "kernel")
+# Kinds the workload maps but does not own (the kernel's vDSO): poisoned, never touched.
+UNTOUCHED_KINDS = (*UNMAPPED_KINDS, "vdso")
 INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
              "mce-inject", "host-srao", "host-srar", "host-srar-kernel")
 GUEST_INJECTORS = tuple(i for i in INJECTORS if not i.startswith("host-"))
@@ -73,7 +75,7 @@ def own_steps(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def steps_for(kind: str) -> tuple[str, ...]:
     """The access steps that apply to a page kind."""
-    if kind in UNMAPPED_KINDS:
+    if kind in UNTOUCHED_KINDS:
         return ()
     if kind in FILE_KINDS:
         return ACCESS_STEPS
@@ -806,7 +808,7 @@ def _access(c: _Checker, node, label: str, page: str | None) -> str | None:
             fits = steps_for(page)
             c.err(item, f"{label}: access step '{step}' does not apply to {page} pages ("
                         + (f"its steps: {', '.join(fits)})" if fits else
-                           "it has no mapping to touch: access must be none)"))
+                           "the workload never touches it: access must be none)"))
             return None
         steps.append(step)
     return ",".join(steps)

@@ -17,18 +17,21 @@ import binascii
 import difflib
 import html
 import json
+import logging
 import re
 import shutil
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import whatthepatch
 
-from .errors import FarmError
+from .errors import FarmError, InfraError
 from .files import atomic_write
-from .runner import Runner
+from .runner import Runner, quote
+from .runner import log as cmd_log
 
-GCOVR_JSON = "coverage.json"  # gcovr's JSON of one case, in its directory
+GCDA_DIR = "gcov"  # a case's .gcda files, under their tree paths, in its directory
 
 
 # ---- per case -------------------------------------------------------------------------
@@ -65,12 +68,29 @@ def _gcovr(runner: Runner, args: list, cwd: Path) -> None:
     runner.run([sys.executable, "-m", "gcovr", *args], cwd=cwd)
 
 
-def read_case(build_dir: Path, files: list[str], gcda_dir: Path, out: Path,
-              runner: Runner) -> dict:
-    """gcovr's JSON of one case (written to out, and returned): the .gcda of gcda_dir read
-    beside the build's own .gcno and source. gcov runs in a scratch copy (it writes a file
-    per header where it runs), removed afterwards; only the profiled files are kept, the
-    headers they include are not (their sources are not kept with the build)."""
+def _gcovr_here(args: list) -> None:
+    """gcovr in this process: per case its interpreter's start-up was half of what coverage
+    cost. Logged as the command line that does the same; gcovr runs gcov itself. Its
+    logging set-up is undone, so that the farm's log lines stay where they were."""
+    from gcovr.__main__ import main
+    cmd_log.info("$ %s", quote(["gcovr", *map(str, args)]))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code
+    finally:
+        root.handlers[:], root.level = handlers, level
+    if rc:
+        raise InfraError(f"gcovr exited with {rc}: {quote(['gcovr', *map(str, args)])}")
+
+
+def gcovr_over(build_dir: Path, files: list[str], gcda_dir: Path, outputs: list) -> None:
+    """gcovr over the .gcda of gcda_dir read beside the build's own .gcno and source. gcov
+    runs in a scratch copy (it writes a file per header where it runs), removed afterwards;
+    only the profiled files are kept, not the headers they include (their sources are not
+    kept with the build). outputs: gcovr's output options (--json FILE, --cobertura FILE)."""
     scratch = gcda_dir.with_name(gcda_dir.name + ".scratch")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
@@ -80,13 +100,21 @@ def read_case(build_dir: Path, files: list[str], gcda_dir: Path, out: Path,
                 if src.is_file():
                     (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src, (scratch / rel).with_suffix(suffix))
-        filters = [x for rel in files for x in ("--filter", re.escape(rel) + "$")]
-        _gcovr(runner, ["--root", scratch, *filters, "--include-internal-functions",
-                        "--gcov-ignore-errors", "source_not_found", "--json", out, scratch],
-               cwd=scratch)
-        return json.loads(out.read_text())
+        filters = [x for rel in files for x in ("--filter", re.escape(str(scratch / rel)) + "$")]
+        _gcovr_here(["--root", scratch, *filters, "--include-internal-functions",
+                     "--gcov-ignore-errors", "source_not_found", *outputs, scratch])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def read_case(build_dir: Path, files: list[str], gcda_dir: Path) -> dict:
+    """gcovr's JSON of one case's .gcda (kept only while it is read: the .gcda stay)."""
+    out = gcda_dir.with_name(gcda_dir.name + ".json")
+    try:
+        gcovr_over(build_dir, files, gcda_dir, ["--json", out])
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def reached(gcovr_doc: dict) -> dict[str, dict]:
@@ -101,20 +129,19 @@ def reached(gcovr_doc: dict) -> dict[str, dict]:
     return out
 
 
-def for_case(spec: dict, events: list[dict], case_dir: Path, runner: Runner) -> dict:
+def for_case(spec: dict, events: list[dict], case_dir: Path) -> dict:
     """A case's coverage record: per profiled file the lines and functions its workload
     reached, or why there is none (the guest panicked, hung, or sent nothing)."""
     cov = spec["coverage"]
     files = list(cov["files"])
-    _, problem = save_gcda(events, files, case_dir / "gcov")
+    _, problem = save_gcda(events, files, case_dir / GCDA_DIR)
     if problem:
         return {"error": problem}
     try:
-        doc = read_case(Path(cov["dir"]), files, case_dir / "gcov", case_dir / GCOVR_JSON,
-                        runner)
+        doc = read_case(Path(cov["dir"]), files, case_dir / GCDA_DIR)
     except (FarmError, OSError, ValueError) as e:
         return {"error": f"gcovr could not read the guest's data: {str(e).splitlines()[0]}"}
-    return {"files": reached(doc), "data": GCOVR_JSON}
+    return {"files": reached(doc), "gcda": GCDA_DIR}
 
 
 # ---- per variant ----------------------------------------------------------------------
@@ -155,21 +182,18 @@ class Union:
                     self.lines[rel].setdefault(ln, set()).add(c["scenario"])
                 for fn in got.get("functions", []):
                     self.funcs[rel].setdefault(fn, set()).add(c["scenario"])
-        for c in self.with_data:  # the shape of each file: from the first case with data
-            where = _rel_case_dir(c)
-            try:
-                doc = json.loads((results / where / c["coverage"]["data"]).read_text())
-            except (OSError, ValueError, TypeError, KeyError):
-                continue
-            for f in doc.get("files", []):
-                if f.get("file") in self.executable:
-                    rel = f["file"]
-                    for ln in f["lines"]:
-                        self.executable[rel].add(ln["line_number"])
-                        if ln.get("function_name"):
-                            self.func_of[rel][ln["line_number"]] = ln["function_name"]
-                    self.all_funcs[rel] = {fn["name"] for fn in f.get("functions", [])}
-            break
+
+    def shape(self, doc: dict) -> None:
+        """The executable lines, each line's function and every function of each file, from
+        gcovr's JSON of this variant's build."""
+        for f in doc.get("files", []):
+            rel = f.get("file")
+            if rel in self.executable:
+                for ln in f["lines"]:
+                    self.executable[rel].add(ln["line_number"])
+                    if ln.get("function_name"):
+                        self.func_of[rel][ln["line_number"]] = ln["function_name"]
+                self.all_funcs[rel] = {fn["name"] for fn in f.get("functions", [])}
 
     def source(self, rel: str) -> list[str]:
         try:
@@ -185,18 +209,37 @@ class Union:
                 "percent": round(100 * lr / lt, 1) if lt else 0.0}
 
 
-def cobertura(u: Union, out: Path, runner: Runner) -> bool:
-    """The union as Cobertura XML (GitLab's coverage_report, Jenkins), by gcovr from each
-    case's JSON: hit counts are summed over the cases."""
-    data = [u.results / _rel_case_dir(c) / c["coverage"]["data"] for c in u.with_data]
-    data = [d for d in data if d.is_file()]
-    if not data:
+def merge(u: Union, dest: Path, runner: Runner) -> bool:
+    """Every case's .gcda of the variant summed into dest with gcov-tool (GCC's own profile
+    merger): what all its cases reached together, with hit counts."""
+    dirs = [u.results / _rel_case_dir(c) / c["coverage"].get("gcda", GCDA_DIR)
+            for c in u.with_data]
+    dirs = [d for d in dirs if d.is_dir()]
+    shutil.rmtree(dest, ignore_errors=True)
+    if not dirs:
         return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    args = [x for d in data for x in ("--json-add-tracefile", d)]
-    _gcovr(runner, [*args, "--root", u.dir, "--cobertura", out, "--cobertura-pretty"],
-           cwd=out.parent)
+    shutil.copytree(dirs[0], dest)
+    for d in dirs[1:]:
+        runner.run(["gcov-tool", "merge", "-o", dest, dest, d])
     return True
+
+
+def union_outputs(u: Union, where: Path, runner: Runner) -> dict:
+    """The variant's merged data read once by gcovr: Cobertura XML (for GitLab's
+    coverage_report or Jenkins; its <source> is the build's copy of the profiled sources)
+    and the JSON that gives each file's shape."""
+    merged = where / "gcda"
+    if not merge(u, merged, runner):
+        return {}
+    xml, js = where / "coverage.xml", where / "gcovr.json"
+    gcovr_over(u.dir, u.files, merged, ["--json", js, "--cobertura", xml,
+                                        "--cobertura-pretty"])
+    tree = ET.parse(xml)
+    for src in tree.getroot().iter("source"):
+        src.text = str(u.dir)
+    tree.write(xml, xml_declaration=True, encoding="utf-8")
+    u.shape(json.loads(js.read_text()))
+    return {"cobertura": xml}
 
 
 # ---- between variants -------------------------------------------------------------------
@@ -329,30 +372,32 @@ def report(doc: dict, results: Path, runner: Runner | None = None) -> dict | Non
                                                      if c["variant"] == v], results)
               for v, vdoc in doc["variants"].items()}
     out: dict = {"files": doc["run"].get("coverage") or [], "variants": {}, "ab": {}}
+    for v, u in unions.items():  # first the union of each: it also gives each file's shape
+        where = Path("coverage") / v
+        entry: dict = {"cases": len(u.with_data), "without_data": u.without, "html": {}}
+        try:
+            if union_outputs(u, results / where, runner):
+                entry["cobertura"] = str(where / "coverage.xml")
+        except (FarmError, OSError, ValueError, ET.ParseError) as e:
+            entry["cobertura_error"] = str(e).splitlines()[0]
+        entry["files"] = {rel: u.totals(rel) for rel in u.files}
+        entry["unreached_functions"] = {rel: sorted(u.all_funcs[rel] - set(u.funcs[rel]))
+                                        for rel in u.files}
+        out["variants"][v] = entry
     for v, u in unions.items():
         if base in unions and v != base:
             out["ab"][v] = ab(unions[base], u)
             out["ab"][v]["_outside"] = [
                 f for f in patched_files(doc["variants"][v].get("patches", []))
                 if f not in u.files]
-    for v, u in unions.items():
-        where = Path("coverage") / v
-        entry: dict = {"files": {rel: u.totals(rel) for rel in u.files},
-                       "cases": len(u.with_data), "without_data": u.without, "html": {}}
-        try:
-            if cobertura(u, results / where / "coverage.xml", runner):
-                entry["cobertura"] = str(where / "coverage.xml")
-        except (FarmError, OSError) as e:
-            entry["cobertura_error"] = str(e).splitlines()[0]
         for rel in u.files:
             changed = set()
             if v in out["ab"] and rel in out["ab"][v]:
                 changed = line_map(unions[base].source(rel), u.source(rel))[1]
-            page = where / (rel + ".html")
+            page = Path("coverage") / v / (rel + ".html")
             (results / page).parent.mkdir(parents=True, exist_ok=True)
             atomic_write(results / page, annotate(u, rel, changed, base if v != base else None))
-            entry["html"][rel] = str(page)
-        out["variants"][v] = entry
+            out["variants"][v]["html"][rel] = str(page)
     return out
 
 
@@ -371,6 +416,9 @@ def summary_lines(cov: dict | None) -> list[str]:
                                         else ""))
         for why in entry["without_data"][:5]:
             out.append(f"  - no coverage: {why}")
+        for rel, names in entry.get("unreached_functions", {}).items():
+            if names:
+                out.append(f"  - functions of {rel} no scenario reaches: {', '.join(names)}")
     for v, files in cov["ab"].items():
         for rel, d in files.items():
             if rel == "_outside":
@@ -382,6 +430,12 @@ def summary_lines(cov: dict | None) -> list[str]:
                        + f"; reached only in the base: {len(there['lines'])} lines"
                        + (f" (functions {', '.join(there['functions'])})"
                           if there["functions"] else ""))
+        hit = [(rel, x) for rel, d in files.items() if rel != "_outside"
+               for x in d["changed_reached"]]
+        if hit:
+            out.append(f"- {v}: changed lines that scenarios reached: " + "; ".join(
+                f"{rel}:{x['line']} `{x['text']}` ({len(x['scenarios'])} scenarios)"
+                for rel, x in hit[:10]) + ("; ..." if len(hit) > 10 else ""))
         unreached = [(rel, x) for rel, d in files.items() if rel != "_outside"
                      for x in d["changed_unreached"]]
         out.append(f"- {v}: changed but not reached by any scenario: "

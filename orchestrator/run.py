@@ -376,8 +376,6 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
                                    f"({b.error}; log {b.log})")
         if built:
             _guests(cfg, state, builds, m, runner, progress)
-            if m.coverage and builds.get(m.base) and builds[m.base].ok:
-                save_base_coverage(cfg, m, src, builds[m.base], results, runner)
         why_missing = "not run: a pytest worker died before the case finished"
     except KeyboardInterrupt as e:
         how = getattr(e, "how", "Ctrl-C")
@@ -393,6 +391,10 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
     with deferred_signals():
         state.save()
         code = report_dir(results, plan_missing=why_missing)
+    base_build = state.variants.get(m.base, {}).get("build") or {}
+    if m.coverage and base_build.get("coverage") and not meta["interrupted"]:
+        src = SourceTree(Path(meta["source"]["path"]), meta["source"]["digest"])
+        save_base_coverage(cfg, m, src, base_build, results, runner)
     progress.say(f"done in {fmt_seconds(meta['seconds'])}: {results}")
     if error is not None and code != 1:
         raise error
@@ -407,11 +409,16 @@ def coverage_key(cfg: FarmConfig, base: str, files: tuple[str, ...], src: Source
                                   cfg.cache, 1, coverage=files), compiler_version(runner))
 
 
-def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: BuildResult,
+def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: dict,
                        results: Path, runner: Runner) -> None:
-    """What the base's scenarios reached, kept in the cache for --affected."""
+    """What the base's scenarios reached, kept in the cache for --affected: from the cases
+    and the union the report made of them."""
     cases = [c for c in load_cases(results) if c["variant"] == m.base]
-    union = Union(m.base, build.to_json(), cases, results)
+    union = Union(m.base, build, cases, results)
+    try:
+        union.shape(json.loads((results / "coverage" / m.base / "gcovr.json").read_text()))
+    except (OSError, ValueError):
+        return  # no case of the base sent data: nothing to keep
     save_coverage(cfg.cache, coverage_key(cfg, m.base, m.coverage, src, runner),
                   list(m.coverage), cases, union)
 

@@ -327,7 +327,7 @@ def test_access_steps_are_checked_against_the_page_kind(farm_dir):
            "anon pages (its steps: read, write, child-read, populate-read, after-drop-caches)" \
         in text
     assert f"{scen}:38: scenario 'buddy-touch': access step 'read' does not apply to kernel " \
-           "pages (it has no mapping to touch: access must be none)" in text
+           "pages (the workload never touches it: access must be none)" in text
     assert "shm-paths" not in text
     scen.write_text("\n".join(scen.read_text().splitlines()[:12]) + "\n")
     (s,) = load_farm(path).scenarios

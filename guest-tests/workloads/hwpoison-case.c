@@ -4,7 +4,7 @@
 // Usage: hwpoison-case --kind K --injector I --access A [--dir D] [--timeout S] [--cleanup unpoison]
 //   kinds:     anon anon-clean mlocked pagecache-clean pagecache-dirty file-hole shmem sysv-shm
 //              swap-clean swap-dirty thp-head thp-tail hugetlb-anon hugetlb-file ksm
-//              anon-shared-fork writeback free-buddy kernel
+//              anon-shared-fork writeback free-buddy kernel vdso
 //   injectors: madvise madvise-soft corrupt-pfn hard-offline soft-offline mce-inject
 //              host-srao host-srar host-srar-kernel none
 //   access:    read write none, or a comma-separated list of steps, each one way a program
@@ -29,6 +29,7 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -491,6 +492,24 @@ static void setup(const char *kind, const char *dir, struct target *t)
 			errno = ENOENT;
 			fail("no free buddy page in /proc/kpageflags");
 		}
+	} else if (!strcmp(kind, "vdso")) {
+		/* A page of the kernel's own image that every process maps: the vDSO. Its last
+		 * page, code: its first holds the ELF header that every new program reads. */
+		unsigned char *v = (unsigned char *)getauxval(AT_SYSINFO_EHDR);
+		char line[256];
+		unsigned long start, end, len = PAGE;
+		FILE *f = fopen("/proc/self/maps", "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (strstr(line, "[vdso]") && sscanf(line, "%lx-%lx", &start, &end) == 2)
+				len = end - start;
+		if (f)
+			fclose(f);
+		if (!v) {
+			errno = ENOENT;
+			fail("no vDSO (AT_SYSINFO_EHDR)");
+		}
+		t->page = v + len - PAGE;
+		(void)*(volatile unsigned char *)t->page;	/* mapped, for its PFN */
 	} else if (!strcmp(kind, "kernel")) {
 		/* a page of kernel text, from /proc/iomem (real addresses for root) */
 		char line[256];
