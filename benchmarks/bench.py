@@ -15,6 +15,8 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
   coverage   a case of a coverage build (gcov in the guest, its data sent back and read by
              gcovr) vs the same case of the plain build (median of 7 each, interleaved), and
              the base's whole default run with --coverage vs without (warm builds both)
+  layers     a case on the debug layer's kernel and on the KASAN layer's vs the same case on
+             the plain kernel (median of 5 each, interleaved), and what each build cost
   bisect     `farm bisect` of a 16-patch series whose patch 11 is the demonstration patch (the
              others add a comment each): prefixes built, the first bad patch found, and each
              prefix's warm build against the warm build of the base beside it
@@ -227,6 +229,43 @@ def bench_coverage() -> dict:
             "base_run_coverage_s": round(run_cov, 1), "run_ratio": round(run_cov / run_plain, 3)}
 
 
+def bench_layers(layers=("debug", "kasan")) -> dict:
+    """The same case on the plain kernel and on each layer's, side by side."""
+    from orchestrator.run import layer_fragments
+    s = next(s for s in CFG.scenarios if s.name == "pagecache-clean-madvise")
+    src = source()
+    builds = {}
+    for layer in ("", *layers):
+        frags = (*CFG.fragments, *layer_fragments(CFG, (layer,) if layer else ()))
+        req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, frags, CFG.cache, 3,
+                           layers=(layer,) if layer else ())
+        builds[layer or "plain"] = build(req, RUNNER, QUIET)
+    image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
+    machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-layers-"))
+    times: dict[str, list[float]] = {k: [] for k in builds}
+
+    def case(name, b, i):
+        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
+                "results": str(tmp), "dir": f"{name}/{i}", "machine": asdict(machine),
+                "kernel": b.boot, "initrd": str(image.initrd), "disk": str(image.disk),
+                "swap": str(image.swap), "timeout": 120}
+        rec = run_case(spec, RUNNER)
+        assert rec["status"] == "pass", (name, rec["message"])
+
+    for i in range(5):  # interleaved
+        for name, b in builds.items():
+            times[name].append(timed(case, name, b, i))
+    shutil.rmtree(tmp)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {"scenario": s.name, **{f"{k}_case_s": round(v, 2) for k, v in med.items()}}
+    for layer in layers:
+        out[f"{layer}_ratio"] = round(med[layer] / med["plain"], 3)
+        rec = json.loads((Path(builds[layer].kernel).parent / "record.json").read_text())
+        out[f"{layer}_build_s"] = rec.get("seconds")
+    return out
+
+
 def farm_run(**opts) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-run-") as d, \
             contextlib.redirect_stdout(io.StringIO()):  # the run's summary is not a figure
@@ -297,14 +336,14 @@ def bench_bisect(n: int = 16, bad: int = 11) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect,"
-                                   "coverage")
+                                   "coverage,layers")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
     names = (args.only or "build,unchanged,case,parallel,ab").split(",")
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
-               "bisect": bench_bisect, "coverage": bench_coverage}
+               "bisect": bench_bisect, "coverage": bench_coverage, "layers": bench_layers}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario, kselftest_file
@@ -202,7 +203,10 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     results = Path(spec["results"])
     case_dir = results / spec["dir"]
     case_dir.mkdir(parents=True, exist_ok=True)
-    req = GuestRequest(machine=Machine(**spec["machine"]), kernel=Path(spec["kernel"]),
+    machine = Machine(**spec["machine"])
+    if s.cpus:
+        machine = replace(machine, cpus=s.cpus)
+    req = GuestRequest(machine=machine, kernel=Path(spec["kernel"]),
                        initrd=Path(spec["initrd"]), append=kernel_cmdline(s, cov_files(spec)),
                        workdir=case_dir,
                        timeout=spec["timeout"],

@@ -52,6 +52,9 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", choices=TIERS,
                    help="default: the scenarios every run covers; full: all of them "
                         "(default: farm.yaml's tier, else default)")
+    p.add_argument("--layer", metavar="NAMES",
+                   help="add farm.yaml's config layers (comma-separated, e.g. debug) to every "
+                        "variant: a build key of their own (README: layers)")
     p.add_argument("--affected", action="store_true",
                    help="only the scenarios whose coverage on the base reaches what the "
                         "variants' patches change (README: coverage); says why each")
@@ -218,7 +221,8 @@ def _command(args) -> int:
                       repeat=args.repeat, shard=args.shard,
                       confirm=getattr(args, "confirm", None),
                       fail_on=getattr(args, "fail_on", None), tier=args.tier,
-                      coverage=_coverage(cfg, getattr(args, "coverage", None)))
+                      coverage=_coverage(cfg, getattr(args, "coverage", None)),
+                      layers=_words(args.layer) or None)
     if args.affected:
         from .run import affected
         opts = affected(cfg, opts, Progress(), measure=args.command == "run")

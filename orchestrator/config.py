@@ -36,8 +36,9 @@ SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 # A sysctl value goes onto the kernel command line (farm.sysctl=name=value,...): one token.
 SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 MAX_SYSCTLS = 16
+MAX_CPUS = 4  # vCPUs a guest may have: kernels/base.config's CONFIG_NR_CPUS
 # Bounds of the guest's settings: below 64 MB the kernel does not boot; above, a typo.
-GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400)}
+GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400), "cpus": (1, MAX_CPUS)}
 CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
 MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
@@ -139,6 +140,7 @@ class Variant:
 class GuestSettings:
     memory_mb: int = 256
     timeout: int = 90
+    cpus: int = 1  # vCPUs of every guest unless a scenario says cpus:
     accel: str = "auto"
     cpu: str = "Skylake-Server"
     machine: str = "pc"
@@ -158,6 +160,7 @@ class Scenario:
     kselftest: str = ""  # e.g. "mm/hugetlb-soft-offline": a program of the variant's own tree
     sysctl: dict[str, str] = field(default_factory=dict)  # set in the guest before the run
     tier: str = "default"  # default | full: which runs include it (README: tiers)
+    cpus: int = 0  # vCPUs of its guest; 0: the guest's setting (guest.cpus)
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -212,6 +215,8 @@ class FarmConfig:
     tier: str = "default"  # the scenarios a run covers: default, or full (all of them)
     fail_on: tuple[str, ...] = ()  # verdicts that fail the run beside regression
     coverage: tuple[str, ...] = ()  # files profiled with gcov in every case (README: coverage)
+    # Named layers of config fragments a run may add to every variant (--layer NAME).
+    layers: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
 
 def coverage_files(text: str) -> tuple[str, ...]:
@@ -438,7 +443,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
         "confirm": False, "fail_on": False, "cache": False, "hosts": False, "tier": False,
-        "coverage": False})
+        "coverage": False, "layers": False})
 
     source = None
     if "source" in top:
@@ -517,7 +522,8 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     guest = GuestSettings()
     if "guest" in top:
         g = c.mapping(top["guest"], "guest", {"memory_mb": False, "timeout": False,
-                                              "accel": False, "cpu": False, "machine": False})
+                                              "accel": False, "cpu": False, "machine": False,
+                                              "cpus": False})
         kw: dict[str, Any] = {}
         for key, (low, high) in GUEST_BOUNDS.items():
             if key in g:
@@ -549,6 +555,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
 
     hosts = _hosts(c, top["hosts"], base_dir) if "hosts" in top else ()
     coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
+    layers = _layers(c, top["layers"], base_dir) if "layers" in top else {}
 
     scen_path = base_dir / "guest-tests" / "scenarios.yaml"
     if "scenarios" in top:
@@ -576,7 +583,29 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
                       repeat=repeat or 1, cache=cache, hosts=hosts,
                       confirm=2 if confirm is None else confirm, fail_on=fail_on,
-                      tier=tier or "default", coverage=coverage)
+                      tier=tier or "default", coverage=coverage, layers=layers)
+
+
+def _layers(c: _Checker, node, base_dir: Path) -> dict[str, tuple[Path, ...]]:
+    """layers: name -> the config fragments it adds to every variant of a run that asks."""
+    if not isinstance(node, yaml.MappingNode):
+        c.err(node, "layers must be a mapping of name: [fragment, ...]")
+        return {}
+    out: dict[str, tuple[Path, ...]] = {}
+    for k, v in node.value:
+        name = _scalar(k)
+        if name is None or not NAME_RE.match(name):
+            c.err(k, f"layer name {str(name)[:60]!r} must match {NAME_RE.pattern} (it names "
+                     "builds and reports)")
+            continue
+        if name in out:
+            c.err(k, f"layers: duplicate layer '{name}'")
+            continue
+        frags = c.files(v, f"layers.{name}", base_dir)
+        if isinstance(v, yaml.SequenceNode) and not v.value:
+            c.err(v, f"layers.{name}: a layer needs at least one fragment")
+        out[name] = frags
+    return out
 
 
 def _coverage(c: _Checker, node) -> tuple[str, ...]:
@@ -710,6 +739,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         f = c.mapping(item, f"scenario '{named.value}'" if isinstance(
             named, yaml.ScalarNode) else "scenario", {
             "name": True, "why": True, "policy": False, "sysctl": False, "tier": False,
+            "cpus": False,
             **({"kselftest": True} if kself else {
                 "page": True, "injector": True, "access": True, "cleanup": False,
                 "expect": True})})
@@ -735,6 +765,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
                            INJECTORS) if "injector" in f else None
             acc = _access(c, f["access"], label, page) if "access" in f else None
         tier = c.choice(f["tier"], f"{label}: tier", TIERS) if "tier" in f else "default"
+        cpus = (c.bounded(f["cpus"], f"{label}: cpus", 1, MAX_CPUS) or 1) if "cpus" in f else 0
         why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
         sysctl: dict[str, str] = {}
         if "sysctl" in f:
@@ -774,7 +805,8 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             expect = _expect(c, f["expect"], label, acc)
         if name and page and inj and acc and why and prog is not None and tier:
             out.append(Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
-                                policy["recovery"], cleanup or "none", prog, sysctl, tier))
+                                policy["recovery"], cleanup or "none", prog, sysctl, tier,
+                                cpus))
     if node is not None and not node.value:
         c.err(node, "scenarios: the list is empty")
     if c.problems:

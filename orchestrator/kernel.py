@@ -44,6 +44,7 @@ class BuildRequest:
     kselftests: tuple[str, ...] = ()  # programs of the tree's own selftests to build
     log: Path | None = None  # where this run keeps the build log (default: in the cache)
     coverage: tuple[str, ...] = ()  # files of the tree built with gcov (README: coverage)
+    layers: tuple[str, ...] = ()  # the config layers among the fragments, by name (a record)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class BuildResult:
     coverage: str = ""
     coverage_files: list[str] = field(default_factory=list)
     coverage_missing: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)  # the config layers it was built with
 
     @property
     def ok(self) -> bool:
@@ -255,6 +257,7 @@ def published(req: BuildRequest, out: Path) -> BuildResult | None:
         return None
     if Path(res.kernel).is_file() and Path(res.boot).is_file():
         res.status, res.variant, res.seconds = "cached", req.variant.name, 0.0
+        res.layers = list(req.layers)  # the same content may go by another name here
         return res
     return None
 
@@ -384,7 +387,8 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
                              patches=patch_records(req.variant), kselftests=built,
                              kselftest_errors=failed,
                              coverage=str(out / "coverage") if req.coverage else "",
-                             coverage_files=found, coverage_missing=missing)
+                             coverage_files=found, coverage_missing=missing,
+                             layers=list(req.layers))
         write_json(stage / "record.json", result.to_json())
         if out.exists():  # an incomplete build of this key (its record names missing files)
             old = out.with_name(f".{out.name}.{TOKEN}.old")
@@ -444,7 +448,10 @@ def boot_image(obj: Path, out: Path) -> str:
     """How QEMU is to boot the build: a vmlinux with a PVH entry point (copied into out) is
     loaded by QEMU itself and starts in the kernel proper, so a guest skips the firmware's
     Linux loader and the decompressor; under TCG both are slow. Else the bzImage."""
-    if parse_config((obj / ".config").read_text()).get("CONFIG_PVH") == "y":
+    config = parse_config((obj / ".config").read_text())
+    # A KASAN kernel does not start through the PVH entry (no console at all; probed here):
+    # it boots the bzImage.
+    if config.get("CONFIG_PVH") == "y" and config.get("CONFIG_KASAN") != "y":
         shutil.copy2(obj / "vmlinux", out / "vmlinux")
         return "pvh"
     return "bzimage"

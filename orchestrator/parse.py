@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .reports import Report, classify
+
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 RECOVERY = re.compile(r"Memory failure: (0x[0-9a-f]+): recovery action for (.+?): (\w+)\s*$")
 SIGBUS_SENT = re.compile(r"Memory failure: (0x[0-9a-f]+): Sending SIGBUS to (\S+):(\d+)")
@@ -29,7 +31,8 @@ class ConsoleFacts:
     sigbus_sent: list[str] = field(default_factory=list)  # "poison:54"
     mce_killed: list[str] = field(default_factory=list)
     hardware_errors: list[str] = field(default_factory=list)
-    kernel_errors: list[str] = field(default_factory=list)
+    kernel_errors: list[str] = field(default_factory=list)  # one per report: Report.text()
+    kernel_reports: list[Report] = field(default_factory=list)
     panic: str | None = None
     memory_failure_lines: list[str] = field(default_factory=list)
 
@@ -40,9 +43,11 @@ def strip_timestamp(line: str) -> str:
 
 def parse_console(lines: Iterable[str]) -> ConsoleFacts:
     facts = ConsoleFacts()
+    seen: list[str] = []
     for raw in lines:
         facts.lines += 1
         line = strip_timestamp(raw)
+        seen.append(line)
         if "Memory failure:" in line or "soft offline" in line.lower():
             facts.memory_failure_lines.append(line)
         m = RECOVERY.search(line)
@@ -61,8 +66,8 @@ def parse_console(lines: Iterable[str]) -> ConsoleFacts:
         m = PANIC.search(line)
         if m and facts.panic is None:
             facts.panic = m.group(1).strip()
-        if KERNEL_ERROR.search(line):
-            facts.kernel_errors.append(line.strip())
+    facts.kernel_reports = classify(seen)
+    facts.kernel_errors = [r.text() for r in facts.kernel_reports]
     return facts
 
 
@@ -101,6 +106,7 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
         "booted": start is not None,
         "recovery": console.recovery,
         "kernel_errors": console.kernel_errors,
+        "kernel_reports": [r.to_json() for r in console.kernel_reports],
         "panic": console.panic,
         "sigbus_sent": console.sigbus_sent,
         "mce_killed": console.mce_killed,

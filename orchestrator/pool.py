@@ -49,7 +49,8 @@ def shipped_config(cfg: FarmConfig) -> tuple[Path, PurePosixPath]:
         raise UserError(f"to run on hosts, the farm must run from its checkout (it copies "
                         f"it to each host); this one is installed in {FARM_ROOT}")
     roots = [FARM_ROOT, cfg.path.parent]
-    named = [*cfg.fragments, cfg.scenarios_path, cfg.guest_tests]
+    named = [*cfg.fragments, *(f for fs in cfg.layers.values() for f in fs),
+             cfg.scenarios_path, cfg.guest_tests]
     for v in cfg.variants.values():
         named += [*v.patches, *v.fragments]
     outside = [p for p in named if not any(_under(p.resolve(), r) for r in roots)]
@@ -271,5 +272,7 @@ def matrix_args(opts: RunOptions) -> list[str]:
         out += ["--tier", opts.tier]
     if opts.coverage:
         out += ["--coverage", ",".join(opts.coverage)]
+    if opts.layers:
+        out += ["--layer", ",".join(opts.layers)]
     return out
 

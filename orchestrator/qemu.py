@@ -39,6 +39,7 @@ class Machine:
     cpu: str = "Skylake-Server"
     memory_mb: int = 256
     accel: str = "tcg"
+    cpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,20 @@ def known_names(kind: str, binary: str = "qemu-system-x86_64") -> frozenset[str]
     return frozenset(names) or None
 
 
+def smp(m: Machine) -> list[str]:
+    """-smp and the accelerator's threading for m.cpus vCPUs: one socket each (without ACPI
+    the guest reads the MP table, which lists only the first CPU of a socket: plain -smp 2
+    boots one CPU), and one host thread per vCPU under TCG."""
+    if m.cpus <= 1:
+        return ["-accel", m.accel, "-smp", "1"]
+    accel = f"{m.accel},thread=multi" if m.accel == "tcg" else m.accel
+    return ["-accel", accel, "-smp", f"{m.cpus},sockets={m.cpus},cores=1,threads=1"]
+
+
 def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
     m = req.machine
     cmd = [m.binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-           "-M", m.machine, "-accel", m.accel, "-cpu", m.cpu, "-m", str(m.memory_mb),
-           "-smp", "1",
+           "-M", m.machine, *smp(m), "-cpu", m.cpu, "-m", str(m.memory_mb),
            "-kernel", str(req.kernel), "-initrd", str(req.initrd), "-append", req.append,
            "-chardev", f"file,id=con,path={opt(req.workdir / 'console.log')}",
            "-serial", "chardev:con",
@@ -138,8 +148,10 @@ class QMP:
                 raise InfraError(f"QMP {command}: {reply['error']}")
             return reply.get("return", {})
 
-    def hmp(self, line: str) -> str:
-        return self.execute("human-monitor-command", **{"command-line": line})
+    def hmp(self, line: str, cpu: int | None = None) -> str:
+        """A monitor command, for vCPU `cpu` where it matters (`info registers`)."""
+        extra = {"cpu-index": cpu} if cpu is not None else {}
+        return self.execute("human-monitor-command", **{"command-line": line}, **extra)
 
     def close(self) -> None:
         self.sock.close()
@@ -288,6 +300,16 @@ def guest_address(value, machine: Machine) -> str:
     return f"{gpa:#x}"
 
 
+def guest_cpu(value, machine: Machine) -> int:
+    """The vCPU a workload runs on, as it said: an index of the guest's vCPUs, or an error.
+    It comes from the guest, and goes onto a monitor command line."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value < max(machine.cpus, 1):
+        raise InfraError(f"the guest named vCPU {str(value)[:20]!r}, not one of its "
+                         f"{machine.cpus}")
+    return value
+
+
 def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine) -> dict:
     """Inject a machine check at the guest-physical address the workload reported.
 
@@ -303,12 +325,16 @@ def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine)
                          f"{str(mode)[:40]!r}")
     status, mcg = MCE[mode]
     gpa = guest_address(event.get("gpa"), machine)
-    line = f"mce 0 {MCE_BANK} {status} {mcg} {gpa} {MCE_MISC}"
-    record = {"mode": mode, "gpa": gpa, "monitor": line}
+    cpu = guest_cpu(event.get("cpu", 0), machine)
+    # On several vCPUs the machine check is broadcast, as a real one is: the guest's handler
+    # waits for every CPU to enter it (without LMCE, which needs firmware the PVH boot skips).
+    broadcast = "-b " if machine.cpus > 1 else ""
+    line = f"mce {broadcast}{cpu} {MCE_BANK} {status} {mcg} {gpa} {MCE_MISC}"
+    record = {"mode": mode, "gpa": gpa, "cpu": cpu, "monitor": line}
     if mode in WANT_CPL:
         for attempt in range(1, SRAR_ATTEMPTS + 1):
             qmp.execute("stop")
-            m = CPL.search(qmp.hmp("info registers"))
+            m = CPL.search(qmp.hmp("info registers", cpu))
             if m and m.group(1) == WANT_CPL[mode]:
                 record["reply"] = qmp.hmp(line)
                 qmp.execute("cont")

@@ -83,7 +83,8 @@ def junit(doc: dict, results: Path) -> str:
                  "build_key": build.get("key", "?"), "patch_digest": patch_digest(variant),
                  "patches": " ".join(Path(p["path"]).name for p in build.get("patches", [])),
                  "accelerator": run.get("accelerator", "?"),
-                 "boot": build.get("boot_via") or "?", "farm_version": run["farm_version"]}
+                 "boot": build.get("boot_via") or "?", "farm_version": run["farm_version"],
+                 "layers": ",".join(build.get("layers") or run.get("layers") or []) or "none"}
         cases = [_build_case(name, build)] if build else []
         mine = [c for c in doc["cases"] if c["variant"] == name]
         runs = Counter(c["scenario"] for c in mine)
@@ -209,6 +210,7 @@ def summary(doc: dict, code: int) -> str:
     out = [f"# hwpoison farm run {run['id']}", "",
            f"- kernel source: {_source(run)}",
            f"- accelerator: {run.get('accel_reason', run.get('accelerator'))}",
+           f"- config layers: {', '.join(run.get('layers') or []) or 'none'}",
            f"- jobs: {run.get('jobs')}, repeats: {run.get('repeat')}, "
            f"wall time: {run.get('seconds', 0):.0f}s" + (", INTERRUPTED" if run.get(
                "interrupted") else "")]
@@ -379,7 +381,9 @@ def report_html(doc: dict) -> str:
 td,th{{border:1px solid #999;padding:4px 8px;vertical-align:top;text-align:left}}
 tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
 <h1>hwpoison farm run {e(run['id'])}</h1>
-<p>kernel source {e(_source(run))}; accelerator {e(str(run.get('accel_reason')))};
+<p>kernel source {e(_source(run))}; config layers {e(', '.join(run.get('layers') or [])
+                                                      or 'none')};
+accelerator {e(str(run.get('accel_reason')))};
 wall time {run.get('seconds', 0):.0f}s</p>
 <p>{totals}</p>
 <h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>

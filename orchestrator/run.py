@@ -74,6 +74,7 @@ class RunOptions:
     tier: str | None = None  # default | full (default: farm.yaml's tier, else default)
     coverage: tuple[str, ...] | None = None  # files to profile (default: farm.yaml's)
     names: tuple[str, ...] | None = None  # only these scenarios (--affected's choice)
+    layers: tuple[str, ...] | None = None  # config layers added to every variant (--layer)
     affected: str = ""  # --affected's account of its choice (run.json, the summary)
 
 
@@ -125,6 +126,19 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
     return variants, scenarios
 
 
+def layers_of(cfg: FarmConfig, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The layers asked for, each defined in farm.yaml's layers:, each once."""
+    unknown = [n for n in names if n not in cfg.layers]
+    if unknown:
+        raise UserError(f"--layer: unknown layer(s) {', '.join(unknown)} (farm.yaml's layers: "
+                        f"{', '.join(cfg.layers) or 'none'})")
+    return tuple(dict.fromkeys(names))
+
+
+def layer_fragments(cfg: FarmConfig, layers: tuple[str, ...]) -> tuple[Path, ...]:
+    return tuple(f for name in layers for f in cfg.layers[name])
+
+
 def _shard_meta(scenarios: list[Scenario], shard: tuple[int, int] | None) -> dict | None:
     """What `farm merge` needs to join the shards: which one this is, and the whole
     matrix, so that the cases of a shard that never came back are still accounted for."""
@@ -143,6 +157,7 @@ def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
              "expect": s.expect, "why": s.why, "tier": s.tier} for s in scenarios]
     return {"config": str(cfg.path), "variants": variants,
+            "layers": list(layers_of(cfg, opts.layers or ())),
             "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
             "shard": f"{opts.shard[0]}/{opts.shard[1]}" if opts.shard else None,
             "cases": len(variants) * len(scenarios) * repeat, "scenarios": rows}
@@ -152,7 +167,8 @@ def plan_text(doc: dict) -> str:
     out = [f"{len(doc['scenarios'])} scenarios x {len(doc['variants'])} variants "
            f"({', '.join(doc['variants'])}; base {doc['base']}) x {doc['repeat']} "
            f"repeat(s) = {doc['cases']} cases"
-           + (f" (shard {doc['shard']})" if doc.get("shard") else ""), ""]
+           + (f" (shard {doc['shard']})" if doc.get("shard") else "")
+           + (f", layers: {', '.join(doc['layers'])}" if doc.get("layers") else ""), ""]
     head = ("scenario", "page kind", "injector", "access", "policy")
     rows = [(r["scenario"], r["page_kind"], r["injector"], r["access"],
              f"early_kill={r['policy']['early_kill']}"
@@ -290,6 +306,7 @@ def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> dict
             "started_iso": started.isoformat(timespec="seconds"), "host": socket.gethostname(),
             "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
             "confirm": m.confirm, "fail_on": list(m.fail_on), "coverage": list(m.coverage),
+            "layers": list(m.layers),
             "interrupted": False}
 
 
@@ -311,6 +328,7 @@ class Matrix:
     confirm: int
     fail_on: tuple[str, ...]
     coverage: tuple[str, ...] = ()  # the tree's files profiled with gcov in every case
+    layers: tuple[str, ...] = ()  # farm.yaml's layers added to every variant, in order
 
     @classmethod
     def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
@@ -319,7 +337,8 @@ class Matrix:
                    cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
                    opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
                    else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
-                   cfg.coverage if opts.coverage is None else opts.coverage)
+                   cfg.coverage if opts.coverage is None else opts.coverage,
+                   layers_of(cfg, opts.layers or ()))
 
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:
@@ -402,11 +421,13 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
 
 
 def coverage_key(cfg: FarmConfig, base: str, files: tuple[str, ...], src: SourceTree,
-                 runner: Runner) -> str:
+                 runner: Runner, layers: tuple[str, ...] = ()) -> str:
     """The key the base's saved coverage goes by: its coverage build's, whatever selftest
     programs that build carried (they do not change the kernel)."""
-    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config, cfg.fragments,
-                                  cfg.cache, 1, coverage=files), compiler_version(runner))
+    frags = (*cfg.fragments, *layer_fragments(cfg, layers))
+    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config, frags,
+                                  cfg.cache, 1, coverage=files, layers=layers),
+                     compiler_version(runner))
 
 
 def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: dict,
@@ -419,7 +440,7 @@ def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: dict,
         union.shape(json.loads((results / "coverage" / m.base / "gcovr.json").read_text()))
     except (OSError, ValueError):
         return  # no case of the base sent data: nothing to keep
-    save_coverage(cfg.cache, coverage_key(cfg, m.base, m.coverage, src, runner),
+    save_coverage(cfg.cache, coverage_key(cfg, m.base, m.coverage, src, runner, m.layers),
                   list(m.coverage), cases, union)
 
 
@@ -433,7 +454,7 @@ def affected(cfg: FarmConfig, opts: RunOptions, progress: Progress, *,
     base = cfg.base if cfg.base in variants else variants[0]
     files = opts.coverage or cfg.coverage or COVERAGE_DEFAULT
     src = prepare_source(cfg.source, cfg.cache, runner, progress)
-    key = coverage_key(cfg, base, files, src, runner)
+    key = coverage_key(cfg, base, files, src, runner, layers_of(cfg, opts.layers or ()))
     saved = load_coverage(cfg.cache, key)
     known = {**saved.get("scenarios", {}), **saved.get("no_data", {})}
     missing = [s.name for s in scenarios if s.name not in known]
@@ -441,7 +462,8 @@ def affected(cfg: FarmConfig, opts: RunOptions, progress: Progress, *,
         progress.say(f"--affected: no saved coverage of {base} for {len(missing)} scenario(s): "
                      "measuring it first")
         run(cfg, RunOptions(variants=(base,), names=tuple(missing), tier="full",
-                            coverage=files, confirm=0, jobs=opts.jobs, repeat=1), progress)
+                            coverage=files, confirm=0, jobs=opts.jobs, repeat=1,
+                            layers=opts.layers), progress)
         saved = load_coverage(cfg.cache, key)
     sel = select_affected(cfg, variants, base, [s.name for s in scenarios], files, saved,
                           runner)
@@ -458,7 +480,7 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Mat
     results, meta = state.results, state.meta
     image = build_image(cfg.guest_tests, cfg.cache, runner)
     machine = Machine(machine=cfg.guest.machine, cpu=cfg.guest.cpu,
-                      memory_mb=cfg.guest.memory_mb)
+                      memory_mb=cfg.guest.memory_mb, cpus=cfg.guest.cpus)
     first = next(b for b in builds.values() if b.ok)
     accel, why = _accelerator(cfg, GuestRequest(
         machine, Path(first.boot), image.initrd, kernel_cmdline(m.scenarios[0]),
@@ -538,9 +560,11 @@ def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
     variants = m.variants
     kselftests = tuple(sorted({s.kselftest for s in m.scenarios if s.kselftest}))
     (results / "builds").mkdir(exist_ok=True)
-    reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, cfg.fragments, cfg.cache,
+    fragments = (*cfg.fragments, *layer_fragments(cfg, m.layers))
+    reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, fragments, cfg.cache,
                             (os.cpu_count() or 1) + 1, kselftests,
-                            log=results / "builds" / f"{v}.log", coverage=m.coverage)
+                            log=results / "builds" / f"{v}.log", coverage=m.coverage,
+                            layers=m.layers)
             for v in variants}
     plans = {}
     for v in variants:

@@ -83,6 +83,11 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
     directories share one; then each is named <directory>:<variant>. Builds and boots nothing."""
     resolved = _distinct(dirs, "farm compare", "; its runs would count as repeats of themselves")
     docs = [(d, _results(d)) for d in resolved]
+    layers = {d: tuple(doc["run"].get("layers") or ()) for d, doc in docs}
+    if len(set(layers.values())) > 1:  # a debug kernel's cases against a plain one's
+        raise UserError("farm compare: the runs were built with different config layers ("
+                        + "; ".join(f"{d}: {', '.join(v) or 'none'}" for d, v in layers.items())
+                        + "); compare runs of the same layers")
     labels = _labels(resolved)
     names = [v for _, doc in docs for v in doc["variants"]]
     clash = len(names) != len(set(names))

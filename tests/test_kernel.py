@@ -73,6 +73,10 @@ def test_boot_image_is_vmlinux_with_a_pvh_entry_else_bzimage(env):
     assert pvh.boot_via == "pvh" and pvh.boot.endswith("/vmlinux")
     assert b"CONFIG_PVH=y" in open(pvh.boot, "rb").read()
     assert build(req(fragments=(tmp / "pvh.config",)), runner, progress).boot == pvh.boot
+    # a KASAN kernel does not start through the PVH entry: it boots the bzImage
+    kasan = build(req(fragments=(write(tmp / "kasan.config", "CONFIG_PVH=y\nCONFIG_KASAN=y\n"),)),
+                  runner, progress)
+    assert (kasan.boot_via, kasan.boot) == ("bzimage", kasan.kernel)
 
 
 def test_commands_are_logged_shell_quoted(env):

@@ -15,7 +15,9 @@
 // Host injectors use a handshake on fd 3: the workload emits an "inject-request" event with
 // the page's guest-physical address. For SRAO it waits for the host's line; for SRAR it
 // spins on the page in user mode until the machine check arrives (an SRAR must hit a
-// user-mode access); for SRAR in kernel mode it sleeps in the kernel until the end.
+// user-mode access); for SRAR in kernel mode it sleeps in the kernel until the end. On a
+// guest with several vCPUs it first pins itself to the one it runs on, and names it in the
+// request: the host's machine check must land on that vCPU.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +31,7 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <sched.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -258,6 +261,20 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Move to the guest's last vCPU and stay there, and say which: a host SRAR must hit that
+ * one (the last, not the first, so that a farm that always injected on vCPU 0 is caught). */
+static int pin_here(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	int cpu = n > 1 ? (int)n - 1 : 0;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		return sched_getcpu() < 0 ? 0 : sched_getcpu();
+	return sched_getcpu() < 0 ? cpu : sched_getcpu();
 }
 
 /* The page under test. */
@@ -843,8 +860,8 @@ int main(int argc, char **argv)
 				usleep(20000);
 		} else if (!strcmp(injector, "host-srao")) {
 			char line[64] = "";
-			emit("{\"event\":\"inject-request\",\"mode\":\"srao\",\"gpa\":\"%#llx\"}",
-			     (unsigned long long)(pfn_before * PAGE));
+			emit("{\"event\":\"inject-request\",\"mode\":\"srao\",\"gpa\":\"%#llx\","
+			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
 			if (read(chan, line, sizeof(line) - 1) <= 0)
 				fail("handshake");
 			/* SRAO is handled from a work queue: wait until the kernel counts it */
@@ -852,8 +869,8 @@ int main(int argc, char **argv)
 			while (hardware_corrupted_kb() == hc_before && now() < end)
 				usleep(20000);
 		} else if (!strcmp(injector, "host-srar")) {
-			emit("{\"event\":\"inject-request\",\"mode\":\"srar\",\"gpa\":\"%#llx\"}",
-			     (unsigned long long)(pfn_before * PAGE));
+			emit("{\"event\":\"inject-request\",\"mode\":\"srar\",\"gpa\":\"%#llx\","
+			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
 			double end = now() + timeout;
 			unsigned long sum = 0;
 			/* A clean page may be dropped without a signal and read back into a new
@@ -866,8 +883,8 @@ int main(int argc, char **argv)
 				inject_errno = ETIMEDOUT;
 			}
 		} else if (!strcmp(injector, "host-srar-kernel")) {
-			emit("{\"event\":\"inject-request\",\"mode\":\"srar-kernel\",\"gpa\":\"%#llx\"}",
-			     (unsigned long long)(pfn_before * PAGE));
+			emit("{\"event\":\"inject-request\",\"mode\":\"srar-kernel\",\"gpa\":\"%#llx\","
+			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
 			sleep(timeout);	/* in the kernel: the host injects while the CPU is at CPL 0 */
 			inject_rc = -1;
 			inject_errno = ETIMEDOUT;
