@@ -72,6 +72,14 @@ def expected_of(s: Scenario) -> dict:
     return exp
 
 
+STALLS = ("soft-lockup", "rcu-stall", "hung-task")
+
+
+def _report_text(r: dict) -> str:
+    return f"{r.get('kind')}" + (f" in {r['function']}" if r.get("function") else "") + \
+        f": {r.get('line', '')}"
+
+
 def _no_answer(exp: dict, obs: dict, infra_error: str | None,
                timeout: float) -> tuple[str, str] | None:
     """The outcomes where the farm, not the kernel, failed to get an answer (or the guest
@@ -79,6 +87,12 @@ def _no_answer(exp: dict, obs: dict, infra_error: str | None,
     if infra_error:
         return "error", infra_error
     if obs["guest"] == "hung" and exp["guest"] != "hung":
+        # A kernel that said what went wrong before it hung has given its verdict; a stall
+        # or lockup report alone may be a starved host's vCPU, not the kernel's fault.
+        said = [r for r in obs.get("kernel_reports") or [] if r.get("kind") not in STALLS]
+        if said:
+            return "fail", (f"the guest hung (timeout after {timeout:.0f}s); the kernel "
+                            f"reported: {_report_text(said[0])}")
         return "error", f"timeout after {timeout:.0f}s with no kernel verdict"
     if not obs["booted"] and obs["guest"] != "panicked":
         return "error", "the guest never reached its agent"

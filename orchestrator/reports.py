@@ -81,9 +81,14 @@ def _start(line: str) -> tuple[str, re.Match] | None:
 
 
 def _first_frame(kind: str, body: list[str]) -> str:
-    """The function a report is about: its RIP, unless that is the reporting itself; else
-    where lockdep says a lock was taken; else the first reliable frame of its call trace
-    that is not part of the reporting."""
+    """The function a report is about: for a sleep in atomic context, where the innermost
+    lock held was taken; else its RIP, unless that is the reporting itself; else where
+    lockdep says a lock was taken; else the first reliable frame of its call trace that is
+    not part of the reporting."""
+    if kind == "atomic-sleep":  # who holds the innermost lock it slept under
+        held = [m.group("fn") for m in map(HELD_AT.search, body) if m]
+        if held:
+            return held[-1]
     for pattern in (RIP, HELD_AT) if kind == "lockdep" else (RIP,):
         for line in body:
             m = pattern.search(line)

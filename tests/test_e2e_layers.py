@@ -43,3 +43,31 @@ def test_the_debug_layer_builds_boots_and_the_base_reports_nothing(tmp_path):
     suite = next(iter(JUnitXml.fromfile(str(results / "junit.xml"))))
     assert {p.name: p.value for p in suite.properties()}["layers"] == "debug"
     assert "- config layers: debug" in proc.stdout
+
+
+def test_a_patch_only_the_debug_layer_catches_is_a_regression_there_and_same_without(tmp_path):
+    """kernels/debug-demo.yaml: a patch that takes a spinlock around a call that may sleep. The
+    debug kernel reports it on the clean page-cache scenario (a regression); the plain one
+    does not notice (same)."""
+    def run(name, *extra):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "run", "-c",
+             str(REPO / "kernels/debug-demo.yaml"), *extra, "--scenarios",
+             "anon-madvise,pagecache-clean-madvise", "--confirm", "1", "-j", "2",
+             "--results", str(tmp_path / name)], cwd=REPO, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        return proc, json.loads((tmp_path / name / "results.json").read_text())
+
+    proc, doc = run("debug", "--layer", "debug")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    verdicts = {c["scenario"]: c["verdict"] for c in doc["comparison"]}
+    assert verdicts == {"anon-madvise": "same", "pagecache-clean-madvise": "regression"}
+    bad = next(c for c in doc["cases"] if c["variant"] == "serialise-remove"
+               and c["scenario"] == "pagecache-clean-madvise")
+    (report,) = bad["observed"]["kernel_reports"]
+    assert (report["kind"], report["function"]) == ("atomic-sleep", "truncate_error_folio")
+    assert "sleeping function called from invalid context" in report["line"]
+
+    proc, doc = run("plain")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {c["verdict"] for c in doc["comparison"]} == {"same"}

@@ -68,3 +68,20 @@ def test_kernel_errors_name_kind_and_function_and_fail_a_survived_case():
 def test_a_quiet_console_has_no_report():
     clean = Path(__file__).parent / "data/recorded/anon-madvise/console.log"
     assert classify(clean.read_text(errors="replace").splitlines()) == []
+
+
+def test_a_hung_guest_that_reported_something_failed_one_that_only_stalled_gave_no_answer():
+    from orchestrator.case import judge
+    from orchestrator.config import load_scenarios
+    s = next(s for s in load_scenarios(Path(__file__).parent.parent / "guest-tests"
+                                       / "scenarios.yaml") if s.name == "anon-madvise")
+    for log, want in (("lockdep", "fail"), ("soft-lockup", "error")):
+        with open(REPORTS / f"{log}.log", errors="replace") as f:
+            obs = observe(parse_console(f), [{"event": "agent-start"}], timed_out=True)
+        status, message = judge(s, obs, timeout=30)
+        assert status == want, message
+        if want == "fail":
+            assert message.startswith("the guest hung (timeout after 30s); the kernel "
+                                      "reported: lockdep in lkdtm_")
+        else:
+            assert message == "timeout after 30s with no kernel verdict"
