@@ -28,6 +28,7 @@ def reports_of(kind: str):
     ("rcu-stall", "rcu-stall", "lkdtm_LOOP", "detected stall"),
     ("hung-task", "hung-task", "lkdtm_HUNG_TASK", "provoke"),
     ("kasan", "kasan", "lkdtm_SLAB_LINEAR_OVERFLOW", "slab-out-of-bounds"),
+    ("vm-bug", "vm-bug", "me_pagecache_clean", "VM_BUG_ON_PAGE"),
 ])
 def test_each_kind_of_report_is_classified_with_its_function(log, kind, function, detail):
     got = reports_of(log)
@@ -42,6 +43,8 @@ def test_a_warning_that_carries_a_report_is_one_report_not_two():
     assert kinds.count("refcount") == 1 and "warning" not in kinds
     bug = reports_of("bug")  # BUG(): "kernel BUG at", then its invalid opcode Oops
     assert [r.kind for r in bug] == ["bug"] and bug[0].function == "lkdtm_BUG"
+    # VM_BUG_ON_PAGE: the page dump, its "kernel BUG at" and its Oops are one report
+    assert [r.kind for r in reports_of("vm-bug")] == ["vm-bug"]
 
 
 def test_a_report_the_kernel_repeats_is_one_report_counted():
