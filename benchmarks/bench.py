@@ -231,12 +231,12 @@ def bench_coverage() -> dict:
 
 def bench_layers(layers=("debug", "kasan")) -> dict:
     """The same case on the plain kernel and on each layer's, side by side."""
-    from orchestrator.run import layer_fragments
+    from orchestrator.run import fragments_with
     s = next(s for s in CFG.scenarios if s.name == "pagecache-clean-madvise")
     src = source()
     builds = {}
     for layer in ("", *layers):
-        frags = (*CFG.fragments, *layer_fragments(CFG, (layer,) if layer else ()))
+        frags = fragments_with(CFG, (layer,) if layer else ())
         req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, frags, CFG.cache, 3,
                            layers=(layer,) if layer else ())
         builds[layer or "plain"] = build(req, RUNNER, QUIET)

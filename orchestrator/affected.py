@@ -10,9 +10,10 @@ coverage at all, select everything, and say so."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import whatthepatch
@@ -21,6 +22,7 @@ from .config import COVERAGE_DEFAULT, FarmConfig
 from .coverage import patched_files
 from .errors import UserError
 from .files import OwnedDir, locked, write_json
+from .kernel import apply_patch
 from .runner import Runner
 
 COMMENT = re.compile(r"^\s*(/\*.*|\*.*|//.*|\*/\s*)?$")  # blank, or a comment line
@@ -77,7 +79,8 @@ def load(cache: Path, key: str) -> dict:
 def patch_variant(base: dict[str, str], patches: list[Path], runner: Runner,
                   cache: Path) -> dict[str, str]:
     """The profiled files as the variant's series leaves them: each patch's sections for
-    those files applied with GNU patch, strictly, to a scratch copy of the base's sources."""
+    those files applied as the build applies patches, to a scratch copy of the base's
+    sources."""
     scratch = OwnedDir(cache / "work", "affected")
     try:
         for rel, text in base.items():
@@ -90,12 +93,10 @@ def patch_variant(base: dict[str, str], patches: list[Path], runner: Runner,
                 continue
             part = scratch.path / f"part-{i}.patch"
             part.write_text("\n".join(sections) + "\n")
-            out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
-                              "--no-backup-if-mismatch", "--reject-file=-", "-d", scratch.path,
-                              "-i", part], check=False)
-            if out.returncode:
+            where = apply_patch(scratch.path, part, runner)
+            if where:
                 raise UserError(f"--affected: patch {i}/{len(patches)} does not apply to the "
-                                f"base's profiled files: {p}: {out.output.strip()[-300:]}")
+                                f"base's profiled files: {p}: {where}")
         return {rel: (scratch.path / rel).read_text().rstrip("\n") for rel in base}
     finally:
         scratch.remove()
@@ -119,7 +120,6 @@ class Region:
 def regions(rel: str, old: str, new: str, shape: dict) -> list[Region]:
     """The changed regions of one file, each with the executable base lines that stand for
     it (see the module's doc)."""
-    import difflib
     a, b = old.splitlines(), new.splitlines()
     executable = set(shape["executable"])
     func_of = {int(k): v for k, v in shape["function_of"].items()}
@@ -207,11 +207,6 @@ def select_affected(cfg: FarmConfig, variants: list[str], base: str, scenarios: 
     if not changes:
         sel.notes.append("the patches change none of the profiled lines")
     return sel
-
-
-def narrow(opts, sel: Selection):
-    """RunOptions for the selected scenarios only (all of them when sel.names is None)."""
-    return opts if sel.names is None else replace(opts, names=tuple(sel.names))
 
 
 def explain(sel: Selection, total: int) -> str:

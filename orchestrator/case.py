@@ -15,6 +15,7 @@ from .files import write_json
 from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, GuestRun, Machine, run_guest
+from .reports import Report
 from .runner import Runner
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
@@ -75,11 +76,6 @@ def expected_of(s: Scenario) -> dict:
 STALLS = ("soft-lockup", "rcu-stall", "hung-task")
 
 
-def _report_text(r: dict) -> str:
-    return f"{r.get('kind')}" + (f" in {r['function']}" if r.get("function") else "") + \
-        f": {r.get('line', '')}"
-
-
 def _no_answer(exp: dict, obs: dict, infra_error: str | None,
                timeout: float) -> tuple[str, str] | None:
     """The outcomes where the farm, not the kernel, failed to get an answer (or the guest
@@ -92,7 +88,7 @@ def _no_answer(exp: dict, obs: dict, infra_error: str | None,
         said = [r for r in obs.get("kernel_reports") or [] if r.get("kind") not in STALLS]
         if said:
             return "fail", (f"the guest hung (timeout after {timeout:.0f}s); the kernel "
-                            f"reported: {_report_text(said[0])}")
+                            f"reported: {Report(**said[0]).text()}")
         return "error", f"timeout after {timeout:.0f}s with no kernel verdict"
     if not obs["booted"] and obs["guest"] != "panicked":
         return "error", "the guest never reached its agent"

@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -61,11 +60,6 @@ def save_gcda(events: list[dict], files: list[str], dest: Path) -> tuple[list[st
     if missing and not problems:
         problems.append("the guest sent no gcov data for " + ", ".join(missing))
     return written, "; ".join(problems)
-
-
-def _gcovr(runner: Runner, args: list, cwd: Path) -> None:
-    """gcovr, from this Python's environment; its relative filters are relative to cwd."""
-    runner.run([sys.executable, "-m", "gcovr", *args], cwd=cwd)
 
 
 def _gcovr_here(args: list) -> None:
@@ -265,16 +259,18 @@ def _lines_text(src: list[str], lines: list[int], limit: int = 200) -> list[dict
             for ln in lines]
 
 
-def ab(base: Union, var: Union) -> dict:
+def ab(base: Union, var: Union) -> tuple[dict, dict[str, set[int]]]:
     """Per file both profiled: what the variant's scenarios reached that the base's did not
     and the other way round (lines matched through a diff of the two sources, functions by
-    name), and the variant's changed executable lines, reached or not."""
-    out = {}
+    name), and the variant's changed executable lines, reached or not; and per file the
+    variant's changed lines (for its annotated view)."""
+    out, changes = {}, {}
     for rel in var.files:
         if rel not in base.files:
             continue
         bsrc, vsrc = base.source(rel), var.source(rel)
         same, changed, _removed = line_map(bsrc, vsrc)
+        changes[rel] = changed
         back = {b: v for v, b in same.items()}
         rb, rv = set(base.lines[rel]), set(var.lines[rel])
         only_var = sorted(v for v in rv if v in same and same[v] not in rb)
@@ -292,7 +288,7 @@ def ab(base: Union, var: Union) -> dict:
                                                             if ln in rv])],
             "changed_unreached": _lines_text(vsrc, [ln for ln in exec_changed if ln not in rv]),
         }
-    return out
+    return out, changes
 
 
 def patched_files(patches: list[str]) -> list[str]:
@@ -385,15 +381,14 @@ def report(doc: dict, results: Path, runner: Runner | None = None) -> dict | Non
                                         for rel in u.files}
         out["variants"][v] = entry
     for v, u in unions.items():
+        changes: dict[str, set[int]] = {}
         if base in unions and v != base:
-            out["ab"][v] = ab(unions[base], u)
+            out["ab"][v], changes = ab(unions[base], u)
             out["ab"][v]["_outside"] = [
                 f for f in patched_files(doc["variants"][v].get("patches", []))
                 if f not in u.files]
         for rel in u.files:
-            changed = set()
-            if v in out["ab"] and rel in out["ab"][v]:
-                changed = line_map(unions[base].source(rel), u.source(rel))[1]
+            changed = changes.get(rel, set())
             page = Path("coverage") / v / (rel + ".html")
             (results / page).parent.mkdir(parents=True, exist_ok=True)
             atomic_write(results / page, annotate(u, rel, changed, base if v != base else None))

@@ -191,14 +191,22 @@ def _hunk_failures(output: str) -> list[str]:
     return failures
 
 
+def apply_patch(tree: Path, patch: Path, runner: Runner, log: Path | None = None) -> str:
+    """Apply one patch strictly (no fuzz), as every build does: '' when it applied, else
+    where it did not (file and hunk)."""
+    out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
+                      "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i", patch],
+                     check=False, log_path=log)
+    if not out.returncode:
+        return ""
+    return "; ".join(_hunk_failures(out.output)) or out.output.strip()[-300:]
+
+
 def apply_patches(tree: Path, patches: tuple[Path, ...], runner: Runner, log: Path) -> None:
     """Apply a patch series strictly (no fuzz); a patch that does not apply is bad input."""
     for i, patch in enumerate(patches, 1):
-        out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
-                          "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i", patch],
-                         check=False, log_path=log)
-        if out.returncode:
-            where = "; ".join(_hunk_failures(out.output)) or out.output.strip()[-300:]
+        where = apply_patch(tree, patch, runner, log)
+        if where:
             raise UserError(f"patch {i}/{len(patches)} does not apply: {patch}: {where}")
 
 

@@ -135,8 +135,10 @@ def layers_of(cfg: FarmConfig, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def layer_fragments(cfg: FarmConfig, layers: tuple[str, ...]) -> tuple[Path, ...]:
-    return tuple(f for name in layers for f in cfg.layers[name])
+def fragments_with(cfg: FarmConfig, layers: tuple[str, ...]) -> tuple[Path, ...]:
+    """Every variant's config fragments for a run with these layers: farm.yaml's, then each
+    layer's, in order."""
+    return (*cfg.fragments, *(f for name in layers for f in cfg.layers[name]))
 
 
 def _shard_meta(scenarios: list[Scenario], shard: tuple[int, int] | None) -> dict | None:
@@ -424,8 +426,8 @@ def coverage_key(cfg: FarmConfig, base: str, files: tuple[str, ...], src: Source
                  runner: Runner, layers: tuple[str, ...] = ()) -> str:
     """The key the base's saved coverage goes by: its coverage build's, whatever selftest
     programs that build carried (they do not change the kernel)."""
-    frags = (*cfg.fragments, *layer_fragments(cfg, layers))
-    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config, frags,
+    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config,
+                                  fragments_with(cfg, layers),
                                   cfg.cache, 1, coverage=files, layers=layers),
                      compiler_version(runner))
 
@@ -560,7 +562,7 @@ def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
     variants = m.variants
     kselftests = tuple(sorted({s.kselftest for s in m.scenarios if s.kselftest}))
     (results / "builds").mkdir(exist_ok=True)
-    fragments = (*cfg.fragments, *layer_fragments(cfg, m.layers))
+    fragments = fragments_with(cfg, m.layers)
     reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, fragments, cfg.cache,
                             (os.cpu_count() or 1) + 1, kselftests,
                             log=results / "builds" / f"{v}.log", coverage=m.coverage,

@@ -13,7 +13,7 @@ from orchestrator.errors import InfraError, UserError
 from orchestrator.kernel import BuildRequest, build_key, prepare_source
 from orchestrator.progress import Progress
 from orchestrator.qemu import GuestRequest, Machine, guest_cpu, qemu_command
-from orchestrator.run import Matrix, RunOptions, layer_fragments, plan_doc
+from orchestrator.run import Matrix, RunOptions, fragments_with, plan_doc
 from orchestrator.runner import Runner
 from orchestrator.saved import compare_dirs
 
@@ -63,7 +63,7 @@ def test_a_layer_is_part_of_the_build_key(tmp_path, fake_kernel):
                          Progress(stream=open("/dev/null", "w")))
     plain = BuildRequest(Variant("b"), src, "tinyconfig", cfg.fragments, tmp_path, 1)
     debug = BuildRequest(Variant("b"), src, "tinyconfig",
-                         (*cfg.fragments, *layer_fragments(cfg, ("debug",))), tmp_path, 1,
+                         fragments_with(cfg, ("debug",)), tmp_path, 1,
                          layers=("debug",))
     assert build_key(plain, "gcc") != build_key(debug, "gcc")
 
