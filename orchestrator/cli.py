@@ -50,11 +50,16 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--injector", help="comma-separated injectors, e.g. host-srao,host-srar")
     p.add_argument("--repeat", type=_positive, help="runs of each case (default: 1)")
     p.add_argument("--tier", choices=TIERS,
-                   help="default: the scenarios every run covers; full: all of them "
+                   help="default: the scenarios every run covers; race: the race scenarios "
+                        "(also run when --scenarios names them); full: all of them "
                         "(default: farm.yaml's tier, else default)")
     p.add_argument("--layer", metavar="NAMES",
                    help="add farm.yaml's config layers (comma-separated, e.g. debug) to every "
                         "variant: a build key of their own (README: layers)")
+    p.add_argument("--seed", type=_number(0, 2**32 - 1), metavar="N",
+                   help="the race scenarios' seed: rerun a run's races the same way, as far as "
+                        "the kernel allows (default: a new one each run, in run.json and the "
+                        "summary)")
     p.add_argument("--affected", action="store_true",
                    help="only the scenarios whose coverage on the base reaches what the "
                         "variants' patches change (README: coverage); says why each")
@@ -222,7 +227,7 @@ def _command(args) -> int:
                       confirm=getattr(args, "confirm", None),
                       fail_on=getattr(args, "fail_on", None), tier=args.tier,
                       coverage=_coverage(cfg, getattr(args, "coverage", None)),
-                      layers=_words(args.layer) or None)
+                      layers=_words(args.layer) or None, seed=args.seed)
     if args.affected:
         from .run import affected
         opts = affected(cfg, opts, Progress(), measure=args.command == "run")

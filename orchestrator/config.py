@@ -60,7 +60,33 @@ MAX_STEPS = 16
 STEP_OBSERVABLES: dict[str, tuple[type, ...]] = {
     name: (str,) if name == "data" else (str if name == "signal" else int, type(None))
     for name in STEP_NAMES}
-TIERS = ("default", "full")
+# default: every run; full: all of them; race: the race scenarios, which run only when a run
+# asks for them (--tier race or full, or --scenarios naming them): they take longer.
+TIERS = ("default", "full", "race")
+# Race mode (README: races): what a racer thread does to the page while the workload poisons
+# it, round after round, and the page kinds each action applies to. The workload sets each of
+# RACE_KINDS up again every round (guest-tests/workloads/hwpoison-case.c: race_main).
+RACE_KINDS = ("anon", "pagecache-clean", "pagecache-dirty", "shmem", "memfd", "swap-clean",
+              "swap-dirty", "thp-head", "thp-tail", "hugetlb-anon", "hugetlb-file", "ksm")
+RACES: dict[str, tuple[str, ...]] = {
+    "truncate": ("pagecache-clean", "pagecache-dirty", "shmem", "memfd", "hugetlb-file"),
+    "punch-hole": ("shmem", "memfd", "hugetlb-file"),  # ext2 cannot punch holes
+    "munmap": RACE_KINDS,
+    "fork": RACE_KINDS,
+    "pageout": tuple(k for k in RACE_KINDS if not k.startswith("hugetlb")),
+    "compact": RACE_KINDS,
+    "poison2": RACE_KINDS,  # corrupt-pfn of the same page at once
+    "unpoison": RACE_KINDS,
+    "soft-offline": RACE_KINDS,
+}
+# Synchronous injectors only: the round must know when its poisoning is over.
+RACE_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline")
+# What a race scenario observes over its rounds (race.<name>), each 0 on a correct kernel but
+# rounds; parse.race_observables says how each is counted.
+RACE_OBSERVABLES = ("rounds", "wrong_data", "hc_overcount", "not_back")
+MAX_ROUNDS = 200
+DEFAULT_ROUNDS = 10
+RACE_CPUS = 2  # a race scenario's vCPUs unless it says cpus:
 # The files a coverage run profiles unless farm.yaml or --coverage names others.
 COVERAGE_DEFAULT = ("mm/memory-failure.c", "mm/madvise.c")
 # A C file of the kernel tree, as a relative path: it reaches a Makefile variable, the
@@ -161,6 +187,9 @@ class Scenario:
     sysctl: dict[str, str] = field(default_factory=dict)  # set in the guest before the run
     tier: str = "default"  # default | full: which runs include it (README: tiers)
     cpus: int = 0  # vCPUs of its guest; 0: the guest's setting (guest.cpus)
+    race: str = ""  # a racer's action (RACES): poison while it runs, `rounds` times
+    rounds: int = 0
+    seed: int = 0  # the race's seed: the run's (--seed), set when the run is planned
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -735,12 +764,15 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         keys = {_scalar(k): v for k, v in item.value} if isinstance(
             item, yaml.MappingNode) else {}
         kself = "kselftest" in keys
+        racing = "race" in keys and not kself
         named = keys.get("name")
         f = c.mapping(item, f"scenario '{named.value}'" if isinstance(
             named, yaml.ScalarNode) else "scenario", {
             "name": True, "why": True, "policy": False, "sysctl": False, "tier": False,
             "cpus": False,
             **({"kselftest": True} if kself else {
+                "page": True, "injector": True, "race": True, "rounds": False,
+                "expect": False} if racing else {
                 "page": True, "injector": True, "access": True, "cleanup": False,
                 "expect": True})})
         name = c.value(f["name"], "scenario name", (str,)) if "name" in f else None
@@ -764,8 +796,14 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             inj = c.choice(f["injector"], f"{label}: injector",
                            INJECTORS) if "injector" in f else None
             acc = _access(c, f["access"], label, page) if "access" in f else None
-        tier = c.choice(f["tier"], f"{label}: tier", TIERS) if "tier" in f else "default"
-        cpus = (c.bounded(f["cpus"], f"{label}: cpus", 1, MAX_CPUS) or 1) if "cpus" in f else 0
+        race, rounds = "", 0
+        if racing:
+            acc = "none"
+            race, rounds = _race(c, f, label, page, inj)
+        tier = c.choice(f["tier"], f"{label}: tier", TIERS) if "tier" in f else (
+            "race" if racing else "default")
+        cpus = (c.bounded(f["cpus"], f"{label}: cpus", 1, MAX_CPUS) or 1) if "cpus" in f else (
+            RACE_CPUS if racing else 0)
         why = c.value(f["why"], f"{label}: why", (str,)) if "why" in f else None
         sysctl: dict[str, str] = {}
         if "sysctl" in f:
@@ -802,11 +840,12 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
             else "none"
         expect: dict[str, Any] = {}
         if "expect" in f:
-            expect = _expect(c, f["expect"], label, acc)
-        if name and page and inj and acc and why and prog is not None and tier:
+            expect = _expect(c, f["expect"], label, acc, racing)
+        if name and page and inj and acc and why and prog is not None and tier and \
+                (race or not racing):
             out.append(Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
                                 policy["recovery"], cleanup or "none", prog, sysctl, tier,
-                                cpus))
+                                cpus, race, rounds))
     if node is not None and not node.value:
         c.err(node, "scenarios: the list is empty")
     if c.problems:
@@ -846,8 +885,33 @@ def _access(c: _Checker, node, label: str, page: str | None) -> str | None:
     return ",".join(steps)
 
 
-def _expect(c: _Checker, node, label: str, access: str | None) -> dict[str, Any]:
-    """`expect`: observables by name; a step's own are <step>.<observable> (pread.errno)."""
+def _race(c: _Checker, f: dict, label: str, page: str | None,
+          injector: str | None) -> tuple[str, int]:
+    """`race` (an action of RACES that fits the page kind) and `rounds`; the injector must
+    be one whose poisoning is over when its call returns."""
+    race = c.choice(f["race"], f"{label}: race", tuple(RACES))
+    rounds = DEFAULT_ROUNDS
+    if "rounds" in f:
+        rounds = c.bounded(f["rounds"], f"{label}: rounds", 1, MAX_ROUNDS) or 0
+    if page and page not in RACE_KINDS:
+        c.err(f["page"], f"{label}: race mode does not set up {page} pages (it does: "
+                         f"{', '.join(RACE_KINDS)})")
+        return "", 0
+    if race and page and page not in RACES[race]:
+        c.err(f["race"], f"{label}: race '{race}' does not apply to {page} pages (it does to: "
+                         f"{', '.join(RACES[race])})")
+        return "", 0
+    if injector and injector not in RACE_INJECTORS:
+        c.err(f["injector"], f"{label}: a race poisons with {', '.join(RACE_INJECTORS)} "
+                             f"(their poisoning is over when the call returns), not {injector}")
+        return "", 0
+    return race or "", rounds
+
+
+def _expect(c: _Checker, node, label: str, access: str | None,
+            racing: bool = False) -> dict[str, Any]:
+    """`expect`: observables by name; a step's own are <step>.<observable> (pread.errno), a
+    race's race.<observable>."""
     if not isinstance(node, yaml.MappingNode):
         c.err(node, f"{label}: expect must be a mapping")
         return {}
@@ -862,7 +926,15 @@ def _expect(c: _Checker, node, label: str, access: str | None) -> dict[str, Any]
         if key in expect:
             c.err(knode, f"{label}: expect: duplicate key '{key}'")
             continue
-        if "." in key:
+        if racing:
+            step, _, obs = key.partition(".")
+            if key not in ("guest", "kernel_errors") and (
+                    step != "race" or obs not in RACE_OBSERVABLES):
+                c.err(knode, f"{label}: expect: a race scenario observes guest, kernel_errors "
+                             f"and race.<{'|'.join(RACE_OBSERVABLES)}>, not '{key}'")
+                continue
+            types, kind = (OBSERVABLES[key] if key in OBSERVABLES else (int,)), key
+        elif "." in key:
             step, _, obs = key.partition(".")
             if access is not None and step not in own:
                 c.err(knode, f"{label}: expect.{key}: '{step}' is not a step of this scenario's "

@@ -101,7 +101,7 @@ def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
     entries.append(("init", stat.S_IFREG | 0o755, (guest_tests / "agent" / "init").read_bytes()))
     for src in workload_sources(guest_tests):
         exe = tmp / "bin" / src.stem
-        runner.run(["gcc", "-O2", "-Wall", "-static", "-o", exe, src])
+        runner.run(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", exe, src])
         entries.append((f"guest-tests/{src.stem}", stat.S_IFREG | 0o755, exe.read_bytes()))
     write_cpio(entries, tmp / "initramfs.cpio")
     runner.run(["mke2fs", "-q", "-t", "ext2", "-b", "4096", "-F", "-L", "farm",

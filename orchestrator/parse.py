@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -155,12 +156,75 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
     for ev in events:  # the access steps after the first, each with its own observables
         if ev.get("event") == "step" and isinstance(ev.get("step"), str):
             obs.update({f"{ev['step']}.{k}": ev.get(k) for k in STEP_OBSERVABLES})
+    race = _first(events, "race")
+    if race:
+        rounds = [e for e in events if e.get("event") == "race-round"]
+        obs.update(race_observables(race, rounds))
+        # Which handler ran, and how much was counted, depend on who won each round: they
+        # are in the race's plain record, never in the A/B signature.
+        obs["race"].update(recovery=dict(Counter(console.recovery)),
+                           hardware_corrupted_kb=obs.pop("hardware_corrupted_kb", None))
+        obs["recovery"] = []
     setup = _first(events, "setup-error")
-    if setup:
-        obs["setup_error"] = setup.get("what", "?") + (
-            f": {setup['error']}" if setup.get("error") else "")
+    if setup and race and obs["race.rounds"]:
+        # A round after the first could not set its page up: what the earlier ones left
+        # behind (a page lost for good), the kernel's outcome, not the farm's.
+        obs["race"]["stopped"] = _setup_text(setup)
+    elif setup:
+        obs["setup_error"] = _setup_text(setup)
         obs["setup_errno"] = setup.get("errno")
     return obs
+
+
+# What a program may read of a page after a round: its data, or a SIGBUS; zeros only where
+# the racer cut the page out of its file, or where a lost dirty page leaves what the disk
+# holds (the loss is told by fsync, README: page cache); "unchecked" when nothing maps it.
+RACE_DATA = ("intact", "unreadable", "unchecked")
+RACE_ZEROES = ("truncate", "punch-hole")
+HC_PAGE_KB = 4  # HardwareCorrupted counts a poisoned raw page (a huge one too) as 4 kB
+
+
+def race_observables(race: dict, rounds: list[dict]) -> dict:
+    """A race's observables over its rounds. The race.* ones are what must hold whoever wins
+    a round, so a correct kernel has them 0 (and all its rounds) on every run:
+    - wrong_data: rounds where the workload, or the child of a fork race, read data that was
+      neither the page's nor a SIGBUS;
+    - hc_overcount: rounds where HardwareCorrupted grew by more than 4 kB for each frame
+      the round marked poisoned (KPF_HWPOISON over all of memory: a first poisoning may drop
+      a clean page, or soft offline move it, so that the second hits a new frame);
+    - not_back: rounds where an unpoison succeeded but the page stayed poisoned or
+      HardwareCorrupted did not go back.
+    The rest (who won, what each call returned, rounds whose frames were not all counted) is
+    in the plain `race` record."""
+    action = race.get("action")
+    allowed = RACE_DATA + (("zeroed",) if action in RACE_ZEROES or
+                           race.get("kind") == "pagecache-dirty" else ())
+    wrong = overcount = uncounted = not_back = 0
+    outcomes: Counter = Counter()
+    for r in rounds:
+        datas = [r.get("data")] + ([r["child_data"]] if r.get("child_data") else [])
+        wrong += any(d not in allowed for d in datas)
+        hc, frames = r.get("hc_delta"), r.get("frames_delta")
+        overcount += isinstance(hc, int) and isinstance(frames, int) and \
+            hc > HC_PAGE_KB * max(frames, 0)
+        uncounted += isinstance(hc, int) and isinstance(frames, int) and \
+            hc < HC_PAGE_KB * frames
+        unpoisoned = r.get("unpoison_errno") == 0 or (action == "unpoison" and
+                                                       r.get("racer_errno") == 0)
+        not_back += unpoisoned and (r.get("poisoned_end") is True or r.get("hc_delta_end") != 0)
+        outcomes[" ".join(f"{k}={r.get(k)}" for k in (
+            "inject_errno", "inject_signal", "racer_errno", "data", "child_data")
+            if r.get(k) is not None)] += 1
+    return {"race.rounds": len(rounds), "race.wrong_data": wrong,
+            "race.hc_overcount": overcount, "race.not_back": not_back,
+            "race": {"action": action, "seed": race.get("seed"), "rounds": len(rounds),
+                     "asked": race.get("rounds"), "cpus": race.get("cpus"),
+                     "hc_uncounted": uncounted,
+                     "outcomes": dict(outcomes.most_common())}}
+
+
+def _setup_text(ev: dict) -> str:
+    return ev.get("what", "?") + (f": {ev['error']}" if ev.get("error") else "")
 
 
 def _nonneg(v):

@@ -195,7 +195,7 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, m: Matrix, results: Path, run_i
     hosts = cfg.hosts
     shards = [_Shard(h, k, len(hosts)) for k, h in enumerate(hosts, 1)]
     progress.say(f"results: {results}; {len(hosts)} hosts, one shard each")
-    args = matrix_args(opts)
+    args = shard_args(opts, m)
     threads = [threading.Thread(
         target=_run_shard, args=(s, cfg_in_pack, pack, args, opts.jobs, run_id, shards_dir,
                                  progress, shards_dir / f"host-{s.index}.log"), daemon=True)
@@ -247,6 +247,12 @@ def _nothing_came_back(cfg: FarmConfig, m: Matrix, results: Path, run_id: str,
     write_json(results / "plan.json", {"cases": plan})
     write_json(results / "run.json", {"run": meta, "variants": variant_docs(cfg, m.variants)})
     return report_dir(results)
+
+
+def shard_args(opts: RunOptions, m: Matrix) -> list[str]:
+    """A host's `farm run` options: the matrix's, and the run's seed, so that every host
+    runs its races the way the others do."""
+    return [*matrix_args(opts), "--seed", str(m.seed)]
 
 
 def matrix_args(opts: RunOptions) -> list[str]:

@@ -174,6 +174,16 @@ def builds_text(doc: dict) -> list[str]:
     return out
 
 
+def race_note(race: dict) -> str:
+    """A race's rounds at a glance: '10 rounds: data=unreadable 7, data=intact 3'."""
+    data = Counter()
+    for outcome, n in (race.get("outcomes") or {}).items():
+        word = next((w for w in outcome.split() if w.startswith("data=")), "data=?")
+        data[word] += n
+    return f"{race.get('rounds')} rounds: " + ", ".join(f"{w} {n}" for w, n in
+                                                       data.most_common())
+
+
 def _cell(case_list: list[dict]) -> str:
     if not case_list:
         return "-"
@@ -181,6 +191,8 @@ def _cell(case_list: list[dict]) -> str:
     text = statuses[0] if len(set(statuses)) == 1 else "/".join(statuses)
     obs = case_list[0].get("observed", {})
     notes = list(obs.get("recovery") or [])
+    if isinstance(obs.get("race"), dict):
+        notes = [race_note(obs["race"])]
     if obs.get("guest") not in (None, "survived"):
         notes.insert(0, f"guest {obs['guest']}")
     if notes:
@@ -214,6 +226,8 @@ def summary(doc: dict, code: int) -> str:
            f"- jobs: {run.get('jobs')}, repeats: {run.get('repeat')}, "
            f"wall time: {run.get('seconds', 0):.0f}s" + (", INTERRUPTED" if run.get(
                "interrupted") else "")]
+    if "seed" in run:
+        out.append(f"- race seed: {run['seed']} (the same races again: --seed {run['seed']})")
     if run.get("affected"):  # the headline of --affected's account (all of it: run.json)
         lines = run["affected"].splitlines()
         out.append("- " + next((ln for ln in lines if ln.startswith("--affected:")),
@@ -383,7 +397,8 @@ tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
 <h1>hwpoison farm run {e(run['id'])}</h1>
 <p>kernel source {e(_source(run))}; config layers {e(', '.join(run.get('layers') or [])
                                                       or 'none')};
-accelerator {e(str(run.get('accel_reason')))};
+accelerator {e(str(run.get('accel_reason')))};{
+    f" race seed {e(str(run['seed']))};" if "seed" in run else ""}
 wall time {run.get('seconds', 0):.0f}s</p>
 <p>{totals}</p>
 <h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>

@@ -128,8 +128,11 @@ def classify(lines: Iterable[str]) -> list[Report]:
                 continue
             if reports and current is not None and (
                     kind == "bug" and reports[-1][0].kind == "vm-bug" or
-                    kind == "oops" and reports[-1][0].kind in ("bug", "vm-bug")):
-                current.append(line)  # VM_BUG_ON's "kernel BUG at", BUG()'s invalid opcode
+                    kind == "oops" and reports[-1][0].kind in ("bug", "vm-bug") or
+                    kind == "oops" and m.group("what") == "Oops: " and
+                    reports[-1][0].kind == "oops"):
+                # VM_BUG_ON's "kernel BUG at", BUG()'s invalid opcode, a page fault's Oops
+                current.append(line)
                 continue
             groups = m.groupdict()
             detail = groups.get("what") or groups.get("where") or groups.get("task") or ""

@@ -76,6 +76,7 @@ class RunOptions:
     names: tuple[str, ...] | None = None  # only these scenarios (--affected's choice)
     layers: tuple[str, ...] | None = None  # config layers added to every variant (--layer)
     affected: str = ""  # --affected's account of its choice (run.json, the summary)
+    seed: int | None = None  # the races' seed (--seed); None: a new one for this run
 
 
 def shard_of(scenarios: list[Scenario], shard: tuple[int, int] | None) -> list[Scenario]:
@@ -114,7 +115,8 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
         pats = [p for p in opts.scenarios.split(",") if p]
         matching = [s for s in matching if any(fnmatch.fnmatch(s.name, p) for p in pats)]
     tier = opts.tier or cfg.tier
-    scenarios = [s for s in matching if tier == "full" or s.tier == tier]
+    scenarios = [s for s in matching if tier == "full" or s.tier == tier
+                 or s.tier == "race" and opts.scenarios]  # races run when named
     if opts.names is not None:
         scenarios = [s for s in scenarios if s.name in opts.names]
     if not scenarios:
@@ -157,7 +159,9 @@ def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
-             "expect": s.expect, "why": s.why, "tier": s.tier} for s in scenarios]
+             "expect": s.expect, "why": s.why, "tier": s.tier,
+             **({"race": s.race, "rounds": s.rounds, "cpus": s.cpus} if s.race else {})}
+            for s in scenarios]
     return {"config": str(cfg.path), "variants": variants,
             "layers": list(layers_of(cfg, opts.layers or ())),
             "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
@@ -172,7 +176,8 @@ def plan_text(doc: dict) -> str:
            + (f" (shard {doc['shard']})" if doc.get("shard") else "")
            + (f", layers: {', '.join(doc['layers'])}" if doc.get("layers") else ""), ""]
     head = ("scenario", "page kind", "injector", "access", "policy")
-    rows = [(r["scenario"], r["page_kind"], r["injector"], r["access"],
+    rows = [(r["scenario"], r["page_kind"], r["injector"],
+             f"race {r['race']} x{r['rounds']}" if r.get("race") else r["access"],
              f"early_kill={r['policy']['early_kill']}"
              + ("" if r["policy"]["recovery"] else " recovery=0")
              + ("" if r["cleanup"] == "none" else f" cleanup={r['cleanup']}"))
@@ -309,6 +314,7 @@ def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> dict
             "config": str(cfg.path), "base": m.base, "jobs": m.jobs, "repeat": m.repeat,
             "confirm": m.confirm, "fail_on": list(m.fail_on), "coverage": list(m.coverage),
             "layers": list(m.layers),
+            **({"seed": m.seed} if any(s.race for s in m.every) else {}),
             "interrupted": False}
 
 
@@ -331,16 +337,19 @@ class Matrix:
     fail_on: tuple[str, ...]
     coverage: tuple[str, ...] = ()  # the tree's files profiled with gcov in every case
     layers: tuple[str, ...] = ()  # farm.yaml's layers added to every variant, in order
+    seed: int = 0  # the seed of every race scenario of the run, its variants and repeats
 
     @classmethod
     def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
         variants, every = select(cfg, opts)
+        seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
+        every = [replace(s, seed=seed) if s.race else s for s in every]
         return cls(variants, every, shard_of(every, opts.shard),
                    cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
                    opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
                    else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
                    cfg.coverage if opts.coverage is None else opts.coverage,
-                   layers_of(cfg, opts.layers or ()))
+                   layers_of(cfg, opts.layers or ()), seed)
 
 
 def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> int:

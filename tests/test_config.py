@@ -150,7 +150,7 @@ def test_scenario_file_problems_are_reported_with_the_farm_problems(farm_dir):
 
 def test_shipped_scenarios_each_say_why():
     scen = load_scenarios(REPO_FARM.parent / "guest-tests" / "scenarios.yaml")
-    assert all(len(s.why) > 40 and (s.expect or s.kselftest) for s in scen)
+    assert all(len(s.why) > 40 and (s.expect or s.kselftest or s.race) for s in scen)
 
 
 def test_cli_validate_exits_2_and_prints_every_problem(farm_dir, capsys):
@@ -370,7 +370,7 @@ def test_the_default_tier_meets_every_page_kind_by_every_step_that_applies(capsy
     _, default = select(cfg, RunOptions())
     assert uncovered(default) == []
     _, full = select(cfg, RunOptions(tier="full"))
-    assert len(full) > len(default) and {s.tier for s in full} == {"default", "full"}
+    assert len(full) > len(default) and {s.tier for s in full} == {"default", "full", "race"}
     from orchestrator.config import PAGE_KINDS, steps_for
     from orchestrator.run import takes
     thin = [(k, st) for k in PAGE_KINDS for st in steps_for(k)

@@ -125,4 +125,4 @@ def test_a_hosts_command_line_keeps_the_tier_and_its_shards_cover_it():
     full = plan_doc(cfg, RunOptions(tier="full"))
     shards = [plan_doc(cfg, RunOptions(tier="full", shard=(k, 4))) for k in range(1, 5)]
     assert sum(len(d["scenarios"]) for d in shards) == len(full["scenarios"])
-    assert {r["tier"] for r in full["scenarios"]} == {"default", "full"}
+    assert {r["tier"] for r in full["scenarios"]} == {"default", "full", "race"}

@@ -2,6 +2,7 @@
 // and report what happened as JSON lines on the agent channel (fd 3).
 //
 // Usage: hwpoison-case --kind K --injector I --access A [--dir D] [--timeout S] [--cleanup unpoison]
+//        hwpoison-case --kind K --injector I --race ACTION [--rounds N] [--seed S] [--dir D]
 //   kinds:     anon anon-clean mlocked pagecache-clean pagecache-dirty file-hole shmem sysv-shm
 //              swap-clean swap-dirty thp-head thp-tail hugetlb-anon hugetlb-file ksm
 //              anon-shared-fork writeback free-buddy kernel vdso
@@ -31,9 +32,11 @@
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,11 +73,15 @@
 #define KPF_BUDDY 10
 #define KPF_THP 22
 #define KPF_KSM 21
+#define KPF_HWPOISON 19
 #define MAX_STEPS 16
 
-static sigjmp_buf jump;
-static volatile sig_atomic_t armed;
-static volatile struct { int signo, code, lsb; uintptr_t addr; } last_sig, early_sig;
+/* Per thread: a race's racer thread touches pages too, and each catches its own SIGBUS. */
+static __thread sigjmp_buf jump;
+static __thread volatile sig_atomic_t armed;
+struct sig_seen { int signo, code, lsb; uintptr_t addr; };
+static __thread volatile struct sig_seen last_sig;
+static volatile struct sig_seen early_sig;
 
 static void on_sigbus(int signo, siginfo_t *si, void *uc)
 {
@@ -217,6 +224,25 @@ static long meminfo(const char *key)
 static long hardware_corrupted_kb(void)
 {
 	return meminfo("HardwareCorrupted");
+}
+
+/* Frames the kernel has marked poisoned (KPF_HWPOISON), all of memory. */
+static long poisoned_frames(void)
+{
+	static uint64_t flags[4096];
+	long n = 0;
+	ssize_t got;
+	off_t off = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	while ((got = pread(fd, flags, sizeof(flags), off)) > 0) {
+		for (ssize_t i = 0; i < got / (ssize_t)sizeof(uint64_t); i++)
+			n += !!(flags[i] & (1ULL << KPF_HWPOISON));
+		off += got;
+	}
+	close(fd);
+	return n;
 }
 
 static int write_str(const char *path, const char *s)
@@ -438,12 +464,15 @@ static void setup(const char *kind, const char *dir, struct target *t)
 		for (unsigned long off = 0; off < HUGE; off += PAGE)
 			fill(huge + off, seed);
 		t->page = huge + (!strcmp(kind, "thp-tail") ? 5 * PAGE : 0);
+		t->map = raw;
+		t->map_len = 2 * HUGE;
 		if (!(kpageflags(pfn_of(t->page)) & (1ULL << KPF_THP))) {
 			errno = ENOMEM;
 			fail("no transparent huge page");
 		}
 	} else if (!strcmp(kind, "hugetlb-anon") || !strcmp(kind, "hugetlb-file")) {
-		write_str("/proc/sys/vm/nr_hugepages", "2");
+		if (meminfo("HugePages_Free") < 2)	/* a race's rounds set more aside */
+			write_str("/proc/sys/vm/nr_hugepages", "2");
 		if (!strcmp(kind, "hugetlb-anon")) {
 			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE,
 				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
@@ -457,6 +486,8 @@ static void setup(const char *kind, const char *dir, struct target *t)
 		}
 		if (t->page == MAP_FAILED)
 			fail("mmap(hugetlb)");
+		t->map = t->page;
+		t->map_len = HUGE;
 		for (unsigned long off = 0; off < HUGE; off += PAGE)
 			fill(t->page + off, seed);
 	} else if (!strcmp(kind, "ksm")) {
@@ -475,6 +506,8 @@ static void setup(const char *kind, const char *dir, struct target *t)
 			fail("ksmd did not merge the pages");
 		}
 		t->page = two;
+		t->map = two;
+		t->map_len = 2 * PAGE;
 	} else if (!strcmp(kind, "anon-shared-fork")) {
 		int down[2], up[2];
 		t->page = map_anon(PAGE);
@@ -572,6 +605,20 @@ static int mce_inject(uint64_t pfn)
 		return r;
 	return 0;
 #undef MCE_FILE
+}
+
+/* Poison a page from inside the guest with a synchronous injector: the errno, 0 on success.
+ * madvise ones take the mapped page, the others its PFN. */
+static int poison_once(const char *injector, unsigned char *page, uint64_t pfn)
+{
+	if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft"))
+		return madvise(page, PAGE, strcmp(injector, "madvise") ? MADV_SOFT_OFFLINE :
+			       MADV_HWPOISON) ? errno : 0;
+	if (!strcmp(injector, "corrupt-pfn"))
+		return -write_num("/sys/kernel/debug/hwpoison/corrupt-pfn", "%#llx\n", pfn);
+	if (!strcmp(injector, "hard-offline") || !strcmp(injector, "soft-offline"))
+		return -sysfs_offline(injector[0] == 'h' ? "hard" : "soft", pfn);
+	return EINVAL;
 }
 
 /* ---- access steps: each one way a program meets the page again, with its own observables ---- */
@@ -784,12 +831,256 @@ static void run_step(const char *step, struct target *t)
 	emit_step(step);
 }
 
+/* ---- race mode: poison a page while another thread does something to it ----
+ *
+ * --race ACTION --rounds N --seed S: N rounds, each on a page of its own set up afresh. In
+ * each, the workload (on the last vCPU) poisons the page with its injector while a racer
+ * thread (on vCPU 0) does ACTION to it; a barrier releases both at once and a delay drawn
+ * from the seed holds one of them back, so the rounds walk over the orders the two can take.
+ * After both, the workload reads the page (and, for ACTION unpoison, unpoisons it if it is
+ * still poisoned) and reports the round as raw facts: the host judges them (parse.py).
+ *   actions: truncate punch-hole munmap fork pageout compact poison2 unpoison soft-offline */
+#define RACE_BITS 22	/* a delay is up to 2^21 spins, log-uniform: short ones as often as long */
+
+static struct race {
+	const char *action;
+	struct target *t;
+	unsigned delay;		/* the racer's, this round */
+	int err;		/* errno of the racer's action, 0 on success, -1 when none */
+	int unmapped;		/* the racer unmapped the page's mapping */
+	char child[32];		/* fork: what the child read of the page */
+	int stop;
+	int spin_wait;		/* two vCPUs or more: wait by spinning, not by yielding */
+	/* Round numbers, one flag each: the racer is ready, it may go, it is done. Spinning on
+	 * them, not a futex barrier: a sleeping thread's wake-up takes longer on TCG than the
+	 * races themselves, and would decide every round the same way. */
+	int ready, go, done;
+} race;
+
+static void spin(unsigned n)
+{
+	for (volatile unsigned i = 0; i < n; i++)
+		;
+}
+
+static void wait_for(int *flag, int value)
+{
+	while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) != value)
+		if (!race.spin_wait)
+			sched_yield();	/* one vCPU: let the other thread run */
+}
+
+static void set_flag(int *flag, int value)
+{
+	__atomic_store_n(flag, value, __ATOMIC_RELEASE);
+}
+
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);	/* a one-vCPU guest: stays where it is */
+}
+
+/* Read the page through a mapping: intact, zeroed, changed, or unreadable (SIGBUS). */
+static const char *read_page(unsigned char *page)
+{
+	static __thread const char *data;
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		data = check(page, seed, 0);
+		armed = 0;
+	} else {
+		data = "unreadable";
+	}
+	return data;
+}
+
+/* fork: a child reads the page while it is being poisoned, and says what it read. */
+static int race_fork(struct target *t, char *out, size_t len)
+{
+	int fds[2], status;
+	if (pipe(fds))
+		return errno;
+	pid_t pid = fork();
+	if (pid < 0)
+		return errno;
+	if (pid == 0) {
+		const char *d = read_page(t->page);
+		if (write(fds[1], d, strlen(d)) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(fds[1]);
+	ssize_t n;
+	while ((n = read(fds[0], out, len - 1)) < 0 && errno == EINTR)
+		;
+	out[n > 0 ? n : 0] = 0;
+	if (n <= 0)
+		snprintf(out, len, "child-killed");
+	close(fds[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+static int race_action(struct race *r)
+{
+	struct target *t = r->t;
+	const char *a = r->action;
+	size_t unit = t->map_len >= HUGE && t->fd >= 0 ? HUGE : PAGE;	/* hugetlb-file */
+	if (!strcmp(a, "truncate"))	/* to the page's offset, and back to the old size */
+		return ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
+	if (!strcmp(a, "punch-hole"))
+		return fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				 t->off & ~(off_t)(unit - 1), unit) ? errno : 0;
+	if (!strcmp(a, "munmap")) {
+		int err = munmap(t->map ? t->map : t->page, t->map ? t->map_len : PAGE) ? errno : 0;
+		r->unmapped = !err;
+		return err;
+	}
+	if (!strcmp(a, "fork"))
+		return race_fork(t, r->child, sizeof(r->child));
+	if (!strcmp(a, "pageout"))
+		return madvise(t->page, PAGE, MADV_PAGEOUT) ? errno : 0;
+	if (!strcmp(a, "compact"))
+		return -write_str("/proc/sys/vm/compact_memory", "1\n");
+	if (!strcmp(a, "poison2"))
+		return poison_once("corrupt-pfn", t->page, t->pfn);
+	if (!strcmp(a, "unpoison"))
+		return -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", t->pfn);
+	if (!strcmp(a, "soft-offline"))
+		return poison_once("soft-offline", t->page, t->pfn);
+	return EINVAL;
+}
+
+static void *racer(void *arg)
+{
+	struct race *r = arg;
+	pin_to(0);
+	for (int round = 1;; round++) {
+		set_flag(&r->ready, round);
+		wait_for(&r->go, round);
+		if (r->stop)
+			return NULL;
+		spin(r->delay);
+		r->err = race_action(r);
+		set_flag(&r->done, round);
+	}
+}
+
+/* Undo setup() before the next round: unmap what it mapped (unless the racer did), close
+ * and empty its file. */
+static void teardown(struct target *t, int unmapped)
+{
+	if (!unmapped && t->page)
+		munmap(t->map ? t->map : t->page, t->map ? t->map_len : PAGE);
+	if (t->fd >= 0) {
+		if (ftruncate(t->fd, 0))
+			;	/* memfd and hugetlb files go with their descriptor anyway */
+		close(t->fd);
+	}
+}
+
+static int race_main(const char *kind, const char *injector, const char *action,
+		     const char *dir, int rounds, unsigned seed_arg)
+{
+	static struct target t;
+	static unsigned rs;
+	static int round, err, sig;
+	static unsigned main_delay;
+	pthread_t th;
+	rs = seed_arg;
+	race.action = action;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	emit("{\"event\":\"race\",\"kind\":\"%s\",\"injector\":\"%s\",\"action\":\"%s\","
+	     "\"rounds\":%d,\"seed\":%u,\"cpus\":%ld}", kind, injector, action, rounds, seed_arg,
+	     ncpu);
+	pin_here();
+	race.spin_wait = ncpu > 1;
+	if (!strncmp(kind, "hugetlb", 7))	/* a poisoned huge page leaves the pool: one a round */
+		write_num("/proc/sys/vm/nr_hugepages", "%llu", (unsigned long long)rounds + 2);
+	if ((errno = pthread_create(&th, NULL, racer, &race)))
+		fail("pthread_create");
+	for (round = 0; round < rounds; round++) {
+		memset(&t, 0, sizeof(t));
+		setup(kind, dir, &t);
+		race.t = &t;
+		race.unmapped = 0;
+		race.err = -1;
+		race.child[0] = 0;
+		unsigned d = rand_r(&rs) % (1U << (rand_r(&rs) % RACE_BITS));
+		int racer_waits = rand_r(&rs) & 1;
+		race.delay = racer_waits ? d : 0;
+		main_delay = racer_waits ? 0 : d;
+		long hc0 = hardware_corrupted_kb(), frames0 = poisoned_frames();
+		wait_for(&race.ready, round + 1);
+		set_flag(&race.go, round + 1);
+		spin(main_delay);
+		memset((void *)&last_sig, 0, sizeof(last_sig));
+		err = -1;
+		sig = 0;
+		if (sigsetjmp(jump, 1) == 0) {
+			armed = 1;
+			err = poison_once(injector, t.page, t.pfn);
+			armed = 0;
+		} else {
+			sig = last_sig.code;
+		}
+		wait_for(&race.done, round + 1);
+
+		/* what a program reads of the page now: through a new mapping if it is gone */
+		const char *data = "unchecked";
+		if (!race.unmapped) {
+			data = read_page(t.page);
+		} else if (t.fd >= 0) {
+			unsigned char *p = mmap(NULL, t.map_len, PROT_READ, MAP_SHARED, t.fd, 0);
+			if (p != MAP_FAILED) {
+				data = read_page(p + t.off);
+				munmap(p, t.map_len);
+			}
+		}
+		long hc1 = hardware_corrupted_kb(), frames1 = poisoned_frames();
+		int poisoned = !!(kpageflags(t.pfn) & (1ULL << KPF_HWPOISON));
+		int unpoison_errno = -1;
+		if (!strcmp(action, "unpoison") && poisoned)
+			unpoison_errno = -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn",
+						    "%#llx\n", t.pfn);
+		long hc2 = hardware_corrupted_kb();
+		int poisoned_after = !!(kpageflags(t.pfn) & (1ULL << KPF_HWPOISON));
+		char child[48] = "null";
+		if (race.child[0])
+			snprintf(child, sizeof(child), "\"%s\"", race.child);
+		emit("{\"event\":\"race-round\",\"round\":%d,\"racer_delayed\":%s,\"delay\":%u,"
+		     "\"inject_errno\":%d,\"inject_signal\":%s%s%s,\"racer_errno\":%d,"
+		     "\"data\":\"%s\",\"child_data\":%s,\"hc_delta\":%ld,\"frames_delta\":%ld,"
+		     "\"poisoned\":%s,"
+		     "\"unpoison_errno\":%d,\"hc_delta_end\":%ld,\"poisoned_end\":%s}",
+		     round, racer_waits ? "true" : "false", d, err, sig ? "\"" : "",
+		     sig ? code_name(sig) : "null", sig ? "\"" : "", race.err, data, child,
+		     hc1 - hc0, frames1 - frames0, poisoned ? "true" : "false", unpoison_errno, hc2 - hc0,
+		     poisoned_after ? "true" : "false");
+		teardown(&t, race.unmapped);
+	}
+	wait_for(&race.ready, round + 1);
+	race.stop = 1;
+	set_flag(&race.go, round + 1);
+	pthread_join(th, NULL);
+	emit("{\"event\":\"result\",\"kind\":\"%s\",\"injector\":\"%s\",\"access\":\"race\","
+	     "\"race\":\"%s\",\"rounds\":%d}", kind, injector, action, round);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	/* static: these live across siglongjmp */
 	static const char *kind = "anon", *injector = "madvise", *access_mode = "read";
 	static const char *dir = "/mnt", *cleanup = "none";
-	static int timeout = 20;
+	static int timeout = 20, rounds = 10;
+	static const char *race_action_name;
+	static unsigned race_seed = 1;
 	static struct target t;
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -799,6 +1090,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--timeout")) timeout = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--cleanup")) cleanup = argv[i + 1];
+		else if (!strcmp(argv[i], "--race")) race_action_name = argv[i + 1];
+		else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--seed")) race_seed = strtoul(argv[i + 1], NULL, 10);
 		else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
 	}
 	if (fcntl(chan, F_GETFD) < 0)
@@ -822,6 +1116,8 @@ int main(int argc, char **argv)
 	sigaction(SIGBUS, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (race_action_name)
+		return race_main(kind, injector, race_action_name, dir, rounds, race_seed);
 	setup(kind, dir, &t);
 	long huge_before = meminfo("HugePages_Total");
 	static uintptr_t addr;
@@ -841,17 +1137,11 @@ int main(int argc, char **argv)
 	memset((void *)&last_sig, 0, sizeof(last_sig));
 	if (sigsetjmp(jump, 1) == 0) {
 		armed = 1;
-		if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft")) {
-			int advice = strcmp(injector, "madvise") ? MADV_SOFT_OFFLINE : MADV_HWPOISON;
-			inject_rc = madvise(t.page, PAGE, advice);
-			inject_errno = inject_rc ? errno : 0;
-		} else if (!strcmp(injector, "corrupt-pfn")) {
-			inject_rc = write_num("/sys/kernel/debug/hwpoison/corrupt-pfn", "%#llx\n",
-					      pfn_before);
-			inject_errno = -inject_rc;
-		} else if (!strcmp(injector, "hard-offline") || !strcmp(injector, "soft-offline")) {
-			inject_rc = sysfs_offline(injector[0] == 'h' ? "hard" : "soft", pfn_before);
-			inject_errno = -inject_rc;
+		if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft") ||
+		    !strcmp(injector, "corrupt-pfn") || !strcmp(injector, "hard-offline") ||
+		    !strcmp(injector, "soft-offline")) {
+			inject_errno = poison_once(injector, t.page, pfn_before);
+			inject_rc = inject_errno ? -1 : 0;
 		} else if (!strcmp(injector, "mce-inject")) {
 			inject_rc = mce_inject(pfn_before);
 			inject_errno = -inject_rc;
