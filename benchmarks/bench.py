@@ -333,17 +333,37 @@ def bench_bisect(n: int = 16, bad: int = 11) -> dict:
             "worst_ratio": round(max(fresh) / base, 3) if fresh else None}
 
 
+def bench_races() -> dict:
+    """The race set (tier race, two vCPUs a guest), base alone, on the plain kernel and on
+    the debug layer's, side by side, beside the same number of default-tier guests; one
+    seed for all, so both kernels see the same delays."""
+    races = [s.name for s in CFG.scenarios if s.race]
+    plain = farm_run(variants=(CFG.base,), scenarios="race-*", confirm=0, seed=1)
+    debug = farm_run(variants=(CFG.base,), scenarios="race-*", confirm=0, seed=1,
+                     layers=("debug",))
+    some = ",".join(s.name for s in CFG.scenarios if s.tier == "default"
+                    and not s.kselftest)
+    default = farm_run(variants=(CFG.base,), scenarios=",".join(some.split(",")[:len(races)]),
+                       confirm=0)
+    return {"race_scenarios": len(races),
+            "rounds": sum(s.rounds for s in CFG.scenarios if s.race),
+            "plain_s": round(plain, 1), "debug_s": round(debug, 1),
+            "as_many_default_scenarios_s": round(default, 1),
+            "debug_ratio": round(debug / plain, 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect,"
-                                   "coverage,layers")
+                                   "coverage,layers,races")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
     names = (args.only or "build,unchanged,case,parallel,ab").split(",")
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
-               "bisect": bench_bisect, "coverage": bench_coverage, "layers": bench_layers}
+               "bisect": bench_bisect, "coverage": bench_coverage, "layers": bench_layers,
+               "races": bench_races}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:

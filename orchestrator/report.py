@@ -84,7 +84,8 @@ def junit(doc: dict, results: Path) -> str:
                  "patches": " ".join(Path(p["path"]).name for p in build.get("patches", [])),
                  "accelerator": run.get("accelerator", "?"),
                  "boot": build.get("boot_via") or "?", "farm_version": run["farm_version"],
-                 "layers": ",".join(build.get("layers") or run.get("layers") or []) or "none"}
+                 "layers": ",".join(build.get("layers") or run.get("layers") or []) or "none",
+                 **({"race_seed": str(run["seed"])} if "seed" in run else {})}
         cases = [_build_case(name, build)] if build else []
         mine = [c for c in doc["cases"] if c["variant"] == name]
         runs = Counter(c["scenario"] for c in mine)

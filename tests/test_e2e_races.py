@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from junitparser import JUnitXml
 from tests_support import check_junit
 
 REPO = Path(__file__).parent.parent
@@ -47,6 +48,8 @@ def test_races_on_the_debug_kernel_hold_with_no_kernel_report_and_keep_their_see
         assert "oops=panic" in console and "--seed:4242" in console
     assert "- race seed: 4242 (the same races again: --seed 4242)" in proc.stdout
     check_junit(results, doc)
+    suite = next(iter(JUnitXml.fromfile(str(results / "junit.xml"))))
+    assert {p.name: p.value for p in suite.properties()}["race_seed"] == "4242"
 
 
 def test_a_patch_only_a_race_catches_is_a_regression(tmp_path):

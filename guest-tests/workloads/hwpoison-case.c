@@ -991,13 +991,17 @@ static int race_main(const char *kind, const char *injector, const char *action,
 	static unsigned rs;
 	static int round, err, sig;
 	static unsigned main_delay;
+	static long frames = -1;
+	int rescan = !strcmp(action, "unpoison") || !strncmp(kind, "hugetlb", 7);
 	pthread_t th;
 	rs = seed_arg;
 	race.action = action;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	double t0 = now();
+	frames = poisoned_frames();	/* what one scan costs is in the race's event */
 	emit("{\"event\":\"race\",\"kind\":\"%s\",\"injector\":\"%s\",\"action\":\"%s\","
-	     "\"rounds\":%d,\"seed\":%u,\"cpus\":%ld}", kind, injector, action, rounds, seed_arg,
-	     ncpu);
+	     "\"rounds\":%d,\"seed\":%u,\"cpus\":%ld,\"scan_ms\":%.1f}", kind, injector, action,
+	     rounds, seed_arg, ncpu, (now() - t0) * 1e3);
 	pin_here();
 	race.spin_wait = ncpu > 1;
 	if (!strncmp(kind, "hugetlb", 7))	/* a poisoned huge page leaves the pool: one a round */
@@ -1015,7 +1019,12 @@ static int race_main(const char *kind, const char *injector, const char *action,
 		int racer_waits = rand_r(&rs) & 1;
 		race.delay = racer_waits ? d : 0;
 		main_delay = racer_waits ? 0 : d;
-		long hc0 = hardware_corrupted_kb(), frames0 = poisoned_frames();
+		/* The frames poisoned before the round: as the last round left them, unless its
+		 * end may have changed them (an unpoison, a huge page dissolved when freed). */
+		long hc0 = hardware_corrupted_kb();
+		if (rescan && round > 0)
+			frames = poisoned_frames();
+		long frames0 = frames;
 		wait_for(&race.ready, round + 1);
 		set_flag(&race.go, round + 1);
 		spin(main_delay);
@@ -1042,7 +1051,7 @@ static int race_main(const char *kind, const char *injector, const char *action,
 				munmap(p, t.map_len);
 			}
 		}
-		long hc1 = hardware_corrupted_kb(), frames1 = poisoned_frames();
+		long hc1 = hardware_corrupted_kb(), frames1 = frames = poisoned_frames();
 		int poisoned = !!(kpageflags(t.pfn) & (1ULL << KPF_HWPOISON));
 		int unpoison_errno = -1;
 		if (!strcmp(action, "unpoison") && poisoned)
