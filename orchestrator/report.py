@@ -181,8 +181,8 @@ def race_note(race: dict) -> str:
     for outcome, n in (race.get("outcomes") or {}).items():
         word = next((w for w in outcome.split() if w.startswith("data=")), "data=?")
         data[word] += n
-    return f"{race.get('rounds')} rounds: " + ", ".join(f"{w} {n}" for w, n in
-                                                       data.most_common())
+    return f"{race.get('rounds')} rounds" + "".join(
+        f"{', ' if i else ': '}{w} {n}" for i, (w, n) in enumerate(data.most_common()))
 
 
 def _cell(case_list: list[dict]) -> str:
