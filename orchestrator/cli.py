@@ -153,6 +153,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--results", type=Path, help="where the bisection goes (default: "
                                                 "results/bisect-<id>)")
 
+    k = sub.add_parser("kcidb", help="write a saved run's kcidb.json (KCIDB's schema), as "
+                                     "every run does (README: KCIDB)")
+    k.add_argument("results", type=Path, metavar="DIR")
+    k.add_argument("--origin", default="", help="the lab's KCIDB origin (default: farm.yaml's "
+                                                "kcidb.origin, else hwpoison_farm)")
+    k.add_argument("--url", default="", help="where DIR is published, for the log links "
+                                             "(default: farm.yaml's kcidb.url, else file: URLs)")
+    k.add_argument("--out", type=Path, help="where to write it (default: DIR/kcidb.json)")
+
     mg = sub.add_parser("merge", help="join the result directories of a sharded run")
     mg.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
     mg.add_argument("--out", type=Path, help="the merged result directory (default: "
@@ -205,6 +214,9 @@ def _command(args) -> int:
         return 0
     if args.command == "report":
         return report_saved(args.results, args.fail_on)
+    if args.command == "kcidb":
+        from .saved import kcidb_saved
+        return kcidb_saved(args.results, args.origin, args.url, args.out)
     if args.command in ("compare", "merge"):
         from datetime import datetime
 

@@ -246,6 +246,7 @@ class FarmConfig:
     coverage: tuple[str, ...] = ()  # files profiled with gcov in every case (README: coverage)
     # Named layers of config fragments a run may add to every variant (--layer NAME).
     layers: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    kcidb: dict[str, str] = field(default_factory=dict)  # origin, url of kcidb.json
 
 
 def coverage_files(text: str) -> tuple[str, ...]:
@@ -472,7 +473,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         "source": True, "config": False, "variants": True, "base": False, "guest": False,
         "scenarios": False, "guest_tests": False, "jobs": False, "repeat": False,
         "confirm": False, "fail_on": False, "cache": False, "hosts": False, "tier": False,
-        "coverage": False, "layers": False})
+        "coverage": False, "layers": False, "kcidb": False})
 
     source = None
     if "source" in top:
@@ -585,6 +586,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     hosts = _hosts(c, top["hosts"], base_dir) if "hosts" in top else ()
     coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
     layers = _layers(c, top["layers"], base_dir) if "layers" in top else {}
+    kcidb = _kcidb(c, top["kcidb"]) if "kcidb" in top else {}
 
     scen_path = base_dir / "guest-tests" / "scenarios.yaml"
     if "scenarios" in top:
@@ -612,7 +614,25 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
                       scenarios=scenarios, jobs=jobs or (os.cpu_count() or 1),
                       repeat=repeat or 1, cache=cache, hosts=hosts,
                       confirm=2 if confirm is None else confirm, fail_on=fail_on,
-                      tier=tier or "default", coverage=coverage, layers=layers)
+                      tier=tier or "default", coverage=coverage, layers=layers, kcidb=kcidb)
+
+
+def _kcidb(c: _Checker, node) -> dict[str, str]:
+    """kcidb: the origin the run's kcidb.json names (KCIDB's pattern: lower-case letters,
+    digits, _) and the URL its result directory is published at (log and file links)."""
+    from .kcidb import ORIGIN_RE, URL_RE
+    f = c.mapping(node, "kcidb", {"origin": False, "url": False})
+    out = {}
+    for key, pattern, like in (("origin", ORIGIN_RE, "my_lab"),
+                               ("url", URL_RE, "https://ci.example.org/farm/run-42")):
+        if key in f:
+            val = c.value(f[key], f"kcidb.{key}", (str,))
+            if val is not None and not pattern.match(val):
+                c.err(f[key], f"kcidb.{key}: {val[:80]!r} must look like {like} "
+                              f"({pattern.pattern})")
+            elif val is not None:
+                out[key] = val
+    return out
 
 
 def _layers(c: _Checker, node, base_dir: Path) -> dict[str, tuple[Path, ...]]:

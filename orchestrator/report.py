@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -417,4 +419,23 @@ def write_reports(doc: dict, results: Path, code: int) -> str:
     text = summary(doc, code)
     (results / "summary.md").write_text(text)
     (results / "report.html").write_text(report_html(doc))
+    write_kcidb(doc, results)
     return text
+
+
+def write_kcidb(doc: dict, results: Path, origin: str = "", url: str = "",
+                out: Path | None = None) -> Path:
+    """kcidb.json (README: KCIDB), checked with kcidb-io's own validation; a document that
+    fails it is the farm's bug: it is written all the same and the failure logged."""
+    import jsonschema
+
+    from .kcidb import kcidb_doc, validate
+    kdoc = kcidb_doc(doc, results, origin, url)
+    out = out or results / "kcidb.json"
+    out.write_text(json.dumps(kdoc, indent=1) + "\n")
+    try:
+        validate(kdoc)
+    except jsonschema.ValidationError as e:
+        logging.getLogger("farm").warning("%s does not validate against KCIDB's schema: %s",
+                                          out, e.message)
+    return out

@@ -315,6 +315,7 @@ def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> dict
             "confirm": m.confirm, "fail_on": list(m.fail_on), "coverage": list(m.coverage),
             "layers": list(m.layers),
             **({"seed": m.seed} if any(s.race for s in m.every) else {}),
+            **({"kcidb": cfg.kcidb} if cfg.kcidb else {}),
             "interrupted": False}
 
 
@@ -595,6 +596,8 @@ def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
                              f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
             else:
                 builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
+            if builds[v].config and Path(builds[v].config).is_file():  # the run's own copy
+                shutil.copyfile(builds[v].config, results / "builds" / f"{v}.config")
         return builds
     finally:
         for p in plans.values():

@@ -76,6 +76,24 @@ def report_saved(results: Path, fail_on: tuple[str, ...] | None = None) -> int:
         lock.release()
 
 
+def kcidb_saved(results: Path, origin: str = "", url: str = "",
+                out: Path | None = None) -> int:
+    """`farm kcidb DIR`: a saved run's kcidb.json, from its results.json."""
+    from .kcidb import ORIGIN_RE, URL_RE
+    from .report import write_kcidb
+    if origin and not ORIGIN_RE.match(origin):
+        raise UserError(f"--origin {origin[:80]!r}: KCIDB's origin is lower-case letters, "
+                        "digits and _ (e.g. my_lab)")
+    if url and not URL_RE.match(url):
+        raise UserError(f"--url {url[:80]!r}: expected an http(s) URL where the result "
+                        "directory is published, e.g. https://ci.example.org/farm/run-42")
+    doc = _results(results)
+    path = write_kcidb(doc, results, origin, url, out)
+    say(f"{path}: {len(doc['variants'])} checkouts and builds, "
+        f"{sum(1 + len(c.get('subcases') or []) for c in doc['cases'])} tests\n")
+    return 0
+
+
 def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
                  fail_on: tuple[str, ...] | None = None) -> int:
     """`farm compare`: the verdicts of saved result directories against each other, e.g. a

@@ -122,6 +122,20 @@ def test_default_ab_run_junit_validates_and_matches_results(ab):
     check_junit(results, doc)
 
 
+def test_default_ab_run_writes_a_kcidb_document_kcidb_io_validates(ab):
+    from kcidb_io.schema import LATEST
+    _, results, doc = ab
+    k = json.loads((results / "kcidb.json").read_text())
+    LATEST.validate(k)
+    assert len(k["checkouts"]) == len(k["builds"]) == 2
+    assert all(b["status"] == "PASS" and b["compiler"].startswith("gcc") for b in k["builds"])
+    assert all(b["config_url"].endswith(".config") for b in k["builds"])
+    assert len(k["tests"]) == sum(1 + len(c.get("subcases") or []) for c in doc["cases"])
+    assert {t["status"] for t in k["tests"]} <= {"PASS", "FAIL", "SKIP"}
+    assert any(t["path"].startswith("hwpoison.kselftest-") and t["path"].count(".") >= 2
+               for t in k["tests"])  # KTAP subtests under their program
+
+
 def test_default_ab_run_boots_the_vmlinux_through_its_pvh_entry(ab):
     _, results, doc = ab
     for v in ("baseline", "poison-clean-ptes"):
