@@ -276,7 +276,8 @@ def _side_by_side(doc: dict, by: dict) -> list[str]:
     other, the ones that differ marked."""
     e = html.escape
     out = []
-    for c in doc["comparison"]:
+    rank = {v: i for i, v in enumerate(VERDICT_RANK)}
+    for c in sorted(doc["comparison"], key=lambda c: rank.get(c["verdict"], 0)):
         if c["verdict"] == "same":
             continue
         a, b = by.get((c["base"], c["scenario"]), []), by.get((c["variant"], c["scenario"]), [])
@@ -344,10 +345,83 @@ def _coverage_html(cov: dict | None) -> str:
             f"{''.join(rows)}</table>{''.join(todo)}")
 
 
+# Worst first: what a grid cell shows when its scenario has several outcomes.
+VERDICT_RANK = ("regression", "error", "flaky", "changed", "fixed", "same")
+STATUS_RANK = ("error", "fail", "skip", "pass")
+
+
+def worst(doc: dict, by: dict, scenario: str, variants: list[str]) -> str:
+    """A scenario's worst A/B verdict over the compared variants, else (a run of one
+    variant) its worst status over every case of it."""
+    verdicts = [c["verdict"] for c in doc["comparison"] if c["scenario"] == scenario]
+    if verdicts:
+        return min(verdicts, key=lambda v: VERDICT_RANK.index(v) if v in VERDICT_RANK else 0)
+    statuses = [c["status"] for v in variants for c in by.get((v, scenario), [])]
+    return min(statuses or ["error"],
+               key=lambda s: STATUS_RANK.index(s) if s in STATUS_RANK else 0)
+
+
+def _totals_html(doc: dict) -> str:
+    """Per variant: its cases by status, and its verdicts against the base."""
+    e = html.escape
+    verdicts: dict[str, Counter] = {}
+    for c in doc["comparison"]:
+        verdicts.setdefault(c["variant"], Counter())[c["verdict"]] += 1
+    rows = []
+    for v, t in doc["totals"].items():
+        cells = "".join(f'<td class="{"s-" + k if n else ""}">{n} {k}</td>'
+                        for k, n in t.items())
+        vs = verdicts.get(v)
+        verdict = (", ".join(f'<span class="v-{e(k)}">{n} {e(k)}</span>'
+                             for k, n in sorted(vs.items(), key=lambda kv: VERDICT_RANK.index(
+                                 kv[0]) if kv[0] in VERDICT_RANK else 0))
+                   if vs else ("base" if v == doc["run"].get("base") else "-"))
+        rows.append(f"<tr><th>{e(v)}</th>{cells}<td>{verdict}</td></tr>")
+    return f'<table id="totals">{"".join(rows)}</table>'
+
+
+def _grid_html(doc: dict, by: dict, scenarios: list[str], variants: list[str]) -> str:
+    """Page kinds by injectors: in each cell a box per scenario of that kind and injector,
+    coloured by its worst verdict (or status), a link to its row of the full table."""
+    from .config import INJECTORS, PAGE_KINDS
+    e = html.escape
+    first = {}
+    for s in scenarios:
+        cs = next((by[(v, s)] for v in variants if by.get((v, s))), [])
+        if cs:
+            first[s] = cs[0]
+    kinds = [k for k in (*PAGE_KINDS, "kselftest")
+             if any(c.get("page_kind") == k for c in first.values())]
+    kinds += sorted({c.get("page_kind") or "?" for c in first.values()} - set(kinds))
+    injectors = [i for i in (*INJECTORS, "kselftest")
+                 if any(c.get("injector") == i for c in first.values())]
+    injectors += sorted({c.get("injector") or "?" for c in first.values()} - set(injectors))
+    rows = []
+    for k in kinds:
+        cells = []
+        for inj in injectors:
+            boxes = []
+            for s, c in first.items():
+                if (c.get("page_kind") or "?", c.get("injector") or "?") != (k, inj):
+                    continue
+                w = worst(doc, by, s, variants)
+                label = (f"race {c['race']['action']}" if c.get("race") else
+                         c.get("access") or "").split(",")[0] or s
+                boxes.append(f'<a class="box v-{e(w)} s-{e(w)}" href="#row-{e(s)}" '
+                             f'title="{e(s)}: {e(w)}">{e(label[:14])}</a>')
+            cells.append(f"<td>{''.join(boxes)}</td>")
+        rows.append(f"<tr><th>{e(k)}</th>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{e(i)}</th>" for i in injectors)
+    return (f'<table id="grid"><tr><th>page kind \\ injector</th>{head}</tr>'
+            f"{''.join(rows)}</table>")
+
+
 def report_html(doc: dict) -> str:
-    """The page a person reads: the matrix coloured by status and verdict, the observables
-    that differ side by side, and expected vs observed for every case that did not pass.
-    Everything that came from a guest is escaped."""
+    """The page a person reads, answer first: the totals per variant, the grid of page kinds
+    by injectors coloured by each scenario's worst verdict, then the regressions, flaky
+    verdicts and errors with their observables side by side, then the full table (which a
+    checkbox narrows to what is not `same`), the builds, coverage and every case that did not
+    pass. Everything that came from a guest is escaped; the page runs no script."""
     e = html.escape
     run = doc["run"]
     variants, scenarios, by, verdicts, compared = _grid(doc)
@@ -361,20 +435,21 @@ def report_html(doc: dict) -> str:
                 for c in cs for k in ("console", "agent") if c.get("logs", {}).get(k))
             status = cs[0]["status"] if cs else "-"
             title = e(cs[0]["message"]) if cs else ""
+            secs = " ".join(f"{c['seconds']:.1f}s" for c in cs
+                            if isinstance(c.get("seconds"), int | float))
             cells.append(f'<td class="s-{e(status)}" title="{title}">'
-                         f"{e(_cell(cs))}<br><small>{links}</small></td>")
+                         f"{e(_cell(cs))}<br><small>{e(secs)} {links}</small></td>")
         for v in compared:
             c = verdicts.get((v, s)) or {"verdict": "-", "detail": ""}
             verdict = e(c["verdict"])
             label = (f'<a href="#{e(v)}--{e(s)}">{verdict}</a>' if c["verdict"] not in
                      ("same", "-") else verdict)
             cells.append(f'<td class="v-{verdict}"><b>{label}</b></td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        quiet = worst(doc, by, s, variants) in ("same", "pass")
+        rows.append(f'<tr id="row-{e(s)}"{" class=quiet" if quiet else ""}>'
+                    + "".join(cells) + "</tr>")
     head = "".join(f"<th>{e(h)}</th>" for h in
                    ["scenario", *variants, *[f"{run['base']} → {v}" for v in compared]])
-    totals = " · ".join(
-        f"{e(v)}: " + ", ".join(f'<span class="s-{k}">{n} {k}</span>' for k, n in t.items())
-        for v, t in doc["totals"].items())
     details = []
     for c in doc["cases"]:
         if c["status"] == "pass":
@@ -390,24 +465,40 @@ def report_html(doc: dict) -> str:
                                                    if log else "") + "</p>"
                        f"<table><tr><th>observable</th><th>expected</th><th>observed</th></tr>"
                        f"{trs}</table>")
+    errors = [c for c in doc["cases"] if c["status"] == "error"]
+    error_items = "".join(
+        f"<li>{e(c['variant'])} / {e(c['scenario'])} r{c['repeat']}: {e(c['message'])}</li>"
+        for c in errors)
     style = "".join(f".s-{k},.v-{k}{{background:{c}}}" for k, c in COLORS.items())
     side = _side_by_side(doc, by)
+    n_attention = sum(c["verdict"] not in ("same",) for c in doc["comparison"])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hwpoison farm {e(run['id'])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;vertical-align:top;text-align:left}}
-tr.diff td{{background:#fde0e0;font-weight:bold}} {style}</style></head><body>
+tr.diff td{{background:#fde0e0;font-weight:bold}} h1{{margin:0 0 .2em}} p.meta{{margin:0}}
+#grid td{{padding:2px;min-width:2em}} #grid th{{font-size:85%}}
+a.box{{display:inline-block;margin:1px;padding:1px 3px;font-size:75%;color:#000;
+text-decoration:none;border:1px solid #777;border-radius:2px}}
+#notsame:checked ~ #matrix tr.quiet{{display:none}} {style}</style></head><body>
 <h1>hwpoison farm run {e(run['id'])}</h1>
-<p>kernel source {e(_source(run))}; config layers {e(', '.join(run.get('layers') or [])
+<p class=meta>kernel source {e(_source(run))}; config layers {e(', '.join(run.get('layers') or [])
                                                       or 'none')};
 accelerator {e(str(run.get('accel_reason')))};{
     f" race seed {e(str(run['seed']))};" if "seed" in run else ""}
 wall time {run.get('seconds', 0):.0f}s</p>
-<p>{totals}</p>
-<h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>
+{_totals_html(doc)}
+<h2 id="at-a-glance">Scenarios by page kind and injector</h2>
+{_grid_html(doc, by, scenarios, variants)}
+<h2 id="attention">Verdicts other than same, side by side ({n_attention})</h2>
+{''.join(side) or '<p>none</p>'}
+<h2 id="errors">Errors ({len(errors)})</h2>{f'<ul>{error_items}</ul>' if errors else '<p>none</p>'}
+<h2 id="all">All scenarios</h2>
+<input type="checkbox" id="notsame"><label for="notsame"> only what is not same (or not
+passing)</label>
 <table id="matrix"><tr>{head}</tr>{''.join(rows)}</table>
+<h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>
 {_coverage_html(doc.get("coverage"))}
-<h2>Verdicts other than same, side by side</h2>{''.join(side) or '<p>none</p>'}
 <h2>Cases that did not pass</h2>{''.join(details) or '<p>none</p>'}
 </body></html>
 """

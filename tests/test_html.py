@@ -1,7 +1,9 @@
-"""report.html in a real browser: headless Chromium renders it, its DOM is read back, and a
-screenshot is kept with the test run."""
+"""report.html in a real browser: headless Chromium renders it, its DOM is read back, and
+screenshots of its first screen, for the recorded A/B run with regressions and for an A/A run
+made of its base's cases, are kept with the test run."""
 
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.report import report_html
+from orchestrator.results import assemble
 from orchestrator.runner import Runner
 
 CHROMIUM = shutil.which("chromium")
@@ -57,3 +60,52 @@ def test_report_screenshot(page, tmp_path):
     assert struct.unpack(">II", header[16:24]) == (1400, 1200)
     assert shot.stat().st_size > 50_000, "a blank page compresses to almost nothing"
     print(f"screenshot: {shot}")
+
+
+def test_the_first_screen_answers_first_totals_grid_then_what_changed(page, tmp_path):
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    order = [dom.index(x) for x in ('id="totals"', 'id="grid"', 'id="attention"',
+                                    'id="errors"', 'id="matrix"', 'id="builds"')]
+    assert order == sorted(order)
+    doc = json.loads((page.parent / "results.json").read_text())
+    scenarios = {c["scenario"] for c in doc["cases"]}
+    boxes = re.findall(r'<a class="box v-(\w+) s-\w+" href="#row-([\w.-]+)"', dom)
+    assert sorted(s for _, s in boxes) == sorted(scenarios)  # one box per scenario
+    assert all(f'<tr id="row-{s}"' in dom for s in scenarios)  # each a link to its row
+    assert sorted(s for v, s in boxes if v == "regression") == [
+        "pagecache-clean-host-srao", "pagecache-clean-madvise"]
+    assert "2 regression" in dom and "Verdicts other than same, side by side (2)" in dom
+    assert '<input type="checkbox" id="notsame">' in dom
+    quiet = dom.count('class="quiet"')
+    assert quiet == len(scenarios) - 2  # what the checkbox hides: the same, passing rows
+
+
+def aa_page(data: Path, tmp_path: Path) -> Path:
+    """An A/A run: the recorded run's base cases, twice, as baseline and baseline-again."""
+    doc = json.loads((data / "run-ab" / "results.json").read_text())
+    base = [c for c in doc["cases"] if c["variant"] == "baseline"]
+    again = [{**c, "variant": "baseline-again", "id": c["id"].replace("baseline::",
+                                                                        "baseline-again::")}
+             for c in base]
+    variants = {"baseline": doc["variants"]["baseline"],
+                "baseline-again": doc["variants"]["baseline"]}
+    aa = assemble(doc["run"], variants, base + again, "baseline")
+    out = tmp_path / "aa"
+    out.mkdir()
+    (out / "report.html").write_text(report_html(aa))
+    return out / "report.html"
+
+
+@pytest.mark.parametrize("which", ["ab", "aa"])
+def test_first_screen_screenshots(which, page, data, tmp_path):
+    target = page if which == "ab" else aa_page(data, tmp_path)
+    dom = chromium(tmp_path, "--dump-dom", target.as_uri())
+    if which == "aa":
+        assert "box v-regression" not in dom and "10 same" in dom
+        assert "Verdicts other than same, side by side (0)" in dom
+    shot = tmp_path / f"first-screen-{which}.png"
+    chromium(tmp_path, "--window-size=1400,900", f"--screenshot={shot}", target.as_uri())
+    header = shot.read_bytes()[:24]
+    assert struct.unpack(">II", header[16:24]) == (1400, 900)
+    assert shot.stat().st_size > 30_000, "a blank page compresses to almost nothing"
+    print(f"screenshot of the first screen ({which}): {shot}")
