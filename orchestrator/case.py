@@ -189,7 +189,7 @@ def judge_kselftest(s: Scenario, obs: dict, ktap: KtapResult, *, missing: str = 
     if status == "skip":
         return "skip", f"{s.kselftest} skipped" + (f": {ktap.reason}" if ktap.reason else "")
     if status != "pass" or diff:
-        why = [f"exit code {obs.get('workload_rc')}"] + failed + diff + ktap.problems
+        why = [exit_status(obs.get("workload_rc"))] + failed + diff + ktap.problems
         return "fail", "; ".join(why)
     return "pass", f"{len(tests)} KTAP tests, as expected"
 

@@ -56,7 +56,12 @@ def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) 
     /guest-tests/kselftest/."""
     if not kselftests:
         return image.initrd
-    dest = where / f"initramfs-{image.digest}.cpio"
+    # named by the image and the very binaries (each path holds its own key): another set of
+    # programs is another initramfs
+    which = hashlib.sha256("\0".join([image.digest, *(f"{p}={exe}" for p, exe in sorted(
+        kselftests.items()))]).encode()).hexdigest()[:20]
+    where.mkdir(parents=True, exist_ok=True)
+    dest = where / f"initramfs-{which}.cpio"
     if dest.is_file():
         return dest
     extra = where / f".kselftests.{TOKEN}.cpio"

@@ -160,8 +160,6 @@ def build_key(req: BuildRequest, compiler: str) -> str:
     h = hashlib.sha256()
     h.update(f"farm-build-2\0{req.source.digest}\0{req.base_config}\0{TARGET}\0{compiler}\n"
              .encode())
-    if req.kselftests:
-        h.update(("kselftests\0" + "\0".join(sorted(req.kselftests))).encode())
     if req.coverage:  # a coverage build never mixes with a plain one
         h.update(("coverage\0" + "\0".join(sorted(req.coverage)) + COVERAGE_CONFIG
                   + profile_lines("x")).encode())
@@ -380,8 +378,6 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        built, failed = build_kselftests(src, req.kselftests, stage / "kselftest", runner, log)
-        built = {p: str(out / Path(exe).relative_to(stage)) for p, exe in built.items()}
         shutil.copy2(obj / IMAGE_PATH, stage / "bzImage")
         shutil.copy2(obj / ".config", stage / "config")
         via = boot_image(obj, stage)
@@ -392,8 +388,7 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
                              boot=str(out / ("vmlinux" if via == "pvh" else "bzImage")),
                              boot_via=via, log=str(out / "build.log"), release=release,
                              seconds=round(time.monotonic() - start, 1),
-                             patches=patch_records(req.variant), kselftests=built,
-                             kselftest_errors=failed,
+                             patches=patch_records(req.variant),
                              coverage=str(out / "coverage") if req.coverage else "",
                              coverage_files=found, coverage_missing=missing,
                              layers=list(req.layers))
@@ -465,27 +460,85 @@ def boot_image(obj: Path, out: Path) -> str:
     return "bzimage"
 
 
-def build_kselftests(src: Path, programs: tuple[str, ...], dest: Path, runner: Runner,
-                     log: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Static binaries of the tree's own selftest programs, so a variant is tested against
-    its own expectations. One that is missing or does not build is reported, not fatal."""
+LINEBUF = Path(__file__).with_name("linebuf.c")
+
+
+def kselftest_key(req: BuildRequest, compiler: str, prog: str) -> str:
+    """A selftest program's own key: the variant's tree (source and patches), the program,
+    the compiler and how the farm builds it; never the kernel's config, so adding or
+    removing a kselftest scenario rebuilds no kernel, and a kernel change rebuilds no test."""
+    h = hashlib.sha256()
+    h.update(f"farm-kselftest-1\0{req.source.digest}\0{compiler}\0{prog}\n".encode())
+    h.update(LINEBUF.read_bytes())
+    for p in req.variant.patches:
+        h.update(b"patch\0" + p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
+                  progress: Progress) -> tuple[dict[str, str], dict[str, str]]:
+    """The variant's selftest binaries (req.kselftests), each found in the cache under its
+    own key or built from the variant's tree (prepared here if the kernel came from the
+    cache) and published there: program -> binary, and program -> why there is none."""
+    compiler = compiler_version(runner)
     built: dict[str, str] = {}
     failed: dict[str, str] = {}
-    top = src / "tools" / "testing" / "selftests"
-    for prog in programs:
-        source = top / f"{prog}.c"
-        if not source.is_file():
-            failed[prog] = f"not in this kernel tree: {source.relative_to(src)}"
-            continue
-        exe = dest / kselftest_file(prog)
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", exe,
-                          source], log_path=log, check=False)
-        if res.returncode:
-            failed[prog] = "did not build: " + " | ".join(res.output.splitlines()[-3:])
-        else:
+    todo = []
+    for prog in req.kselftests:
+        out = req.cache / "kselftests" / kselftest_key(req, compiler, prog)
+        exe, why = out / kselftest_file(prog), out / "error.txt"
+        if exe.is_file():
             built[prog] = str(exe)
+        elif why.is_file():
+            failed[prog] = why.read_text()
+        else:
+            todo.append((prog, out))
+    if not todo:
+        progress.say(f"{req.variant.name}: {len(req.kselftests)} kselftest program(s) found "
+                     "in the cache")
+        return built, failed
+    if not plan.work:
+        prepare_tree(req, plan, runner, progress)
+    src = plan.work.path / "src"
+    for prog, out in todo:
+        stage = out.with_name(f".{out.name}.{TOKEN}")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        try:
+            exe, why = build_kselftest(src, prog, stage / kselftest_file(prog), runner,
+                                       plan.log)
+            if why:
+                (stage / "error.txt").write_text(why)
+            try:
+                stage.rename(out)
+            except OSError:  # another run published it meanwhile
+                shutil.rmtree(stage, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        if why:
+            failed[prog] = why
+        else:
+            built[prog] = str(out / kselftest_file(prog))
+    progress.say(f"{req.variant.name}: {len(todo)} kselftest program(s) built, "
+                 f"{len(req.kselftests) - len(todo)} found in the cache")
     return built, failed
+
+
+def build_kselftest(src: Path, prog: str, exe: Path, runner: Runner,
+                    log: Path) -> tuple[Path, str]:
+    """A static binary of one of the tree's own selftest programs, so a variant is tested
+    against its own expectations, its stdout line-buffered (LINEBUF): (binary, "") or
+    (path, why not) for one that is missing or does not build, which is reported, not fatal."""
+    top = src / "tools" / "testing" / "selftests"
+    source = top / f"{prog}.c"
+    if not source.is_file():
+        return exe, f"not in this kernel tree: {source.relative_to(src)}"
+    res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", exe,
+                      source, LINEBUF], log_path=log, check=False)
+    if res.returncode:
+        return exe, "did not build: " + " | ".join(res.output.splitlines()[-3:])
+    return exe, ""
 
 
 def build(req: BuildRequest, runner: Runner, progress: Progress) -> BuildResult:

@@ -42,6 +42,7 @@ from .kernel import (
     build_key,
     compile_kernel,
     compiler_version,
+    kselftests_of,
     plan_build,
     prepare_source,
     prepare_tree,
@@ -501,7 +502,7 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Mat
         k: str(v) for k, v in asdict(image).items()})
     progress.say(f"accelerator: {why}")
     machine = replace(machine, accel=accel)
-    initrds = {v: with_kselftests(image, b.kselftests, Path(b.kernel).parent)
+    initrds = {v: with_kselftests(image, b.kselftests, cfg.cache / "kselftests")
                for v, b in builds.items() if b.ok}
     for spec in state.plan:
         if "not_run" not in spec:
@@ -596,6 +597,9 @@ def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
                              f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
             else:
                 builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
+            if kselftests and builds[v].ok:  # cached apart: no kernel depends on them
+                builds[v].kselftests, builds[v].kselftest_errors = kselftests_of(
+                    reqs[v], plans[v], runner, progress)
             if builds[v].config and Path(builds[v].config).is_file():  # the run's own copy
                 shutil.copyfile(builds[v].config, results / "builds" / f"{v}.config")
         return builds

@@ -117,6 +117,37 @@ def test_shipped_patch_shows_a_regression_on_clean_page_cache(ab):
     assert "regression" not in {v for s, v in verdicts.items() if s.startswith("anon")}
 
 
+def test_a_kselftest_line_builds_no_kernel_and_a_killing_signal_is_named(ab, tmp_path):
+    """One more of the tree's selftests, added as one scenario line: the kernel the default
+    run built is found, not rebuilt (kselftests are keyed apart); hugetlb-read-hwpoison is
+    killed by the SIGBUS its own MADV_HWPOISON sends, and what it printed before reaches the
+    agent (its stdout is line-buffered by the farm)."""
+    scenarios = tmp_path / "scenarios.yaml"
+    scenarios.write_text(textwrap.dedent("""\
+        scenarios:
+        - name: kselftest-hugetlb-read-hwpoison
+          kselftest: mm/hugetlb-read-hwpoison
+          sysctl: {vm.nr_hugepages: 12}
+          why: the tree's own test of read() on a hugetlbfs file with a poisoned page
+        """))
+    text = (REPO / "farm.yaml").read_text().replace("kernels/", f"{REPO}/kernels/")
+    text = text.replace("scenarios: guest-tests/scenarios.yaml",
+                        f"scenarios: {scenarios}\nguest_tests: {REPO}/guest-tests")
+    (tmp_path / "farm.yaml").write_text(text)
+    results = tmp_path / "r"
+    proc = farm("run", "-c", str(tmp_path / "farm.yaml"), "--variants", "baseline",
+                "--results", str(results), "-j", "2")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "baseline: kernel 6.12" in proc.stderr and "already built" in proc.stderr
+    assert "kselftest program(s) built" in proc.stderr or \
+        "1 kselftest program(s) found in the cache" in proc.stderr
+    doc = json.loads((results / "results.json").read_text())
+    (case,) = doc["cases"]
+    assert case["status"] == "fail" and case["message"].startswith("killed by SIGBUS"), case
+    agent = (results / case["logs"]["agent"]).read_text()
+    assert "HugeTLB read regression test" in agent  # printed before the signal
+
+
 def test_default_ab_run_junit_validates_and_matches_results(ab):
     _, results, doc = ab
     check_junit(results, doc)

@@ -1,5 +1,10 @@
 """The build stage on a fake kernel tree: real make, real patch, real ccache."""
 
+import signal
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from orchestrator.config import Source, Variant
@@ -8,7 +13,10 @@ from orchestrator.kernel import (
     BuildRequest,
     _hunk_failures,
     build,
+    build_key,
     check_config,
+    kselftests_of,
+    plan_build,
     prepare_source,
 )
 from orchestrator.progress import Progress
@@ -152,3 +160,35 @@ def test_hunk_failures_from_recorded_patch_output():
            "Hunk #3 FAILED at 1501.\n2 out of 3 hunks FAILED\n")
     assert _hunk_failures(out) == ["file mm/memory-failure.c, hunk #1 (at line 992)",
                                    "file mm/memory-failure.c, hunk #3 (at line 1501)"]
+
+
+def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(env):
+    """A selftest program of the (fake) tree: built beside the kernel under a key of its
+    own, so asking for it or not never changes the kernel's key, and a kernel change does
+    not rebuild it; its stdout is line-buffered, so what it printed before SIGBUS killed it
+    comes through a pipe."""
+    runner, progress, req, commands, tmp_path = env
+    prog = "mm/fake-hwpoison"
+    plain = req()
+    with_test = replace(plain, kselftests=(prog, "mm/not-there"))
+    assert build_key(plain, "gcc") == build_key(with_test, "gcc")
+    first = build(with_test, runner, progress)
+    plan = plan_build(with_test, runner)
+    built, failed = kselftests_of(with_test, plan, runner, progress)  # prepares its tree
+    if plan.work:
+        plan.work.remove()
+    assert failed == {"mm/not-there": "not in this kernel tree: "
+                                      "tools/testing/selftests/mm/not-there.c"}
+    exe = built[prog]
+    assert Path(exe).is_file() and first.key not in exe
+    res = subprocess.run([exe], capture_output=True, text=True)
+    assert res.returncode == -signal.SIGBUS
+    assert res.stdout == "TAP version 13\n1..1\n# about to touch the poisoned page\n"
+    other = tmp_path / "other.config"
+    other.write_text("CONFIG_MEMORY_FAILURE=y\n")
+    n = len(commands)
+    again, _ = kselftests_of(replace(with_test, fragments=(other,)),
+                             plan_build(replace(with_test, fragments=(other,)), runner),
+                             runner, progress)
+    assert again == built  # another kernel config, the same test binary
+    assert not any("fake-hwpoison" in c for c in commands[n:]), "the test was rebuilt"

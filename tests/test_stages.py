@@ -2,6 +2,7 @@
 
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,10 @@ except KeyboardInterrupt as e:
     print("stopped by", e.how, flush=True)
 """), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "started\n"
+    for _ in range(600):  # the two sleeps are forked; wait until both have exec'd
+        if len(_alive(m)) == 2:
+            break
+        time.sleep(0.05)
     assert len(_alive(m)) == 2
     proc.send_signal(signal.SIGTERM)  # to the farm alone, as a CI runner's cancel may
     out, _ = proc.communicate(timeout=60)
