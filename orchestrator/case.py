@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import GUEST_INJECTORS, Scenario, kselftest_file
@@ -221,6 +221,38 @@ def cov_files(spec: dict) -> list[str]:
     return (spec.get("coverage") or {}).get("files") or []
 
 
+@dataclass
+class Verdict:
+    observed: dict
+    status: str
+    message: str
+    ktap: KtapResult | None
+    events: list[dict]
+
+
+def verdict_of_logs(s: Scenario, console_log: Path, agent_log: Path, *, timed_out: bool,
+                    infra_error: str | None, timeout: float, missing: str = "",
+                    injections: list | tuple = ()) -> Verdict:
+    """Parse a case's console and agent logs, observe and judge them against the scenario:
+    what a guest's run ends with, and what `farm reparse` does again for a saved one."""
+    with open(console_log, errors="replace") as f:
+        console = parse_console(f)
+    agent_lines = agent_log.read_text(errors="replace").splitlines()
+    events = parse_agent(agent_lines)
+    obs = observe(console, events, timed_out=timed_out)
+    obs["injections"] = list(injections)
+    ktap = None
+    if s.kselftest:
+        ktap = parse_ktap(ln for ln in agent_lines if not ln.startswith('{"event"'))
+        obs["ktap_tests"] = len(flatten(ktap))
+        obs["ktap_problems"] = ktap.problems
+        status, message = judge_kselftest(s, obs, ktap, missing=missing,
+                                          infra_error=infra_error, timeout=timeout)
+    else:
+        status, message = judge(s, obs, infra_error=infra_error, timeout=timeout)
+    return Verdict(obs, status, message, ktap, events)
+
+
 def run_case(spec: dict, runner: Runner | None = None) -> dict:
     """Run the case described by a plan entry and write its case.json."""
     runner = runner or Runner()
@@ -245,21 +277,10 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         run.agent.write_text("")
     else:
         run = run_guest(req, runner)
-    with open(run.console, errors="replace") as f:
-        console = parse_console(f)
-    agent_lines = run.agent.read_text(errors="replace").splitlines()
-    events = parse_agent(agent_lines)
-    obs = observe(console, events, timed_out=run.timed_out)
-    obs["injections"] = run.injections
-    ktap = None
-    if s.kselftest:
-        ktap = parse_ktap(ln for ln in agent_lines if not ln.startswith('{"event"'))
-        obs["ktap_tests"] = len(flatten(ktap))
-        obs["ktap_problems"] = ktap.problems
-        status, message = judge_kselftest(s, obs, ktap, missing=missing,
-                                          infra_error=run.infra_error, timeout=req.timeout)
-    else:
-        status, message = judge(s, obs, infra_error=run.infra_error, timeout=req.timeout)
+    v = verdict_of_logs(s, run.console, run.agent, timed_out=run.timed_out,
+                        infra_error=run.infra_error, timeout=req.timeout, missing=missing,
+                        injections=run.injections)
+    obs, status, message, ktap = v.observed, v.status, v.message, v.ktap
     record = {
         "id": spec["id"], "variant": spec["variant"], "scenario": s.name,
         "repeat": spec["repeat"], "confirm": spec.get("confirm", False),
@@ -270,11 +291,14 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
         **({"race": {"action": s.race, "rounds": s.rounds, "seed": s.seed}} if s.race else {}),
         "expected": expected_of(s), "observed": obs, "started": start,
         "seconds": run.seconds, "qemu_exit": run.exit_code, "command": run.cmd,
+        # what judging needs beside the logs, so that `farm reparse` can judge them again
+        "timed_out": run.timed_out, "infra_error": run.infra_error, "timeout": req.timeout,
+        "kselftest_missing": missing,
         "logs": {name: str(Path(spec["dir"]) / f"{name}.log")
                  for name in ("console", "agent", "qemu")},
     }
     if cov_files(spec):
-        record["coverage"] = for_case(spec, events, case_dir)
+        record["coverage"] = for_case(spec, v.events, case_dir)
     if s.kselftest:
         record["kselftest"] = s.kselftest
         record["subcases"] = ktap_subcases(record, ktap) if ktap else []

@@ -153,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--results", type=Path, help="where the bisection goes (default: "
                                                 "results/bisect-<id>)")
 
+    rp = sub.add_parser("reparse", help="judge a saved run's cases again from their logs and "
+                                        "the current scenario file; rewrite its reports")
+    rp.add_argument("results", type=Path, metavar="DIR")
+    rp.add_argument("-c", "--config", type=Path, default=Path("farm.yaml"),
+                    help="farm file whose scenarios judge (default: ./farm.yaml)")
+
     k = sub.add_parser("kcidb", help="write a saved run's kcidb.json (KCIDB's schema), as "
                                      "every run does (README: KCIDB)")
     k.add_argument("results", type=Path, metavar="DIR")
@@ -214,6 +220,9 @@ def _command(args) -> int:
         return 0
     if args.command == "report":
         return report_saved(args.results, args.fail_on)
+    if args.command == "reparse":
+        from .reparse import reparse_dir
+        return reparse_dir(args.results, load_farm(args.config))
     if args.command == "kcidb":
         from .saved import kcidb_saved
         return kcidb_saved(args.results, args.origin, args.url, args.out)

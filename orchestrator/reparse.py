@@ -1,0 +1,97 @@
+"""`farm reparse DIR`: a saved run judged again, from its logs and the current scenario file,
+the way KUnit's `kunit.py parse` re-reads saved output. Every case with its logs is parsed,
+observed and judged anew (a fixed parser or a corrected expectation takes effect), its
+case.json rewritten when anything changed, then the reports; it says which cases changed
+status and why. It boots nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from .case import expected_of, ktap_subcases, verdict_of_logs
+from .config import FarmConfig
+from .errors import UserError
+from .files import claim, write_json
+from .results import signature, signature_diff
+from .saved import report_dir, say
+
+
+def _specs(results: Path) -> dict[str, dict]:
+    """The plan entries of the run and of its confirmations, by case id: what each case was
+    given (its timeout, a kselftest the tree did not have)."""
+    out = {}
+    for name in ("plan.json", "confirm.json"):
+        try:
+            for spec in json.loads((results / name).read_text()).get("cases", []):
+                if isinstance(spec, dict) and "id" in spec:
+                    out[spec["id"]] = spec
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def reparse_case(path: Path, rec: dict, cfg: FarmConfig, spec: dict) -> tuple[dict, str]:
+    """A saved case judged again: (its new record, '' or why it was kept as it was)."""
+    s = {x.name: x for x in cfg.scenarios}.get(rec.get("scenario", "").split("/")[0])
+    if s is None:
+        return rec, f"its scenario is not in {cfg.scenarios_path}: kept as it was"
+    d = path.parent
+    if not (d / "console.log").is_file() or not (d / "agent.log").is_file():
+        return rec, "no logs (it never ran): kept as it was"
+    if s.race:  # the seed it ran with, whatever the file says now
+        s = replace(s, seed=(rec.get("race") or {}).get("seed", 0))
+    obs0 = rec.get("observed") or {}
+    v = verdict_of_logs(
+        s, d / "console.log", d / "agent.log",
+        timed_out=rec.get("timed_out", obs0.get("guest") == "hung"),
+        infra_error=rec.get("infra_error"),
+        timeout=rec.get("timeout") or spec.get("timeout") or cfg.guest.timeout,
+        missing=rec.get("kselftest_missing", spec.get("kselftest_missing", "")),
+        injections=obs0.get("injections") or [])
+    new = {**rec, "status": v.status, "message": v.message, "why": s.why,
+           "expected": expected_of(s), "observed": v.observed}
+    if s.kselftest:
+        new["subcases"] = ktap_subcases(new, v.ktap) if v.ktap else []
+    return new, ""
+
+
+def reparse_dir(results: Path, cfg: FarmConfig) -> int:
+    """Judge every case of a saved result directory again and rewrite its reports."""
+    if not (results / "run.json").is_file():
+        raise UserError(f"{results}: not a farm result directory (no run.json)")
+    lock = claim(results, fresh=False, flag="farm reparse", what="farm reparse")
+    try:
+        specs = _specs(results)
+        changed, observed, kept = [], [], []
+        files = sorted((results / "cases").glob("*/*/r*/case.json"))
+        for path in files:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise UserError(f"{path}: not a case record ({e})") from None
+            new, why = reparse_case(path, rec, cfg, specs.get(rec.get("id"), {}))
+            label = f"{rec.get('variant')} / {rec.get('scenario')} r{rec.get('repeat')}"
+            if why:
+                kept.append(f"- {label}: {why}")
+                continue
+            if new == rec:
+                continue
+            write_json(path, new)
+            if new["status"] != rec.get("status"):
+                changed.append(f"- {label}: {rec.get('status')} → {new['status']}: "
+                               f"{new['message']} (was: {rec.get('message')})")
+            else:
+                diff = signature_diff(signature(rec), signature(new))
+                if diff or new["message"] != rec.get("message"):
+                    observed.append(f"- {label}: still {new['status']}; "
+                                    + ("; ".join(diff) if diff else
+                                       f"now: {new['message']}"))
+        say(f"farm reparse: {len(files)} cases judged again against "
+            f"{cfg.scenarios_path}: {len(changed)} changed status, {len(observed)} changed "
+            f"what they observe or say, {len(kept)} kept as they were\n"
+            + "".join(line + "\n" for line in changed + observed + kept))
+        return report_dir(results)
+    finally:
+        lock.release()
