@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import GUEST_INJECTORS, Scenario, kselftest_file
+from .config import GUEST_INJECTORS, KSELFTEST_AUTO, Scenario, kselftest_file
 from .coverage import for_case
 from .files import write_json
 from .ktap import KtapResult, flatten, parse_ktap, program_result
@@ -44,7 +44,9 @@ def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
     files whose counters the agent zeroes and sends back (checked by config). A race's
     guest panics on an Oops: a lost race leaves a lock held, and a guest that then waits out
     its timeout would tell nothing more."""
-    if s.kselftest:
+    if s.kselftest == KSELFTEST_AUTO:
+        run = ["kselftest-all"]  # the agent runs kselftest/auto/*, one after the other
+    elif s.kselftest:
         run = [kselftest_binary(s.kselftest)]
     elif s.race:
         run = ["hwpoison-case", "--kind", s.page, "--injector", s.injector, "--race", s.race,

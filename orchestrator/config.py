@@ -32,6 +32,10 @@ INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-off
 GUEST_INJECTORS = tuple(i for i in INJECTORS if not i.startswith("host-"))
 CLEANUPS = ("none", "unpoison")
 KSELFTEST_RE = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")  # under tools/testing/selftests
+# `kselftest: auto`: every program of the variant's tree whose name says it tests memory
+# failure, run one after the other in one guest, each a KTAP test of the case.
+KSELFTEST_AUTO = "auto"
+KSELFTEST_AUTO_RE = re.compile(r"hwpoison|memory[-_]failure|soft[-_]offline", re.I)
 SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 # A sysctl value goes onto the kernel command line (farm.sysctl=name=value,...): one token.
 SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
@@ -806,7 +810,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
         if kself:
             page, inj, acc = "kselftest", "kselftest", "none"
             prog = c.value(f["kselftest"], f"{label}: kselftest", (str,))
-            if prog is not None and not KSELFTEST_RE.match(prog):
+            if prog is not None and prog != KSELFTEST_AUTO and not KSELFTEST_RE.match(prog):
                 c.err(f["kselftest"], f"{label}: kselftest '{prog}' must name a program under "
                                       "tools/testing/selftests, e.g. mm/hugetlb-soft-offline")
                 prog = None

@@ -66,8 +66,15 @@ def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) 
         return dest
     extra = where / f".kselftests.{TOKEN}.cpio"
     entries = [("guest-tests/kselftest", stat.S_IFDIR | 0o755, b"")]
-    entries += [(f"guest-tests/kselftest/{kselftest_file(prog)}", stat.S_IFREG | 0o755,
-                 Path(exe).read_bytes()) for prog, exe in sorted(kselftests.items())]
+    for prog, exe in sorted(kselftests.items()):
+        if Path(exe).is_dir():  # kselftest: auto, a directory of programs
+            entries.append(("guest-tests/kselftest/auto", stat.S_IFDIR | 0o755, b""))
+            entries += [(f"guest-tests/kselftest/auto/{f.name}", stat.S_IFREG | 0o755,
+                         f.read_bytes()) for f in sorted(Path(exe).iterdir())
+                        if f.suffix != ".txt"]
+        else:
+            entries.append((f"guest-tests/kselftest/{kselftest_file(prog)}",
+                            stat.S_IFREG | 0o755, Path(exe).read_bytes()))
     write_cpio(entries, extra)
     try:
         atomic_write(dest, image.initrd.read_bytes() + extra.read_bytes())

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import Source, Variant, kselftest_file
+from .config import KSELFTEST_AUTO, KSELFTEST_AUTO_RE, Source, Variant, kselftest_file
 from .errors import InfraError, UserError
 from .files import TOKEN, OwnedDir, atomic_write, locked, prune, write_json
 from .progress import Progress, fmt_seconds
@@ -487,7 +487,9 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
     for prog in req.kselftests:
         out = req.cache / "kselftests" / kselftest_key(req, compiler, prog)
         exe, why = out / kselftest_file(prog), out / "error.txt"
-        if exe.is_file():
+        if prog == KSELFTEST_AUTO:
+            exe = out / "auto"
+        if exe.exists():
             built[prog] = str(exe)
         elif why.is_file():
             failed[prog] = why.read_text()
@@ -505,8 +507,11 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         try:
-            exe, why = build_kselftest(src, prog, stage / kselftest_file(prog), runner,
-                                       plan.log)
+            if prog == KSELFTEST_AUTO:
+                exe, why = build_auto(src, stage / "auto", runner, plan.log)
+            else:
+                exe, why = build_kselftest(src, prog, stage / kselftest_file(prog), runner,
+                                           plan.log)
             if why:
                 (stage / "error.txt").write_text(why)
             try:
@@ -519,10 +524,39 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
         if why:
             failed[prog] = why
         else:
-            built[prog] = str(out / kselftest_file(prog))
+            built[prog] = str(out / ("auto" if prog == KSELFTEST_AUTO else
+                                     kselftest_file(prog)))
     progress.say(f"{req.variant.name}: {len(todo)} kselftest program(s) built, "
                  f"{len(req.kselftests) - len(todo)} found in the cache")
     return built, failed
+
+
+def auto_programs(src: Path) -> list[str]:
+    """`kselftest: auto`: the tree's selftest programs whose name says they test memory
+    failure (hwpoison, memory-failure, soft-offline), as dir/name."""
+    top = src / "tools" / "testing" / "selftests"
+    return sorted(f"{c.parent.relative_to(top)}/{c.stem}" for c in top.glob("*/*.c")
+                  if KSELFTEST_AUTO_RE.search(c.stem))
+
+
+def build_auto(src: Path, dest: Path, runner: Runner, log: Path) -> tuple[Path, str]:
+    """The programs of `kselftest: auto` built into dest (one directory, run in name order);
+    one that does not build is left out and named in dest/not-built.txt."""
+    progs = auto_programs(src)
+    if not progs:
+        return dest, ("no program of this tree's tools/testing/selftests names memory "
+                      "failure (hwpoison, memory-failure, soft-offline)")
+    dest.mkdir(parents=True)
+    problems = []
+    for prog in progs:
+        _, why = build_kselftest(src, prog, dest / kselftest_file(prog), runner, log)
+        if why:
+            problems.append(f"{prog}: {why}")
+    if len(problems) == len(progs):
+        return dest, "; ".join(problems)
+    if problems:
+        (dest / "not-built.txt").write_text("\n".join(problems) + "\n")
+    return dest, ""
 
 
 def build_kselftest(src: Path, prog: str, exe: Path, runner: Runner,

@@ -196,6 +196,8 @@ def test_kselftest_scenarios_need_no_page_but_a_program_path(farm_dir):
     (s,) = load_farm(path).scenarios
     assert (s.kselftest, s.page, s.sysctl) == ("mm/hugetlb-soft-offline", "kselftest",
                                                {"vm.nr_hugepages": "8"})
+    scen.write_text(scen.read_text().replace("mm/hugetlb-soft-offline", "auto"))
+    assert load_farm(path).scenarios[0].kselftest == "auto"  # the tree's, found at build
 
 
 def test_plan_filters_and_json_build_nothing(capsys):

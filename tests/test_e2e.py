@@ -148,6 +148,27 @@ def test_a_kselftest_line_builds_no_kernel_and_a_killing_signal_is_named(ab, tmp
     assert "HugeTLB read regression test" in agent  # printed before the signal
 
 
+def test_kselftest_auto_runs_every_memory_failure_program_of_the_tree(ab, tmp_path):
+    """kselftest: auto in 6.12: hugetlb-read-hwpoison (killed by SIGBUS, named so) and
+    hugetlb-soft-offline (two KTAP tests), each a KTAP test of one case, found in the tree."""
+    results = tmp_path / "r"
+    proc = farm("run", "-c", str(REPO / "farm.yaml"), "--variants", "baseline", "--scenarios",
+                "kselftest-auto", "--tier", "full", "--results", str(results), "-j", "2")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "already built" in proc.stderr  # no kernel built for it
+    doc = json.loads((results / "results.json").read_text())
+    (case,) = doc["cases"]
+    subs = {c["scenario"]: c for c in case["subcases"]}
+    assert sorted(subs) == ["kselftest-auto/1", "kselftest-auto/2", "kselftest-auto/2.1",
+                            "kselftest-auto/2.2"]
+    one, two = subs["kselftest-auto/1"], subs["kselftest-auto/2"]
+    assert one["observed"]["ktap_name"] == "mm-hugetlb-read-hwpoison"
+    assert one["status"] == "fail" and "killed by SIGBUS" in one["message"]
+    assert two["observed"]["ktap_name"] == "mm-hugetlb-soft-offline" and two["status"] == "pass"
+    agent = (results / case["logs"]["agent"]).read_text()
+    assert "HugeTLB read HWPOISON test..." in agent  # printed before it was killed
+
+
 def test_default_ab_run_junit_validates_and_matches_results(ab):
     _, results, doc = ab
     check_junit(results, doc)

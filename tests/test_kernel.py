@@ -170,7 +170,7 @@ def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(e
     runner, progress, req, commands, tmp_path = env
     prog = "mm/fake-hwpoison"
     plain = req()
-    with_test = replace(plain, kselftests=(prog, "mm/not-there"))
+    with_test = replace(plain, kselftests=(prog, "mm/not-there", "auto"))
     assert build_key(plain, "gcc") == build_key(with_test, "gcc")
     first = build(with_test, runner, progress)
     plan = plan_build(with_test, runner)
@@ -181,6 +181,8 @@ def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(e
                                       "tools/testing/selftests/mm/not-there.c"}
     exe = built[prog]
     assert Path(exe).is_file() and first.key not in exe
+    # kselftest: auto: every program whose name says memory failure, here the one
+    assert sorted(p.name for p in Path(built["auto"]).iterdir()) == ["mm-fake-hwpoison"]
     res = subprocess.run([exe], capture_output=True, text=True)
     assert res.returncode == -signal.SIGBUS
     assert res.stdout == "TAP version 13\n1..1\n# about to touch the poisoned page\n"
