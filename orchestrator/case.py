@@ -16,6 +16,7 @@ from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import observe, parse_agent, parse_console
 from .qemu import GuestRequest, GuestRun, Machine, run_guest
 from .reports import Report
+from .results import case_id
 from .runner import Runner
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
@@ -206,7 +207,7 @@ def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
             **{k: record[k] for k in ("variant", "repeat", "page_kind", "injector", "access",
                                       "policy", "cleanup", "logs", "started")},
             "confirm": record.get("confirm", False),
-            "id": f"{record['variant']}::{name}::r{record['repeat']}", "scenario": name,
+            "id": case_id(record["variant"], name, record["repeat"]), "scenario": name,
             "status": t.status if t.status != "error" else (
                 "error" if record["status"] == "error" else "fail"),
             "message": t.name + (f" — {t.reason}" if t.reason else ""),

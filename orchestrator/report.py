@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -15,7 +14,7 @@ from pathlib import Path
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from .coverage import summary_lines
-from .files import tail
+from .files import atomic_write, tail, write_json
 from .parse import KERNEL_ERROR, strip_timestamp
 from .results import signature
 
@@ -505,11 +504,11 @@ passing)</label>
 
 
 def write_reports(doc: dict, results: Path, code: int) -> str:
-    (results / "junit.xml").write_text(junit(doc, results))
-    (results / "compare.xml").write_text(compare_junit(doc))
+    atomic_write(results / "junit.xml", junit(doc, results))
+    atomic_write(results / "compare.xml", compare_junit(doc))
     text = summary(doc, code)
-    (results / "summary.md").write_text(text)
-    (results / "report.html").write_text(report_html(doc))
+    atomic_write(results / "summary.md", text)
+    atomic_write(results / "report.html", report_html(doc))
     write_kcidb(doc, results)
     return text
 
@@ -523,7 +522,7 @@ def write_kcidb(doc: dict, results: Path, origin: str = "", url: str = "",
     from .kcidb import kcidb_doc, validate
     kdoc = kcidb_doc(doc, results, origin, url)
     out = out or results / "kcidb.json"
-    out.write_text(json.dumps(kdoc, indent=1) + "\n")
+    write_json(out, kdoc)
     try:
         validate(kdoc)
     except jsonschema.ValidationError as e:

@@ -76,11 +76,22 @@ def load_cases(results: Path) -> list[dict]:
     return cases
 
 
+def case_id(variant: str, scenario: str, repeat: int) -> str:
+    """A case's id, everywhere: 'baseline::anon-madvise::r1' (a KTAP subtest's scenario is
+    'program/1.2')."""
+    return f"{variant}::{scenario}::r{repeat}"
+
+
+def parse_case_id(cid: str) -> tuple[str, str, str]:
+    """(variant, scenario, 'rN') of a case id; missing parts are ''."""
+    return tuple((cid.split("::") + ["", ""])[:3])
+
+
 def plan_entry(variant: str, scenario: dict, repeat: int, **extra) -> dict:
     """One planned case: its id, its directory under cases/, and what else the caller adds
     (what a worker needs to run it, or why it will not run)."""
     name = scenario["name"]
-    return {"id": f"{variant}::{name}::r{repeat}", "variant": variant, "repeat": repeat,
+    return {"id": case_id(variant, name, repeat), "variant": variant, "repeat": repeat,
             "scenario": scenario, "dir": f"cases/{variant}/{name}/r{repeat}", **extra}
 
 

@@ -50,7 +50,7 @@ from .kernel import (
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
-from .results import CONFIRMED, compare, load_cases, plan_entry
+from .results import CONFIRMED, compare, load_cases, parse_case_id, plan_entry
 from .runner import Runner, deferred_signals
 from .saved import report_dir
 
@@ -656,7 +656,7 @@ class CaseProgress:
             self.running.discard(ev["id"])
             status = ev.get("status", "error")
             self.counts[status] = self.counts.get(status, 0) + 1
-            variant, scenario, rep = (ev["id"].split("::") + ["", ""])[:3]
+            variant, scenario, rep = parse_case_id(ev["id"])
             note = "" if status == "pass" else f": {ev.get('message', '')}"
             self.progress.say(f"{status.upper():5} {variant} / {scenario} {rep} "
                               f"({ev.get('seconds', 0):.1f}s){note}")

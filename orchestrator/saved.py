@@ -16,7 +16,15 @@ from .coverage import report as coverage_report
 from .errors import UserError
 from .files import claim, os_error, write_json
 from .report import write_reports
-from .results import assemble, check_case, exit_code, load_cases, missing_cases, plan_entry
+from .results import (
+    assemble,
+    case_id,
+    check_case,
+    exit_code,
+    load_cases,
+    missing_cases,
+    plan_entry,
+)
 
 
 def say(text: str) -> None:
@@ -119,7 +127,7 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
         for c in doc["cases"]:
             name = f"{labels[d]}:{c['variant']}" if clash else c["variant"]
             logs = {k: str(d / p) for k, p in c.get("logs", {}).items()}
-            cases.append({**c, "variant": name, "id": f"{name}::{c['scenario']}::r{c['repeat']}",
+            cases.append({**c, "variant": name, "id": case_id(name, c["scenario"], c["repeat"]),
                           "logs": logs})
             order.append(c["scenario"])
     first_dir, first = docs[0]
