@@ -19,17 +19,46 @@ from .runner import SSH_TARGET
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 ACCELS = ("auto", "tcg", "kvm")
-PAGE_KINDS = ("anon", "anon-clean", "mlocked", "map-locked", "mlockall", "pagecache-clean",
-              "pagecache-dirty", "file-hole", "shmem", "memfd", "sysv-shm", "swap-clean",
-              "swap-dirty", "thp-head", "thp-tail", "hugetlb-anon", "hugetlb-file", "ksm",
-              "anon-shared-fork", "writeback", "free-buddy", "kernel", "vdso")
+# The registry: page kinds and injectors are declared once, in the workload's own tables
+# (guest-tests/workloads/hwpoison-case.c: kinds[], injectors[]), read here; its `--list`
+# prints the same as JSON, and tests/test_registry.py holds this reading and the README to it.
+WORKLOAD = Path(__file__).resolve().parent.parent / "guest-tests" / "workloads" / \
+    "hwpoison-case.c"
+KIND_FLAGS = {"K_DISK": "disk", "K_SWAP": "swap", "K_UNMAPPED": "unmapped",
+              "K_UNTOUCHED": "untouched", "K_FILE": "file", "K_RACE": "race"}
+INJECTOR_FLAGS = {"I_HOST": "host", "I_SYNC": "synchronous"}
+
+
+def read_registry(path: Path = WORKLOAD) -> dict[str, dict[str, set[str]]]:
+    """The workload's tables: {"kinds": {name: {flag, ...}}, "injectors": {...}}, in order."""
+    text = path.read_text()
+
+    def table(start: str, row: re.Pattern, flags: dict[str, str]) -> dict[str, set[str]]:
+        block = text[text.index(start):]
+        block = block[:block.index("\n};")]
+        return {m.group("name"): {flags[f.strip()] for f in m.group("flags").split("|")
+                                  if f.strip() in flags} for m in row.finditer(block)}
+    return {"kinds": table("} kinds[] = {", re.compile(
+                r'\{"(?P<name>[a-z0-9-]+)", setup_\w+, (?P<flags>[A-Z_ |0]+)\}'), KIND_FLAGS),
+            "injectors": table("} injectors[] = {", re.compile(
+                r'\{"(?P<name>[a-z0-9-]+)", (?P<flags>[A-Z_ |0]+)\}'), INJECTOR_FLAGS)}
+
+
+REGISTRY = read_registry()
+PAGE_KINDS = tuple(REGISTRY["kinds"])
+
+
+def kinds_with(flag: str) -> tuple[str, ...]:
+    return tuple(k for k, f in REGISTRY["kinds"].items() if flag in f)
+
+
 # Kinds with no mapping in the workload: only a PFN, so nothing to touch afterwards.
-UNMAPPED_KINDS = ("free-buddy", "kernel")
+UNMAPPED_KINDS = kinds_with("unmapped")
 # Kinds the workload maps but does not own (the kernel's vDSO): poisoned, never touched.
-UNTOUCHED_KINDS = (*UNMAPPED_KINDS, "vdso")
-INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline",
-             "mce-inject", "host-srao", "host-srar", "host-srar-kernel")
-GUEST_INJECTORS = tuple(i for i in INJECTORS if not i.startswith("host-"))
+UNTOUCHED_KINDS = kinds_with("untouched")
+DISK_KINDS, SWAP_KINDS = kinds_with("disk"), kinds_with("swap")
+INJECTORS = tuple(REGISTRY["injectors"])
+GUEST_INJECTORS = tuple(i for i, f in REGISTRY["injectors"].items() if "host" not in f)
 CLEANUPS = ("none", "unpoison")
 KSELFTEST_RE = re.compile(r"^[a-z0-9_-]+/[A-Za-z0-9_.-]+$")  # under tools/testing/selftests
 # `kselftest: auto`: every program of the variant's tree whose name says it tests memory
@@ -57,8 +86,7 @@ ACCESS_STEPS = ("read", "write", "remap-read", "remap-write", "private-read", "p
 ACCESSES = ("none", *ACCESS_STEPS)
 # Kinds with a file behind the page: every step applies. SysV shm has no descriptor, only a
 # segment to attach again (remap-read, remap-write).
-FILE_KINDS = ("pagecache-clean", "pagecache-dirty", "file-hole", "writeback", "shmem", "memfd",
-              "hugetlb-file")
+FILE_KINDS = kinds_with("file")
 MAX_STEPS = 16
 # A step's observables, with the YAML types each may take (data is a DATA_STATES word).
 STEP_OBSERVABLES: dict[str, tuple[type, ...]] = {
@@ -70,8 +98,7 @@ TIERS = ("default", "full", "race")
 # Race mode (README: races): what a racer thread does to the page while the workload poisons
 # it, round after round, and the page kinds each action applies to. The workload sets each of
 # RACE_KINDS up again every round (guest-tests/workloads/hwpoison-case.c: race_main).
-RACE_KINDS = ("anon", "pagecache-clean", "pagecache-dirty", "shmem", "memfd", "swap-clean",
-              "swap-dirty", "thp-head", "thp-tail", "hugetlb-anon", "hugetlb-file", "ksm")
+RACE_KINDS = kinds_with("race")
 RACES: dict[str, tuple[str, ...]] = {
     "truncate": ("pagecache-clean", "pagecache-dirty", "shmem", "memfd", "hugetlb-file"),
     "punch-hole": ("shmem", "memfd", "hugetlb-file"),  # ext2 cannot punch holes
@@ -84,7 +111,7 @@ RACES: dict[str, tuple[str, ...]] = {
     "soft-offline": RACE_KINDS,
 }
 # Synchronous injectors only: the round must know when its poisoning is over.
-RACE_INJECTORS = ("madvise", "madvise-soft", "corrupt-pfn", "hard-offline", "soft-offline")
+RACE_INJECTORS = tuple(i for i, f in REGISTRY["injectors"].items() if "synchronous" in f)
 # What a race scenario observes over its rounds (race.<name>), each 0 on a correct kernel but
 # rounds; parse.race_observables says how each is counted.
 RACE_OBSERVABLES = ("rounds", "wrong_data", "hc_overcount", "not_back")
@@ -202,7 +229,7 @@ class Scenario:
 
     @property
     def needs_disk(self) -> bool:
-        return self.page in ("pagecache-clean", "pagecache-dirty", "file-hole", "writeback")
+        return self.page in DISK_KINDS
 
     @property
     def step_observables(self) -> tuple[str, ...]:
@@ -210,7 +237,7 @@ class Scenario:
 
     @property
     def needs_swap(self) -> bool:
-        return self.page.startswith("swap-")
+        return self.page in SWAP_KINDS
 
     @property
     def from_host(self) -> bool:

@@ -369,218 +369,355 @@ static void sibling(unsigned char *page, int in, int out)
 	_exit(0);
 }
 
-static void setup(const char *kind, const char *dir, struct target *t)
+static void setup_anon(const char *kind, const char *dir, struct target *t)
+{
+	if (!strcmp(kind, "mlockall") && mlockall(MCL_CURRENT | MCL_FUTURE))
+		fail("mlockall");
+	t->page = map_anon(PAGE);
+	fill(t->page, seed);
+	if (!strcmp(kind, "mlocked") && mlock(t->page, PAGE))
+		fail("mlock");
+	if (!strcmp(kind, "anon-clean") && madvise(t->page, PAGE, MADV_FREE))
+		fail("madvise(MADV_FREE)");
+}
+
+static void setup_map_locked(const char *kind, const char *dir, struct target *t)
+{
+	t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
+	if (t->page == MAP_FAILED)
+		fail("mmap(MAP_LOCKED)");
+	fill(t->page, seed);
+}
+
+static void setup_pagecache(const char *kind, const char *dir, struct target *t)
 {
 	char path[512];
-	t->fd = -1;
-	t->shmid = -1;
-	if (!strcmp(kind, "anon") || !strcmp(kind, "anon-clean") || !strcmp(kind, "mlocked") ||
-	    !strcmp(kind, "mlockall")) {
-		if (!strcmp(kind, "mlockall") && mlockall(MCL_CURRENT | MCL_FUTURE))
-			fail("mlockall");
-		t->page = map_anon(PAGE);
-		fill(t->page, seed);
-		if (!strcmp(kind, "mlocked") && mlock(t->page, PAGE))
-			fail("mlock");
-		if (!strcmp(kind, "anon-clean") && madvise(t->page, PAGE, MADV_FREE))
-			fail("madvise(MADV_FREE)");
-	} else if (!strcmp(kind, "map-locked")) {
-		t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED, -1, 0);
-		if (t->page == MAP_FAILED)
-			fail("mmap(MAP_LOCKED)");
-		fill(t->page, seed);
-	} else if (!strcmp(kind, "pagecache-clean") || !strcmp(kind, "pagecache-dirty") ||
-		   !strcmp(kind, "writeback")) {
-		unsigned char buf[PAGE];
-		snprintf(path, sizeof(path), "%s/hwpoison-case.dat", dir);
-		t->page = map_file(t, path, 0, PAGE);
-		if (!strcmp(kind, "pagecache-clean")) {
-			fill(buf, seed);
-			if (pwrite(t->fd, buf, PAGE, 0) != PAGE || fsync(t->fd))
-				fail("write+fsync");
-			(void)*(volatile unsigned char *)t->page;
-		} else {
-			fill(t->page, seed);
-		}
-		if (!strcmp(kind, "writeback")) {
-			/* start writeback; the throttled disk keeps the page under it */
-			if (sync_file_range(t->fd, 0, PAGE, SYNC_FILE_RANGE_WRITE))
-				fail("sync_file_range");
-		}
-	} else if (!strcmp(kind, "file-hole")) {
-		snprintf(path, sizeof(path), "%s/hwpoison-case.hole", dir);
-		t->page = map_file(t, path, 0, 16 * PAGE);
-		t->off = 8 * PAGE;
-		t->page += t->off;	/* a hole in the middle of a sparse file */
+	unsigned char buf[PAGE];
+	snprintf(path, sizeof(path), "%s/hwpoison-case.dat", dir);
+	t->page = map_file(t, path, 0, PAGE);
+	if (!strcmp(kind, "pagecache-clean")) {
+		fill(buf, seed);
+		if (pwrite(t->fd, buf, PAGE, 0) != PAGE || fsync(t->fd))
+			fail("write+fsync");
 		(void)*(volatile unsigned char *)t->page;
-		t->zero = 1;
-	} else if (!strcmp(kind, "shmem")) {
-		t->page = map_file(t, "/tmp/hwpoison-case.shm", 0, PAGE);
+	} else {
 		fill(t->page, seed);
-	} else if (!strcmp(kind, "memfd")) {
-		t->fd = memfd_create("hwpoison-case", 0);
-		if (t->fd < 0 || ftruncate(t->fd, PAGE))
-			fail("memfd_create");
-		t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
-		if (t->page == MAP_FAILED)
-			fail("mmap(memfd)");
-		t->map = t->page;
-		t->map_len = PAGE;
-		fill(t->page, seed);
-	} else if (!strcmp(kind, "sysv-shm")) {
-		/* kept until the guest ends, so that a step can attach it again */
-		t->shmid = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
-		if (t->shmid < 0)
-			fail("shmget");
-		t->page = shmat(t->shmid, NULL, 0);
-		if (t->page == (void *)-1)
-			fail("shmat");
-		fill(t->page, seed);
-	} else if (!strcmp(kind, "swap-clean") || !strcmp(kind, "swap-dirty")) {
-		t->page = map_anon(PAGE);
-		fill(t->page, seed);
-		if (madvise(t->page, PAGE, MADV_PAGEOUT))
-			fail("madvise(MADV_PAGEOUT)");
-		if (!swapped(t->page)) {
-			errno = ENOSPC;
-			fail("page not swapped out (no swap device?)");
-		}
-		/* a read fault brings it back into the swap cache, mapped writable but clean */
-		(void)*(volatile unsigned char *)t->page;
-		if (!strcmp(kind, "swap-dirty")) {
-			/* A write through /proc/self/mem marks the folio dirty (set_page_dirty_lock)
-			 * while it stays in the swap cache; a plain store would only dirty the PTE. */
-			int mem = open("/proc/self/mem", O_RDWR);
-			if (mem < 0 || pwrite(mem, t->page, PAGE, (off_t)(uintptr_t)t->page) != PAGE)
-				fail("write /proc/self/mem");
-			close(mem);
-		}
-	} else if (!strcmp(kind, "thp-head") || !strcmp(kind, "thp-tail")) {
-		write_str("/sys/kernel/mm/transparent_hugepage/enabled", "always");
-		unsigned char *raw = map_anon(2 * HUGE);
-		unsigned char *huge = (unsigned char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
-		madvise(huge, HUGE, MADV_HUGEPAGE);
-		for (unsigned long off = 0; off < HUGE; off += PAGE)
-			fill(huge + off, seed);
-		t->page = huge + (!strcmp(kind, "thp-tail") ? 5 * PAGE : 0);
-		t->map = raw;
-		t->map_len = 2 * HUGE;
-		if (!(kpageflags(pfn_of(t->page)) & (1ULL << KPF_THP))) {
-			errno = ENOMEM;
-			fail("no transparent huge page");
-		}
-	} else if (!strcmp(kind, "hugetlb-anon") || !strcmp(kind, "hugetlb-file")) {
-		if (meminfo("HugePages_Free") < 2)	/* a race's rounds set more aside */
-			write_str("/proc/sys/vm/nr_hugepages", "2");
-		if (!strcmp(kind, "hugetlb-anon")) {
-			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE,
-				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
-		} else {
-			t->fd = memfd_create("hwpoison-case", MFD_HUGETLB);
-			if (t->fd < 0 || ftruncate(t->fd, HUGE))
-				fail("memfd_create(MFD_HUGETLB)");
-			t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
-			t->map = t->page;
-			t->map_len = HUGE;
-		}
-		if (t->page == MAP_FAILED)
-			fail("mmap(hugetlb)");
+	}
+	if (!strcmp(kind, "writeback")) {
+		/* start writeback; the throttled disk keeps the page under it */
+		if (sync_file_range(t->fd, 0, PAGE, SYNC_FILE_RANGE_WRITE))
+			fail("sync_file_range");
+	}
+}
+
+static void setup_file_hole(const char *kind, const char *dir, struct target *t)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/hwpoison-case.hole", dir);
+	t->page = map_file(t, path, 0, 16 * PAGE);
+	t->off = 8 * PAGE;
+	t->page += t->off;	/* a hole in the middle of a sparse file */
+	(void)*(volatile unsigned char *)t->page;
+	t->zero = 1;
+}
+
+static void setup_shmem(const char *kind, const char *dir, struct target *t)
+{
+	t->page = map_file(t, "/tmp/hwpoison-case.shm", 0, PAGE);
+	fill(t->page, seed);
+}
+
+static void setup_memfd(const char *kind, const char *dir, struct target *t)
+{
+	t->fd = memfd_create("hwpoison-case", 0);
+	if (t->fd < 0 || ftruncate(t->fd, PAGE))
+		fail("memfd_create");
+	t->page = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
+	if (t->page == MAP_FAILED)
+		fail("mmap(memfd)");
+	t->map = t->page;
+	t->map_len = PAGE;
+	fill(t->page, seed);
+}
+
+static void setup_sysv_shm(const char *kind, const char *dir, struct target *t)
+{
+	/* kept until the guest ends, so that a step can attach it again */
+	t->shmid = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
+	if (t->shmid < 0)
+		fail("shmget");
+	t->page = shmat(t->shmid, NULL, 0);
+	if (t->page == (void *)-1)
+		fail("shmat");
+	fill(t->page, seed);
+}
+
+static void setup_swap(const char *kind, const char *dir, struct target *t)
+{
+	t->page = map_anon(PAGE);
+	fill(t->page, seed);
+	if (madvise(t->page, PAGE, MADV_PAGEOUT))
+		fail("madvise(MADV_PAGEOUT)");
+	if (!swapped(t->page)) {
+		errno = ENOSPC;
+		fail("page not swapped out (no swap device?)");
+	}
+	/* a read fault brings it back into the swap cache, mapped writable but clean */
+	(void)*(volatile unsigned char *)t->page;
+	if (!strcmp(kind, "swap-dirty")) {
+		/* A write through /proc/self/mem marks the folio dirty (set_page_dirty_lock)
+		 * while it stays in the swap cache; a plain store would only dirty the PTE. */
+		int mem = open("/proc/self/mem", O_RDWR);
+		if (mem < 0 || pwrite(mem, t->page, PAGE, (off_t)(uintptr_t)t->page) != PAGE)
+			fail("write /proc/self/mem");
+		close(mem);
+	}
+}
+
+static void setup_thp(const char *kind, const char *dir, struct target *t)
+{
+	write_str("/sys/kernel/mm/transparent_hugepage/enabled", "always");
+	unsigned char *raw = map_anon(2 * HUGE);
+	unsigned char *huge = (unsigned char *)(((uintptr_t)raw + HUGE - 1) & ~(HUGE - 1));
+	madvise(huge, HUGE, MADV_HUGEPAGE);
+	for (unsigned long off = 0; off < HUGE; off += PAGE)
+		fill(huge + off, seed);
+	t->page = huge + (!strcmp(kind, "thp-tail") ? 5 * PAGE : 0);
+	t->map = raw;
+	t->map_len = 2 * HUGE;
+	if (!(kpageflags(pfn_of(t->page)) & (1ULL << KPF_THP))) {
+		errno = ENOMEM;
+		fail("no transparent huge page");
+	}
+}
+
+static void setup_hugetlb(const char *kind, const char *dir, struct target *t)
+{
+	if (meminfo("HugePages_Free") < 2)	/* a race's rounds set more aside */
+		write_str("/proc/sys/vm/nr_hugepages", "2");
+	if (!strcmp(kind, "hugetlb-anon")) {
+		t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	} else {
+		t->fd = memfd_create("hwpoison-case", MFD_HUGETLB);
+		if (t->fd < 0 || ftruncate(t->fd, HUGE))
+			fail("memfd_create(MFD_HUGETLB)");
+		t->page = mmap(NULL, HUGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->fd, 0);
 		t->map = t->page;
 		t->map_len = HUGE;
-		for (unsigned long off = 0; off < HUGE; off += PAGE)
-			fill(t->page + off, seed);
-	} else if (!strcmp(kind, "ksm")) {
-		write_str("/sys/kernel/mm/ksm/sleep_millisecs", "10");
-		write_str("/sys/kernel/mm/ksm/run", "1");
-		unsigned char *two = map_anon(2 * PAGE);
-		fill(two, seed);
-		fill(two + PAGE, seed);
-		if (madvise(two, 2 * PAGE, MADV_MERGEABLE))
-			fail("madvise(MADV_MERGEABLE)");
-		double end = now() + 20;
-		while (pfn_of(two) != pfn_of(two + PAGE) && now() < end)
-			usleep(20000);
-		if (pfn_of(two) != pfn_of(two + PAGE)) {
-			errno = ETIMEDOUT;
-			fail("ksmd did not merge the pages");
-		}
-		t->page = two;
-		t->map = two;
-		t->map_len = 2 * PAGE;
-	} else if (!strcmp(kind, "anon-shared-fork")) {
-		int down[2], up[2];
-		t->page = map_anon(PAGE);
-		fill(t->page, seed);
-		if (pipe(down) || pipe(up))
-			fail("pipe");
-		t->sibling = fork();
-		if (t->sibling < 0)
-			fail("fork");
-		if (t->sibling == 0) {
-			close(down[1]);
-			close(up[0]);
-			sibling(t->page, down[0], up[1]);
-		}
-		close(down[0]);
-		close(up[1]);
-		t->to_sibling = down[1];
-		t->from_sibling = up[0];
-	} else if (!strcmp(kind, "free-buddy")) {
-		/* the highest head page of a free buddy block: nothing allocates it meanwhile */
-		uint64_t flags[512];
-		int fd = open("/proc/kpageflags", O_RDONLY);
-		ssize_t n;
-		for (uint64_t base = 0; fd >= 0 && (n = pread(fd, flags, sizeof(flags),
-					base * sizeof(uint64_t))) > 0; base += n / sizeof(uint64_t))
-			for (ssize_t i = 0; i < n / (ssize_t)sizeof(uint64_t); i++)
-				if (flags[i] & (1ULL << KPF_BUDDY))
-					t->pfn = base + i;
-		if (fd >= 0)
-			close(fd);
-		if (!t->pfn) {
-			errno = ENOENT;
-			fail("no free buddy page in /proc/kpageflags");
-		}
-	} else if (!strcmp(kind, "vdso")) {
-		/* A page of the kernel's own image that every process maps: the vDSO. Its last
-		 * page, code: its first holds the ELF header that every new program reads. */
-		unsigned char *v = (unsigned char *)getauxval(AT_SYSINFO_EHDR);
-		char line[256];
-		unsigned long start, end, len = PAGE;
-		FILE *f = fopen("/proc/self/maps", "r");
-		while (f && fgets(line, sizeof(line), f))
-			if (strstr(line, "[vdso]") && sscanf(line, "%lx-%lx", &start, &end) == 2)
-				len = end - start;
-		if (f)
-			fclose(f);
-		if (!v) {
-			errno = ENOENT;
-			fail("no vDSO (AT_SYSINFO_EHDR)");
-		}
-		t->page = v + len - PAGE;
-		(void)*(volatile unsigned char *)t->page;	/* mapped, for its PFN */
-	} else if (!strcmp(kind, "kernel")) {
-		/* a page of kernel text, from /proc/iomem (real addresses for root) */
-		char line[256];
-		unsigned long start = 0, end;
-		FILE *f = fopen("/proc/iomem", "r");
-		while (f && fgets(line, sizeof(line), f))
-			if (strstr(line, "Kernel code") && sscanf(line, " %lx-%lx", &start, &end) == 2)
-				break;
-		if (f)
-			fclose(f);
-		if (!start) {
-			errno = ENOENT;
-			fail("no 'Kernel code' in /proc/iomem");
-		}
-		t->pfn = start / PAGE + 16;
-	} else {
+	}
+	if (t->page == MAP_FAILED)
+		fail("mmap(hugetlb)");
+	t->map = t->page;
+	t->map_len = HUGE;
+	for (unsigned long off = 0; off < HUGE; off += PAGE)
+		fill(t->page + off, seed);
+}
+
+static void setup_ksm(const char *kind, const char *dir, struct target *t)
+{
+	write_str("/sys/kernel/mm/ksm/sleep_millisecs", "10");
+	write_str("/sys/kernel/mm/ksm/run", "1");
+	unsigned char *two = map_anon(2 * PAGE);
+	fill(two, seed);
+	fill(two + PAGE, seed);
+	if (madvise(two, 2 * PAGE, MADV_MERGEABLE))
+		fail("madvise(MADV_MERGEABLE)");
+	double end = now() + 20;
+	while (pfn_of(two) != pfn_of(two + PAGE) && now() < end)
+		usleep(20000);
+	if (pfn_of(two) != pfn_of(two + PAGE)) {
+		errno = ETIMEDOUT;
+		fail("ksmd did not merge the pages");
+	}
+	t->page = two;
+	t->map = two;
+	t->map_len = 2 * PAGE;
+}
+
+static void setup_anon_shared_fork(const char *kind, const char *dir, struct target *t)
+{
+	int down[2], up[2];
+	t->page = map_anon(PAGE);
+	fill(t->page, seed);
+	if (pipe(down) || pipe(up))
+		fail("pipe");
+	t->sibling = fork();
+	if (t->sibling < 0)
+		fail("fork");
+	if (t->sibling == 0) {
+		close(down[1]);
+		close(up[0]);
+		sibling(t->page, down[0], up[1]);
+	}
+	close(down[0]);
+	close(up[1]);
+	t->to_sibling = down[1];
+	t->from_sibling = up[0];
+}
+
+static void setup_free_buddy(const char *kind, const char *dir, struct target *t)
+{
+	/* the highest head page of a free buddy block: nothing allocates it meanwhile */
+	uint64_t flags[512];
+	int fd = open("/proc/kpageflags", O_RDONLY);
+	ssize_t n;
+	for (uint64_t base = 0; fd >= 0 && (n = pread(fd, flags, sizeof(flags),
+				base * sizeof(uint64_t))) > 0; base += n / sizeof(uint64_t))
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(uint64_t); i++)
+			if (flags[i] & (1ULL << KPF_BUDDY))
+				t->pfn = base + i;
+	if (fd >= 0)
+		close(fd);
+	if (!t->pfn) {
+		errno = ENOENT;
+		fail("no free buddy page in /proc/kpageflags");
+	}
+}
+
+static void setup_vdso(const char *kind, const char *dir, struct target *t)
+{
+	/* A page of the kernel's own image that every process maps: the vDSO. Its last
+	 * page, code: its first holds the ELF header that every new program reads. */
+	unsigned char *v = (unsigned char *)getauxval(AT_SYSINFO_EHDR);
+	char line[256];
+	unsigned long start, end, len = PAGE;
+	FILE *f = fopen("/proc/self/maps", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "[vdso]") && sscanf(line, "%lx-%lx", &start, &end) == 2)
+			len = end - start;
+	if (f)
+		fclose(f);
+	if (!v) {
+		errno = ENOENT;
+		fail("no vDSO (AT_SYSINFO_EHDR)");
+	}
+	t->page = v + len - PAGE;
+	(void)*(volatile unsigned char *)t->page;	/* mapped, for its PFN */
+}
+
+static void setup_kernel(const char *kind, const char *dir, struct target *t)
+{
+	/* a page of kernel text, from /proc/iomem (real addresses for root) */
+	char line[256];
+	unsigned long start = 0, end;
+	FILE *f = fopen("/proc/iomem", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "Kernel code") && sscanf(line, " %lx-%lx", &start, &end) == 2)
+			break;
+	if (f)
+		fclose(f);
+	if (!start) {
+		errno = ENOENT;
+		fail("no 'Kernel code' in /proc/iomem");
+	}
+	t->pfn = start / PAGE + 16;
+}
+
+/* ---- the registry: every page kind and injector, declared once ----
+ * A page kind is a row here and a setup function above; `hwpoison-case --list` prints the
+ * registry as JSON, and the farm's tests hold orchestrator/config.py and the README to it. */
+#define K_DISK 1	/* the page is on the ext2 disk (/mnt) */
+#define K_SWAP 2	/* it needs a swap device */
+#define K_UNMAPPED 4	/* no mapping: only a PFN, nothing to touch afterwards */
+#define K_UNTOUCHED 8	/* mapped but not the workload's own (the vDSO): never touched */
+#define K_FILE 16	/* a file is behind it: every access step applies */
+#define K_RACE 32	/* race mode sets it up afresh each round */
+
+typedef void setup_fn(const char *kind, const char *dir, struct target *t);
+
+static const struct kind {
+	const char *name;
+	setup_fn *setup;
+	unsigned flags;
+} kinds[] = {
+	{"anon", setup_anon, K_RACE},
+	{"anon-clean", setup_anon, 0},
+	{"mlocked", setup_anon, 0},
+	{"map-locked", setup_map_locked, 0},
+	{"mlockall", setup_anon, 0},
+	{"pagecache-clean", setup_pagecache, K_DISK | K_FILE | K_RACE},
+	{"pagecache-dirty", setup_pagecache, K_DISK | K_FILE | K_RACE},
+	{"file-hole", setup_file_hole, K_DISK | K_FILE},
+	{"shmem", setup_shmem, K_FILE | K_RACE},
+	{"memfd", setup_memfd, K_FILE | K_RACE},
+	{"sysv-shm", setup_sysv_shm, 0},
+	{"swap-clean", setup_swap, K_SWAP | K_RACE},
+	{"swap-dirty", setup_swap, K_SWAP | K_RACE},
+	{"thp-head", setup_thp, K_RACE},
+	{"thp-tail", setup_thp, K_RACE},
+	{"hugetlb-anon", setup_hugetlb, K_RACE},
+	{"hugetlb-file", setup_hugetlb, K_FILE | K_RACE},
+	{"ksm", setup_ksm, K_RACE},
+	{"anon-shared-fork", setup_anon_shared_fork, 0},
+	{"writeback", setup_pagecache, K_DISK | K_FILE},
+	{"free-buddy", setup_free_buddy, K_UNMAPPED | K_UNTOUCHED},
+	{"kernel", setup_kernel, K_UNMAPPED | K_UNTOUCHED},
+	{"vdso", setup_vdso, K_UNTOUCHED},
+};
+
+#define I_HOST 1	/* injected by the host over QMP, at the page's guest-physical address */
+#define I_SYNC 2	/* over when its call returns: a race can use it */
+
+static const struct injector {
+	const char *name;
+	unsigned flags;
+} injectors[] = {
+	{"madvise", I_SYNC},
+	{"madvise-soft", I_SYNC},
+	{"corrupt-pfn", I_SYNC},
+	{"hard-offline", I_SYNC},
+	{"soft-offline", I_SYNC},
+	{"mce-inject", 0},
+	{"host-srao", I_HOST},
+	{"host-srar", I_HOST},
+	{"host-srar-kernel", I_HOST},
+};
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static const struct kind *kind_of(const char *name)
+{
+	for (size_t i = 0; i < N(kinds); i++)
+		if (!strcmp(kinds[i].name, name))
+			return &kinds[i];
+	return NULL;
+}
+
+static void setup(const char *kind, const char *dir, struct target *t)
+{
+	const struct kind *k = kind_of(kind);
+	t->fd = -1;
+	t->shmid = -1;
+	if (!k) {
 		errno = EINVAL;
 		fail("unknown kind");
 	}
+	k->setup(kind, dir, t);
 	if (t->page)
 		t->pfn = pfn_of(t->page);
+}
+
+/* --list: the registry as one JSON object on stdout. */
+static void list_registry(void)
+{
+	printf("{\"kinds\":[");
+	for (size_t i = 0; i < N(kinds); i++)
+		printf("%s{\"name\":\"%s\",\"disk\":%s,\"swap\":%s,\"unmapped\":%s,"
+		       "\"untouched\":%s,\"file\":%s,\"race\":%s}", i ? "," : "", kinds[i].name,
+		       kinds[i].flags & K_DISK ? "true" : "false",
+		       kinds[i].flags & K_SWAP ? "true" : "false",
+		       kinds[i].flags & K_UNMAPPED ? "true" : "false",
+		       kinds[i].flags & K_UNTOUCHED ? "true" : "false",
+		       kinds[i].flags & K_FILE ? "true" : "false",
+		       kinds[i].flags & K_RACE ? "true" : "false");
+	printf("],\"injectors\":[");
+	for (size_t i = 0; i < N(injectors); i++)
+		printf("%s{\"name\":\"%s\",\"host\":%s,\"synchronous\":%s}", i ? "," : "",
+		       injectors[i].name, injectors[i].flags & I_HOST ? "true" : "false",
+		       injectors[i].flags & I_SYNC ? "true" : "false");
+	printf("]}\n");
 }
 
 static int sysfs_offline(const char *which, uint64_t pfn)
@@ -1092,6 +1229,10 @@ int main(int argc, char **argv)
 	static unsigned race_seed = 1;
 	static struct target t;
 
+	if (argc == 2 && !strcmp(argv[1], "--list")) {
+		list_registry();
+		return 0;
+	}
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--kind")) kind = argv[i + 1];
 		else if (!strcmp(argv[i], "--injector")) injector = argv[i + 1];
