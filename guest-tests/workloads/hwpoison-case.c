@@ -344,6 +344,21 @@ static unsigned char *map_file(struct target *t, const char *path, int flags, si
 	return p;
 }
 
+/* Read the page through a mapping: intact, zeroed, changed, or unreadable (SIGBUS). */
+static const char *read_page(unsigned char *page)
+{
+	static __thread const char *data;
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		data = check(page, seed, 0);
+		armed = 0;
+	} else {
+		data = "unreadable";
+	}
+	return data;
+}
+
 /* The child of anon-shared-fork: waits, touches the shared page, reports its signal. */
 static void sibling(unsigned char *page, int in, int out)
 {
@@ -353,15 +368,7 @@ static void sibling(unsigned char *page, int in, int out)
 		;	/* an early-kill signal (BUS_MCEERR_AO) interrupts the wait */
 	if (n != 1)
 		_exit(0);
-	memset((void *)&last_sig, 0, sizeof(last_sig));
-	const char *data;
-	if (sigsetjmp(jump, 1) == 0) {
-		armed = 1;
-		data = check(page, seed, 0);
-		armed = 0;
-	} else {
-		data = "unreadable";
-	}
+	const char *data = read_page(page);
 	snprintf(buf, sizeof(buf), "%s %s %s\n", early_sig.signo ? code_name(early_sig.code) : "-",
 		 last_sig.signo ? code_name(last_sig.code) : "-", data);
 	if (write(out, buf, strlen(buf)) < 0)
@@ -1018,21 +1025,6 @@ static void pin_to(int cpu)
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
 	sched_setaffinity(0, sizeof(set), &set);	/* a one-vCPU guest: stays where it is */
-}
-
-/* Read the page through a mapping: intact, zeroed, changed, or unreadable (SIGBUS). */
-static const char *read_page(unsigned char *page)
-{
-	static __thread const char *data;
-	memset((void *)&last_sig, 0, sizeof(last_sig));
-	if (sigsetjmp(jump, 1) == 0) {
-		armed = 1;
-		data = check(page, seed, 0);
-		armed = 0;
-	} else {
-		data = "unreadable";
-	}
-	return data;
 }
 
 /* fork: a child reads the page while it is being poisoned, and says what it read. */
