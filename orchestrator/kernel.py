@@ -322,6 +322,7 @@ def compile_kernel(req: BuildRequest, plan: BuildPlan, runner: Runner,
             return _compile(req, plan, runner, progress)
     finally:
         plan.work.remove()
+        plan.work = None  # gone: whatever needs the tree again prepares it again
 
 
 def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
@@ -499,7 +500,7 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
         progress.say(f"{req.variant.name}: {len(req.kselftests)} kselftest program(s) found "
                      "in the cache")
         return built, failed
-    if not plan.work:
+    if not plan.work:  # the kernel came from the cache: the tree is prepared for them alone
         prepare_tree(req, plan, runner, progress)
     src = plan.work.path / "src"
     for prog, out in todo:

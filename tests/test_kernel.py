@@ -1,5 +1,6 @@
 """The build stage on a fake kernel tree: real make, real patch, real ccache."""
 
+import shutil
 import signal
 import subprocess
 from dataclasses import replace
@@ -15,9 +16,11 @@ from orchestrator.kernel import (
     build,
     build_key,
     check_config,
+    compile_kernel,
     kselftests_of,
     plan_build,
     prepare_source,
+    prepare_tree,
 )
 from orchestrator.progress import Progress
 from orchestrator.runner import Runner
@@ -194,3 +197,14 @@ def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(e
                              runner, progress)
     assert again == built  # another kernel config, the same test binary
     assert not any("fake-hwpoison" in c for c in commands[n:]), "the test was rebuilt"
+    # a kernel built now removes its tree: a test still to build prepares one again
+    shutil.rmtree(tmp_path / "cache" / "kselftests")
+    fresh = replace(with_test, fragments=(other,))
+    plan = plan_build(fresh, runner)
+    prepare_tree(fresh, plan, runner, progress)
+    compile_kernel(fresh, plan, runner, progress)
+    assert plan.work is None
+    rebuilt, _ = kselftests_of(fresh, plan, runner, progress)
+    assert Path(rebuilt[prog]).is_file()
+    if plan.work:
+        plan.work.remove()
