@@ -487,15 +487,13 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
     todo = []
     for prog in req.kselftests:
         out = req.cache / "kselftests" / kselftest_key(req, compiler, prog)
-        exe, why = out / kselftest_file(prog), out / "error.txt"
-        if prog == KSELFTEST_AUTO:
-            exe = out / "auto"
+        exe = out / ("auto" if prog == KSELFTEST_AUTO else kselftest_file(prog))
         if exe.exists():
             built[prog] = str(exe)
-        elif why.is_file():
-            failed[prog] = why.read_text()
+        elif (out / "error.txt").is_file():
+            failed[prog] = (out / "error.txt").read_text()
         else:
-            todo.append((prog, out))
+            todo.append((prog, out, exe))
     if not todo:
         progress.say(f"{req.variant.name}: {len(req.kselftests)} kselftest program(s) found "
                      "in the cache")
@@ -503,16 +501,15 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
     if not plan.work:  # the kernel came from the cache: the tree is prepared for them alone
         prepare_tree(req, plan, runner, progress)
     src = plan.work.path / "src"
-    for prog, out in todo:
+    for prog, out, exe in todo:
         stage = out.with_name(f".{out.name}.{TOKEN}")
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         try:
             if prog == KSELFTEST_AUTO:
-                exe, why = build_auto(src, stage / "auto", runner, plan.log)
+                _, why = build_auto(src, stage / exe.name, runner, plan.log)
             else:
-                exe, why = build_kselftest(src, prog, stage / kselftest_file(prog), runner,
-                                           plan.log)
+                _, why = build_kselftest(src, prog, stage / exe.name, runner, plan.log)
             if why:
                 (stage / "error.txt").write_text(why)
             try:
@@ -525,8 +522,7 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
         if why:
             failed[prog] = why
         else:
-            built[prog] = str(out / ("auto" if prog == KSELFTEST_AUTO else
-                                     kselftest_file(prog)))
+            built[prog] = str(exe)
     progress.say(f"{req.variant.name}: {len(todo)} kselftest program(s) built, "
                  f"{len(req.kselftests) - len(todo)} found in the cache")
     return built, failed
@@ -560,7 +556,7 @@ def build_auto(src: Path, dest: Path, runner: Runner, log: Path) -> tuple[Path, 
     return dest, ""
 
 
-def build_kselftest(src: Path, prog: str, exe: Path, runner: Runner,
+def build_kselftest(src: Path, prog: str, dest: Path, runner: Runner,
                     log: Path) -> tuple[Path, str]:
     """A static binary of one of the tree's own selftest programs, so a variant is tested
     against its own expectations, its stdout line-buffered (LINEBUF): (binary, "") or
@@ -568,12 +564,12 @@ def build_kselftest(src: Path, prog: str, exe: Path, runner: Runner,
     top = src / "tools" / "testing" / "selftests"
     source = top / f"{prog}.c"
     if not source.is_file():
-        return exe, f"not in this kernel tree: {source.relative_to(src)}"
-    res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", exe,
+        return dest, f"not in this kernel tree: {source.relative_to(src)}"
+    res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", dest,
                       source, LINEBUF], log_path=log, check=False)
     if res.returncode:
-        return exe, "did not build: " + " | ".join(res.output.splitlines()[-3:])
-    return exe, ""
+        return dest, "did not build: " + " | ".join(res.output.splitlines()[-3:])
+    return dest, ""
 
 
 def build(req: BuildRequest, runner: Runner, progress: Progress) -> BuildResult:

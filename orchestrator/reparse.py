@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .case import expected_of, ktap_subcases, verdict_of_logs
-from .config import FarmConfig
+from .config import FarmConfig, Scenario
 from .errors import UserError
 from .files import claim, write_json
 from .results import signature, signature_diff
@@ -32,9 +32,10 @@ def _specs(results: Path) -> dict[str, dict]:
     return out
 
 
-def reparse_case(path: Path, rec: dict, cfg: FarmConfig, spec: dict) -> tuple[dict, str]:
+def reparse_case(path: Path, rec: dict, cfg: FarmConfig, scenarios: dict[str, Scenario],
+                 spec: dict) -> tuple[dict, str]:
     """A saved case judged again: (its new record, '' or why it was kept as it was)."""
-    s = {x.name: x for x in cfg.scenarios}.get(rec.get("scenario", "").split("/")[0])
+    s = scenarios.get(rec.get("scenario", "").split("/")[0])
     if s is None:
         return rec, f"its scenario is not in {cfg.scenarios_path}: kept as it was"
     d = path.parent
@@ -64,6 +65,7 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
     lock = claim(results, fresh=False, flag="farm reparse", what="farm reparse")
     try:
         specs = _specs(results)
+        scenarios = {s.name: s for s in cfg.scenarios}
         changed, observed, kept = [], [], []
         files = sorted((results / "cases").glob("*/*/r*/case.json"))
         for path in files:
@@ -71,7 +73,7 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
                 rec = json.loads(path.read_text())
             except (OSError, ValueError) as e:
                 raise UserError(f"{path}: not a case record ({e})") from None
-            new, why = reparse_case(path, rec, cfg, specs.get(rec.get("id"), {}))
+            new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.get("id"), {}))
             label = f"{rec.get('variant')} / {rec.get('scenario')} r{rec.get('repeat')}"
             if why:
                 kept.append(f"- {label}: {why}")

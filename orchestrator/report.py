@@ -275,8 +275,7 @@ def _side_by_side(doc: dict, by: dict) -> list[str]:
     other, the ones that differ marked."""
     e = html.escape
     out = []
-    rank = {v: i for i, v in enumerate(VERDICT_RANK)}
-    for c in sorted(doc["comparison"], key=lambda c: rank.get(c["verdict"], 0)):
+    for c in sorted(doc["comparison"], key=lambda c: rank(VERDICT_RANK, c["verdict"])):
         if c["verdict"] == "same":
             continue
         a, b = by.get((c["base"], c["scenario"]), []), by.get((c["variant"], c["scenario"]), [])
@@ -349,15 +348,20 @@ VERDICT_RANK = ("regression", "error", "flaky", "changed", "fixed", "same")
 STATUS_RANK = ("error", "fail", "skip", "pass")
 
 
+def rank(order: tuple[str, ...], value: str) -> int:
+    """Where a verdict or status stands in its order, worst first; one it does not know
+    counts as the worst."""
+    return order.index(value) if value in order else 0
+
+
 def worst(doc: dict, by: dict, scenario: str, variants: list[str]) -> str:
     """A scenario's worst A/B verdict over the compared variants, else (a run of one
     variant) its worst status over every case of it."""
     verdicts = [c["verdict"] for c in doc["comparison"] if c["scenario"] == scenario]
     if verdicts:
-        return min(verdicts, key=lambda v: VERDICT_RANK.index(v) if v in VERDICT_RANK else 0)
+        return min(verdicts, key=lambda v: rank(VERDICT_RANK, v))
     statuses = [c["status"] for v in variants for c in by.get((v, scenario), [])]
-    return min(statuses or ["error"],
-               key=lambda s: STATUS_RANK.index(s) if s in STATUS_RANK else 0)
+    return min(statuses or ["error"], key=lambda s: rank(STATUS_RANK, s))
 
 
 def _totals_html(doc: dict) -> str:
@@ -372,8 +376,8 @@ def _totals_html(doc: dict) -> str:
                         for k, n in t.items())
         vs = verdicts.get(v)
         verdict = (", ".join(f'<span class="v-{e(k)}">{n} {e(k)}</span>'
-                             for k, n in sorted(vs.items(), key=lambda kv: VERDICT_RANK.index(
-                                 kv[0]) if kv[0] in VERDICT_RANK else 0))
+                             for k, n in sorted(vs.items(),
+                                                key=lambda kv: rank(VERDICT_RANK, kv[0])))
                    if vs else ("base" if v == doc["run"].get("base") else "-"))
         rows.append(f"<tr><th>{e(v)}</th>{cells}<td>{verdict}</td></tr>")
     return f'<table id="totals">{"".join(rows)}</table>'

@@ -591,15 +591,14 @@ def _build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
                 prepare_tree(reqs[v], plans[v], runner, progress)
         builds = {}
         for v in variants:
-            tests: tuple[dict, dict] = ({}, {})
-            if kselftests and not plans[v].cached:  # from the tree the kernel builds from
-                tests = kselftests_of(reqs[v], plans[v], runner, progress)
+            # Cached apart from the kernel; those still to build come from the tree the
+            # kernel builds from, before its build removes it (else from a tree of their own).
+            tests = kselftests_of(reqs[v], plans[v], runner, progress) if kselftests \
+                else ({}, {})
             if plans[v].cached:
                 builds[v] = plans[v].cached
                 progress.say(f"{v}: kernel {builds[v].release} already built "
                              f"({plans[v].key}), found in {builds[v].seconds:.2f}s")
-                if kselftests:  # cached apart: no kernel depends on them
-                    tests = kselftests_of(reqs[v], plans[v], runner, progress)
             else:
                 builds[v] = compile_kernel(reqs[v], plans[v], runner, progress)
             if builds[v].ok:
