@@ -89,6 +89,11 @@ def _patch_shas(variant: dict, build: dict) -> list[str] | None:
     return out
 
 
+def _not_applied(build: dict) -> bool:
+    """A variant whose patches did not apply: nothing was built from its checkout."""
+    return build.get("status") == "failed" and "apply" in (build.get("error") or "")
+
+
 def _checkout(origin: str, run: dict, name: str, variant: dict, urls: _Urls) -> dict:
     build = variant.get("build") or {}
     source = run.get("source") or {}
@@ -104,10 +109,9 @@ def _checkout(origin: str, run: dict, name: str, variant: dict, urls: _Urls) -> 
     shas = _patch_shas(variant, build)
     if shas is not None:
         out["patchset_hash"] = patchset_hash(shas)
-    error = build.get("error") or ""
-    if build.get("status") == "failed" and "apply" in error:
+    if _not_applied(build):
         out["valid"] = False  # the source and the patches could not be combined
-        out["log_excerpt"] = error[:16000]
+        out["log_excerpt"] = build["error"][:16000]
     elif build.get("status") in ("built", "cached", "failed"):
         out["valid"] = True
     return {k: v for k, v in out.items() if v is not None}
@@ -119,7 +123,7 @@ def _build(origin: str, run: dict, name: str, variant: dict, results: Path,
     layers = build.get("layers") or run.get("layers") or []
     log, config = Path("builds") / f"{name}.log", Path("builds") / f"{name}.config"
     status = {"built": "PASS", "cached": "PASS", "failed": "FAIL"}.get(build.get("status"))
-    if status == "FAIL" and "apply" in (build.get("error") or ""):
+    if _not_applied(build):
         status = "ERROR"  # nothing was built: the checkout is not valid
     out = {"id": f"{origin}:{run['id']}:{name}:build", "origin": origin,
            "checkout_id": f"{origin}:{run['id']}:{name}",
