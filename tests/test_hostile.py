@@ -300,4 +300,4 @@ def test_scenario_values_never_reach_the_kernel_command_line_as_more_words(tmp_p
     assert [w for w in words if w.startswith("farm.sysctl=")] == [
         "farm.sysctl=vm.memory_failure_early_kill=0,vm.memory_failure_recovery=1,"
         "vm.nr_hugepages=8,kernel.panic_on_oops=-1,vm.x_y=a.b+c"]
-    assert len(words) == 5
+    assert len(words) == 6  # console, panic, no_timer_check, rdinit, farm.run, farm.sysctl
