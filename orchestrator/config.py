@@ -25,7 +25,8 @@ ACCELS = ("auto", "tcg", "kvm")
 WORKLOAD = Path(__file__).resolve().parent.parent / "guest-tests" / "workloads" / \
     "hwpoison-case.c"
 KIND_FLAGS = {"K_DISK": "disk", "K_SWAP": "swap", "K_UNMAPPED": "unmapped",
-              "K_UNTOUCHED": "untouched", "K_FILE": "file", "K_RACE": "race"}
+              "K_UNTOUCHED": "untouched", "K_FILE": "file", "K_RACE": "race",
+              "K_HUGETLB": "hugetlb", "K_THP": "thp"}
 INJECTOR_FLAGS = {"I_HOST": "host", "I_SYNC": "synchronous"}
 
 
@@ -40,8 +41,9 @@ def read_registry(path: Path = WORKLOAD) -> dict[str, dict[str, set[str]]]:
                                   if f.strip() in flags} for m in row.finditer(block)}
     return {"kinds": table("} kinds[] = {", re.compile(
                 r'\{"(?P<name>[a-z0-9-]+)", setup_\w+, (?P<flags>[A-Z_ |0]+)\}'), KIND_FLAGS),
-            "injectors": table("} injectors[] = {", re.compile(
-                r'\{"(?P<name>[a-z0-9-]+)", (?P<flags>[A-Z_ |0]+)\}'), INJECTOR_FLAGS)}
+            "injectors": table(" injectors[] = {", re.compile(
+                r'\{"(?P<name>[a-z0-9-]+)", inject_\w+, (?P<flags>[A-Z_ |0]+)\}'),
+                INJECTOR_FLAGS)}
 
 
 REGISTRY = read_registry()
@@ -104,7 +106,7 @@ RACES: dict[str, tuple[str, ...]] = {
     "punch-hole": ("shmem", "memfd", "hugetlb-file"),  # ext2 cannot punch holes
     "munmap": RACE_KINDS,
     "fork": RACE_KINDS,
-    "pageout": tuple(k for k in RACE_KINDS if not k.startswith("hugetlb")),
+    "pageout": tuple(k for k in RACE_KINDS if k not in kinds_with("hugetlb")),
     "compact": RACE_KINDS,
     "poison2": RACE_KINDS,  # corrupt-pfn of the same page at once
     "unpoison": RACE_KINDS,

@@ -85,7 +85,6 @@ static volatile struct sig_seen early_sig;
 
 static void on_sigbus(int signo, siginfo_t *si, void *uc)
 {
-	(void)uc;
 	if (!armed && si->si_code == BUS_MCEERR_AO) {
 		/* an early kill: advisory, delivered outside any access; note it and go on */
 		early_sig.signo = signo;
@@ -631,6 +630,8 @@ static void setup_kernel(const char *kind, const char *dir, struct target *t)
 #define K_UNTOUCHED 8	/* mapped but not the workload's own (the vDSO): never touched */
 #define K_FILE 16	/* a file is behind it: every access step applies */
 #define K_RACE 32	/* race mode sets it up afresh each round */
+#define K_HUGETLB 64	/* a page of the hugetlb pool, which a poisoned one leaves when freed */
+#define K_THP 128	/* a transparent huge page */
 
 typedef void setup_fn(const char *kind, const char *dir, struct target *t);
 
@@ -652,34 +653,16 @@ static const struct kind {
 	{"sysv-shm", setup_sysv_shm, 0},
 	{"swap-clean", setup_swap, K_SWAP | K_RACE},
 	{"swap-dirty", setup_swap, K_SWAP | K_RACE},
-	{"thp-head", setup_thp, K_RACE},
-	{"thp-tail", setup_thp, K_RACE},
-	{"hugetlb-anon", setup_hugetlb, K_RACE},
-	{"hugetlb-file", setup_hugetlb, K_FILE | K_RACE},
+	{"thp-head", setup_thp, K_THP | K_RACE},
+	{"thp-tail", setup_thp, K_THP | K_RACE},
+	{"hugetlb-anon", setup_hugetlb, K_HUGETLB | K_RACE},
+	{"hugetlb-file", setup_hugetlb, K_HUGETLB | K_FILE | K_RACE},
 	{"ksm", setup_ksm, K_RACE},
 	{"anon-shared-fork", setup_anon_shared_fork, 0},
 	{"writeback", setup_pagecache, K_DISK | K_FILE},
 	{"free-buddy", setup_free_buddy, K_UNMAPPED | K_UNTOUCHED},
 	{"kernel", setup_kernel, K_UNMAPPED | K_UNTOUCHED},
 	{"vdso", setup_vdso, K_UNTOUCHED},
-};
-
-#define I_HOST 1	/* injected by the host over QMP, at the page's guest-physical address */
-#define I_SYNC 2	/* over when its call returns: a race can use it */
-
-static const struct injector {
-	const char *name;
-	unsigned flags;
-} injectors[] = {
-	{"madvise", I_SYNC},
-	{"madvise-soft", I_SYNC},
-	{"corrupt-pfn", I_SYNC},
-	{"hard-offline", I_SYNC},
-	{"soft-offline", I_SYNC},
-	{"mce-inject", 0},
-	{"host-srao", I_HOST},
-	{"host-srar", I_HOST},
-	{"host-srar-kernel", I_HOST},
 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -706,27 +689,6 @@ static void setup(const char *kind, const char *dir, struct target *t)
 		t->pfn = pfn_of(t->page);
 }
 
-/* --list: the registry as one JSON object on stdout. */
-static void list_registry(void)
-{
-	printf("{\"kinds\":[");
-	for (size_t i = 0; i < N(kinds); i++)
-		printf("%s{\"name\":\"%s\",\"disk\":%s,\"swap\":%s,\"unmapped\":%s,"
-		       "\"untouched\":%s,\"file\":%s,\"race\":%s}", i ? "," : "", kinds[i].name,
-		       kinds[i].flags & K_DISK ? "true" : "false",
-		       kinds[i].flags & K_SWAP ? "true" : "false",
-		       kinds[i].flags & K_UNMAPPED ? "true" : "false",
-		       kinds[i].flags & K_UNTOUCHED ? "true" : "false",
-		       kinds[i].flags & K_FILE ? "true" : "false",
-		       kinds[i].flags & K_RACE ? "true" : "false");
-	printf("],\"injectors\":[");
-	for (size_t i = 0; i < N(injectors); i++)
-		printf("%s{\"name\":\"%s\",\"host\":%s,\"synchronous\":%s}", i ? "," : "",
-		       injectors[i].name, injectors[i].flags & I_HOST ? "true" : "false",
-		       injectors[i].flags & I_SYNC ? "true" : "false");
-	printf("]}\n");
-}
-
 static int sysfs_offline(const char *which, uint64_t pfn)
 {
 	char path[128];
@@ -751,18 +713,151 @@ static int mce_inject(uint64_t pfn)
 #undef MCE_FILE
 }
 
-/* Poison a page from inside the guest with a synchronous injector: the errno, 0 on success.
- * madvise ones take the mapped page, the others its PFN. */
-static int poison_once(const char *injector, unsigned char *page, uint64_t pfn)
+/* ---- injectors: one row each, with the function that poisons the case's page ---- */
+
+#define I_HOST 1	/* injected by the host over QMP, at the page's guest-physical address */
+#define I_SYNC 2	/* over when its call returns: a race can use it */
+
+static int timeout_s = 20;	/* --timeout: how long a host injection may take to arrive */
+
+struct injector;
+/* Poison t's page (hc_before: HardwareCorrupted before): the errno, 0 on success. A SIGBUS
+ * it raises leaves it by siglongjmp. */
+typedef int inject_fn(const struct injector *inj, struct target *t, long hc_before);
+
+struct injector {
+	const char *name;
+	inject_fn *inject;
+	unsigned flags;
+};
+
+static int inject_madvise(const struct injector *inj, struct target *t, long hc_before)
 {
-	if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft"))
-		return madvise(page, PAGE, strcmp(injector, "madvise") ? MADV_SOFT_OFFLINE :
-			       MADV_HWPOISON) ? errno : 0;
-	if (!strcmp(injector, "corrupt-pfn"))
-		return -write_num("/sys/kernel/debug/hwpoison/corrupt-pfn", "%#llx\n", pfn);
-	if (!strcmp(injector, "hard-offline") || !strcmp(injector, "soft-offline"))
-		return -sysfs_offline(injector[0] == 'h' ? "hard" : "soft", pfn);
-	return EINVAL;
+	int advice = strcmp(inj->name, "madvise") ? MADV_SOFT_OFFLINE : MADV_HWPOISON;
+	return madvise(t->page, PAGE, advice) ? errno : 0;
+}
+
+static int inject_corrupt_pfn(const struct injector *inj, struct target *t, long hc_before)
+{
+	return -write_num("/sys/kernel/debug/hwpoison/corrupt-pfn", "%#llx\n", t->pfn);
+}
+
+static int inject_offline(const struct injector *inj, struct target *t, long hc_before)
+{
+	return -sysfs_offline(strncmp(inj->name, "hard", 4) ? "soft" : "hard", t->pfn);
+}
+
+/* Wait until the kernel counts the poison: a logged record (mce-inject) or an SRAO is
+ * handled from a work queue, after its injection returned. */
+static void wait_counted(long hc_before, double seconds)
+{
+	double end = now() + seconds;
+	while (hardware_corrupted_kb() == hc_before && now() < end)
+		usleep(20000);
+}
+
+static int inject_mce(const struct injector *inj, struct target *t, long hc_before)
+{
+	int r = mce_inject(t->pfn);
+	wait_counted(hc_before, 1);
+	return -r;
+}
+
+/* Ask the host to inject at the page's guest-physical address, from this vCPU. */
+static void request_host(const char *mode, struct target *t)
+{
+	emit("{\"event\":\"inject-request\",\"mode\":\"%s\",\"gpa\":\"%#llx\",\"cpu\":%d}",
+	     mode, (unsigned long long)(t->pfn * PAGE), pin_here());
+}
+
+static int inject_host_srao(const struct injector *inj, struct target *t, long hc_before)
+{
+	char line[64] = "";
+	request_host("srao", t);
+	if (read(chan, line, sizeof(line) - 1) <= 0)
+		fail("handshake");
+	wait_counted(hc_before, timeout_s);
+	return 0;
+}
+
+static int inject_host_srar(const struct injector *inj, struct target *t, long hc_before)
+{
+	double end = now() + timeout_s;
+	unsigned long sum = 0;
+	request_host("srar", t);
+	/* A clean page may be dropped without a signal and read back into a new frame: stop
+	 * spinning when the PFN changes. */
+	while (now() < end && pfn_of(t->page) == t->pfn)
+		for (long i = 0; i < (1L << 20); i++)
+			sum += ((volatile unsigned char *)t->page)[i & (PAGE - 1)];
+	return pfn_of(t->page) == t->pfn ? ETIMEDOUT : 0;
+}
+
+static int inject_host_srar_kernel(const struct injector *inj, struct target *t, long hc_before)
+{
+	request_host("srar-kernel", t);
+	sleep(timeout_s);	/* in the kernel: the host injects while the CPU is at CPL 0 */
+	return ETIMEDOUT;
+}
+
+static int inject_none(const struct injector *inj, struct target *t, long hc_before)
+{
+	return 0;
+}
+
+static const struct injector injectors[] = {
+	{"madvise", inject_madvise, I_SYNC},
+	{"madvise-soft", inject_madvise, I_SYNC},
+	{"corrupt-pfn", inject_corrupt_pfn, I_SYNC},
+	{"hard-offline", inject_offline, I_SYNC},
+	{"soft-offline", inject_offline, I_SYNC},
+	{"mce-inject", inject_mce, 0},
+	{"host-srao", inject_host_srao, I_HOST},
+	{"host-srar", inject_host_srar, I_HOST},
+	{"host-srar-kernel", inject_host_srar_kernel, I_HOST},
+};
+
+/* "none" (a selftest's or a setup-only case) poisons nothing; it is not in the registry. */
+static const struct injector no_injector = {"none", inject_none, I_SYNC};
+
+static const struct injector *injector_of(const char *name)
+{
+	for (size_t i = 0; i < N(injectors); i++)
+		if (!strcmp(injectors[i].name, name))
+			return &injectors[i];
+	return strcmp(name, "none") ? NULL : &no_injector;
+}
+
+/* Poison t's page with a synchronous injector (a race's, or a second poisoning): the errno,
+ * 0 on success. */
+static int poison_once(const char *name, struct target *t)
+{
+	const struct injector *inj = injector_of(name);
+	return inj && inj->flags & I_SYNC ? inj->inject(inj, t, 0) : EINVAL;
+}
+
+/* --list: the registry as one JSON object on stdout. */
+static void list_registry(void)
+{
+	printf("{\"kinds\":[");
+	for (size_t i = 0; i < N(kinds); i++)
+		printf("%s{\"name\":\"%s\",\"disk\":%s,\"swap\":%s,\"unmapped\":%s,"
+		       "\"untouched\":%s,\"file\":%s,\"race\":%s,\"hugetlb\":%s,\"thp\":%s}",
+		       i ? "," : "", kinds[i].name,
+		       kinds[i].flags & K_DISK ? "true" : "false",
+		       kinds[i].flags & K_SWAP ? "true" : "false",
+		       kinds[i].flags & K_UNMAPPED ? "true" : "false",
+		       kinds[i].flags & K_UNTOUCHED ? "true" : "false",
+		       kinds[i].flags & K_FILE ? "true" : "false",
+		       kinds[i].flags & K_RACE ? "true" : "false",
+		       kinds[i].flags & K_HUGETLB ? "true" : "false",
+		       kinds[i].flags & K_THP ? "true" : "false");
+	printf("],\"injectors\":[");
+	for (size_t i = 0; i < N(injectors); i++)
+		printf("%s{\"name\":\"%s\",\"host\":%s,\"synchronous\":%s}", i ? "," : "",
+		       injectors[i].name, injectors[i].flags & I_HOST ? "true" : "false",
+		       injectors[i].flags & I_SYNC ? "true" : "false");
+	printf("]}\n");
 }
 
 /* ---- access steps: each one way a program meets the page again, with its own observables ---- */
@@ -1077,11 +1172,11 @@ static int race_action(struct race *r)
 	if (!strcmp(a, "compact"))
 		return -write_str("/proc/sys/vm/compact_memory", "1\n");
 	if (!strcmp(a, "poison2"))
-		return poison_once("corrupt-pfn", t->page, t->pfn);
+		return poison_once("corrupt-pfn", t);
 	if (!strcmp(a, "unpoison"))
 		return -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", t->pfn);
 	if (!strcmp(a, "soft-offline"))
-		return poison_once("soft-offline", t->page, t->pfn);
+		return poison_once("soft-offline", t);
 	return EINVAL;
 }
 
@@ -1121,7 +1216,7 @@ static int race_main(const char *kind, const char *injector, const char *action,
 	static int round, err, sig;
 	static unsigned main_delay;
 	static long frames = -1;
-	int rescan = !strcmp(action, "unpoison") || !strncmp(kind, "hugetlb", 7);
+	int rescan = !strcmp(action, "unpoison") || kind_of(kind)->flags & K_HUGETLB;
 	pthread_t th;
 	rs = seed_arg;
 	race.action = action;
@@ -1133,7 +1228,7 @@ static int race_main(const char *kind, const char *injector, const char *action,
 	     rounds, seed_arg, ncpu, (now() - t0) * 1e3);
 	pin_here();
 	race.spin_wait = ncpu > 1;
-	if (!strncmp(kind, "hugetlb", 7))	/* a poisoned huge page leaves the pool: one a round */
+	if (kind_of(kind)->flags & K_HUGETLB)	/* a poisoned huge page leaves the pool: one a round */
 		write_num("/proc/sys/vm/nr_hugepages", "%llu", (unsigned long long)rounds + 2);
 	if ((errno = pthread_create(&th, NULL, racer, &race)))
 		fail("pthread_create");
@@ -1162,7 +1257,7 @@ static int race_main(const char *kind, const char *injector, const char *action,
 		sig = 0;
 		if (sigsetjmp(jump, 1) == 0) {
 			armed = 1;
-			err = poison_once(injector, t.page, t.pfn);
+			err = poison_once(injector, &t);
 			armed = 0;
 		} else {
 			sig = last_sig.code;
@@ -1216,7 +1311,7 @@ int main(int argc, char **argv)
 	/* static: these live across siglongjmp */
 	static const char *kind = "anon", *injector = "madvise", *access_mode = "read";
 	static const char *dir = "/mnt", *cleanup = "none";
-	static int timeout = 20, rounds = 10;
+	static int rounds = 10;
 	static const char *race_action_name;
 	static unsigned race_seed = 1;
 	static struct target t;
@@ -1230,7 +1325,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--injector")) injector = argv[i + 1];
 		else if (!strcmp(argv[i], "--access")) access_mode = argv[i + 1];
 		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
-		else if (!strcmp(argv[i], "--timeout")) timeout = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--timeout")) timeout_s = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--cleanup")) cleanup = argv[i + 1];
 		else if (!strcmp(argv[i], "--race")) race_action_name = argv[i + 1];
 		else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
@@ -1258,6 +1353,13 @@ int main(int argc, char **argv)
 	sigaction(SIGBUS, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	static const struct injector *inj;
+	inj = injector_of(injector);
+	errno = EINVAL;
+	if (!kind_of(kind))
+		fail("unknown kind");
+	if (!inj)
+		fail("unknown injector");
 	if (race_action_name)
 		return race_main(kind, injector, race_action_name, dir, rounds, race_seed);
 	setup(kind, dir, &t);
@@ -1279,51 +1381,8 @@ int main(int argc, char **argv)
 	memset((void *)&last_sig, 0, sizeof(last_sig));
 	if (sigsetjmp(jump, 1) == 0) {
 		armed = 1;
-		if (!strcmp(injector, "madvise") || !strcmp(injector, "madvise-soft") ||
-		    !strcmp(injector, "corrupt-pfn") || !strcmp(injector, "hard-offline") ||
-		    !strcmp(injector, "soft-offline")) {
-			inject_errno = poison_once(injector, t.page, pfn_before);
-			inject_rc = inject_errno ? -1 : 0;
-		} else if (!strcmp(injector, "mce-inject")) {
-			inject_rc = mce_inject(pfn_before);
-			inject_errno = -inject_rc;
-			double end = now() + 1;	/* logged records are handled from a work queue */
-			while (hardware_corrupted_kb() == hc_before && now() < end)
-				usleep(20000);
-		} else if (!strcmp(injector, "host-srao")) {
-			char line[64] = "";
-			emit("{\"event\":\"inject-request\",\"mode\":\"srao\",\"gpa\":\"%#llx\","
-			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
-			if (read(chan, line, sizeof(line) - 1) <= 0)
-				fail("handshake");
-			/* SRAO is handled from a work queue: wait until the kernel counts it */
-			double end = now() + timeout;
-			while (hardware_corrupted_kb() == hc_before && now() < end)
-				usleep(20000);
-		} else if (!strcmp(injector, "host-srar")) {
-			emit("{\"event\":\"inject-request\",\"mode\":\"srar\",\"gpa\":\"%#llx\","
-			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
-			double end = now() + timeout;
-			unsigned long sum = 0;
-			/* A clean page may be dropped without a signal and read back into a new
-			 * frame: stop spinning when the PFN changes. */
-			while (now() < end && pfn_of(t.page) == pfn_before)
-				for (long i = 0; i < (1L << 20); i++)
-					sum += ((volatile unsigned char *)t.page)[i & (PAGE - 1)];
-			if (pfn_of(t.page) == pfn_before) {
-				inject_rc = -1;
-				inject_errno = ETIMEDOUT;
-			}
-		} else if (!strcmp(injector, "host-srar-kernel")) {
-			emit("{\"event\":\"inject-request\",\"mode\":\"srar-kernel\",\"gpa\":\"%#llx\","
-			     "\"cpu\":%d}", (unsigned long long)(pfn_before * PAGE), pin_here());
-			sleep(timeout);	/* in the kernel: the host injects while the CPU is at CPL 0 */
-			inject_rc = -1;
-			inject_errno = ETIMEDOUT;
-		} else if (strcmp(injector, "none")) {
-			errno = EINVAL;
-			fail("unknown injector");
-		}
+		inject_errno = inj->inject(inj, &t, hc_before);
+		inject_rc = inject_errno ? -1 : 0;
 		armed = 0;
 	} else {
 		inject_sig = 1;
@@ -1376,7 +1435,7 @@ int main(int argc, char **argv)
 		waitpid(t.sibling, &status, 0);
 	}
 
-	if (t.page && (!strncmp(kind, "hugetlb", 7) || !strncmp(kind, "thp", 3)))
+	if (t.page && kind_of(kind)->flags & (K_HUGETLB | K_THP))
 		munmap(t.page, HUGE);	/* a poisoned huge page leaves the pool when freed */
 	long huge_after = meminfo("HugePages_Total");
 	long hc_after = hardware_corrupted_kb();
