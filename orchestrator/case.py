@@ -13,10 +13,10 @@ from .config import GUEST_INJECTORS, KSELFTEST_AUTO, Scenario, kselftest_file
 from .coverage import for_case
 from .files import write_json
 from .ktap import KtapResult, flatten, parse_ktap, program_result
-from .parse import observe, parse_agent, parse_console
-from .qemu import GuestRequest, GuestRun, Machine, run_guest
+from .parse import Observed, observe, parse_agent, parse_console
+from .qemu import GuestRequest, GuestRun, run_guest
+from .records import CaseRecord, CaseSpec
 from .reports import Report
-from .results import case_id
 from .runner import Runner
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
@@ -62,8 +62,8 @@ def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
         run += ["--cleanup", s.cleanup]
     sysctl = {"vm.memory_failure_early_kill": s.early_kill,
               "vm.memory_failure_recovery": s.recovery, **s.sysctl}
-    words = ["console=ttyS0", "panic=-1", "no_timer_check", *(["oops=panic"] if s.race else []), "rdinit=/init",
-             f"farm.run={':'.join(run)}",
+    words = ["console=ttyS0", "panic=-1", "no_timer_check",
+             *(["oops=panic"] if s.race else []), "rdinit=/init", f"farm.run={':'.join(run)}",
              "farm.sysctl=" + ",".join(f"{k}={v}" for k, v in sysctl.items())]
     devices = iter("abcd")
     if s.needs_disk:
@@ -92,37 +92,37 @@ def expected_of(s: Scenario) -> dict:
 STALLS = ("soft-lockup", "rcu-stall", "hung-task")
 
 
-def _no_answer(exp: dict, obs: dict, infra_error: str | None,
+def _no_answer(exp: dict, obs: Observed, infra_error: str | None,
                timeout: float) -> tuple[str, str] | None:
     """The outcomes where the farm, not the kernel, failed to get an answer (or the guest
     could not even set the case up)."""
     if infra_error:
         return "error", infra_error
-    if obs["guest"] == "hung" and exp["guest"] != "hung":
+    if obs.guest == "hung" and exp["guest"] != "hung":
         # A kernel that said what went wrong before it hung has given its verdict; a stall
         # or lockup report alone may be a starved host's vCPU, not the kernel's fault.
-        said = [r for r in obs.get("kernel_reports") or [] if r.get("kind") not in STALLS]
+        said = [r for r in obs.kernel_reports if r.get("kind") not in STALLS]
         if said:
             return "fail", (f"the guest hung (timeout after {timeout:.0f}s); the kernel "
                             f"reported: {Report(**said[0]).text()}")
         return "error", f"timeout after {timeout:.0f}s with no kernel verdict"
-    if not obs["booted"] and obs["guest"] != "panicked":
+    if not obs.booted and obs.guest != "panicked":
         return "error", "the guest never reached its agent"
-    if obs.get("setup_error"):
-        if obs.get("setup_errno") in FEATURE_MISSING:
-            return "skip", f"the guest cannot set this case up: {obs['setup_error']}"
-        return "error", f"guest setup failed: {obs['setup_error']}"
+    if obs.setup_error:
+        if obs.setup_errno in FEATURE_MISSING:
+            return "skip", f"the guest cannot set this case up: {obs.setup_error}"
+        return "error", f"guest setup failed: {obs.setup_error}"
     return None
 
 
-def _no_result(obs: dict) -> tuple[str, str]:
+def _no_result(obs: Observed) -> tuple[str, str]:
     """A guest that lived on but whose workload never reported: the kernel's fault when it
     said so (an Oops, a BUG), else no answer at all. Never a `survived` that passes."""
-    rc = obs.get("workload_rc")
+    rc = obs.workload_rc
     how = "the workload ended without reporting its result" + (
         f" ({exit_status(rc)})" if rc is not None else " (the agent never saw it end)")
-    if obs.get("kernel_errors"):
-        return "fail", f"{how}; the kernel reported: {obs['kernel_errors'][0]}"
+    if obs.kernel_errors:
+        return "fail", f"{how}; the kernel reported: {obs.kernel_errors[0]}"
     return "error", how
 
 
@@ -136,36 +136,36 @@ def exit_status(rc: int) -> str:
     return f"exit code {rc}"
 
 
-def _differences(exp: dict, obs: dict) -> list[str]:
+def _differences(exp: dict, obs: Observed) -> list[str]:
     """'key: expected X, observed Y' for each expectation not met; an access step that never
     reported (the workload died before it) is one line, not one per observable."""
     out, silent = [], set()
     for k, v in exp.items():
         step = k.partition(".")[0] if "." in k else None
-        if step and not any(o.startswith(step + ".") for o in obs):
+        if step and not obs.has_step(step):
             if step not in silent:
                 silent.add(step)
                 out.append(f"{step}: the step never reported")
-        elif obs.get(k) != v:
-            out.append(f"{k}: expected {v!r}, observed {obs.get(k)!r}")
+        elif obs.value(k) != v:
+            out.append(f"{k}: expected {v!r}, observed {obs.value(k)!r}")
     return out
 
 
-def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
+def judge(s: Scenario, obs: Observed, *, infra_error: str | None = None,
           timeout: float = 0) -> tuple[str, str]:
     """(status, message): pass / fail / error / skip, by DESIGN.md's outcome table."""
     exp = expected_of(s)
     early = _no_answer(exp, obs, infra_error, timeout)
     if early:
         return early
-    stopped = (obs.get("race") or {}).get("stopped")
+    stopped = (obs.race or {}).get("stopped")
     if stopped:
         return "fail", "; ".join(_differences(exp, obs) + [
-            f"round {obs['race']['rounds'] + 1} could not set its page up: {stopped} (what the "
+            f"round {obs.race['rounds'] + 1} could not set its page up: {stopped} (what the "
             "rounds before left behind)"])
-    if exp["guest"] == obs["guest"] == "survived" and not obs.get("reported"):
+    if exp["guest"] == obs.guest == "survived" and not obs.reported:
         return _no_result(obs)
-    errno = obs.get("inject_errno")
+    errno = obs.inject_errno
     if s.injector in GUEST_INJECTORS and errno in FEATURE_MISSING and \
             exp.get("inject_errno", 0) != errno:
         return "skip", (f"the kernel refused {s.injector} with {FEATURE_MISSING[errno]}: "
@@ -176,7 +176,7 @@ def judge(s: Scenario, obs: dict, *, infra_error: str | None = None,
     return "pass", "as expected"
 
 
-def judge_kselftest(s: Scenario, obs: dict, ktap: KtapResult, *, missing: str = "",
+def judge_kselftest(s: Scenario, obs: Observed, ktap: KtapResult, *, missing: str = "",
                     infra_error: str | None = None, timeout: float = 0) -> tuple[str, str]:
     """A selftest program's verdict, the way kselftest's runner judges it (exit code and
     top-level KTAP results), after the same checks for a guest that gave no answer."""
@@ -187,49 +187,34 @@ def judge_kselftest(s: Scenario, obs: dict, ktap: KtapResult, *, missing: str = 
     if early:
         return early
     diff = _differences({k: v for k, v in exp.items() if k != "guest"}, obs)
-    if obs["guest"] != "survived":
-        return "fail", f"guest {obs['guest']}" + (f": {obs['panic']}" if obs["panic"] else "")
-    status = program_result(ktap, obs.get("workload_rc"))
+    if obs.guest != "survived":
+        return "fail", f"guest {obs.guest}" + (f": {obs.panic}" if obs.panic else "")
+    status = program_result(ktap, obs.workload_rc)
     tests = flatten(ktap, numbers=True)
     failed = [f"{path} ({t.name})" for path, t in tests if t.status in ("fail", "error")]
     if status == "skip":
         return "skip", f"{s.kselftest} skipped" + (f": {ktap.reason}" if ktap.reason else "")
     if status != "pass" or diff:
-        why = [exit_status(obs.get("workload_rc"))] + failed + diff + ktap.problems
+        why = [exit_status(obs.workload_rc)] + failed + diff + ktap.problems
         return "fail", "; ".join(why)
     return "pass", f"{len(tests)} KTAP tests, as expected"
 
 
-def ktap_subcases(record: dict, ktap: KtapResult) -> list[dict]:
+def ktap_subcases(record: CaseRecord, ktap: KtapResult) -> tuple[CaseRecord, ...]:
     """Every KTAP test and subtest of a selftest program as a case of its own, keyed by its
     number path (names change with the outcome in some selftests)."""
-    out = []
-    for path, t in flatten(ktap, numbers=True):
-        name = f"{record['scenario']}/{path}"
-        out.append({
-            **{k: record[k] for k in ("variant", "repeat", "page_kind", "injector", "access",
-                                      "policy", "cleanup", "logs", "started")},
-            "confirm": record.get("confirm", False),
-            "id": case_id(record["variant"], name, record["repeat"]), "scenario": name,
-            "status": t.status if t.status != "error" else (
-                "error" if record["status"] == "error" else "fail"),
-            "message": t.name + (f" — {t.reason}" if t.reason else ""),
-            "why": f"KTAP test {path} of {record['why']}",
-            "expected": {"status": "pass"},
-            "observed": {"ktap_name": t.name, "ktap_status": t.status, "reason": t.reason,
-                         "guest": record["observed"]["guest"]},
-            "seconds": 0.0, "parent": record["id"]})
-    return out
+    return tuple(record.subcase(
+        path, t.status if t.status != "error" else (
+            "error" if record.status == "error" else "fail"),
+        t.name + (f" — {t.reason}" if t.reason else ""),
+        {"ktap_name": t.name, "ktap_status": t.status, "reason": t.reason,
+         "guest": (record.observed or {}).get("guest")})
+        for path, t in flatten(ktap, numbers=True))
 
 
-def cov_files(spec: dict) -> list[str]:
-    """The profiled files of a coverage run's case (none in a plain run)."""
-    return (spec.get("coverage") or {}).get("files") or []
-
-
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
-    observed: dict
+    observed: Observed
     status: str
     message: str
     ktap: KtapResult | None
@@ -245,13 +230,12 @@ def verdict_of_logs(s: Scenario, console_log: Path, agent_log: Path, *, timed_ou
         console = parse_console(f)
     agent_lines = agent_log.read_text(errors="replace").splitlines()
     events = parse_agent(agent_lines)
-    obs = observe(console, events, timed_out=timed_out)
-    obs["injections"] = list(injections)
+    obs = replace(observe(console, events, timed_out=timed_out),
+                  injections=tuple(injections))
     ktap = None
     if s.kselftest:
         ktap = parse_ktap(ln for ln in agent_lines if not ln.startswith('{"event"'))
-        obs["ktap_tests"] = len(flatten(ktap))
-        obs["ktap_problems"] = ktap.problems
+        obs = replace(obs, ktap_tests=len(flatten(ktap)), ktap_problems=tuple(ktap.problems))
         status, message = judge_kselftest(s, obs, ktap, missing=missing,
                                           infra_error=infra_error, timeout=timeout)
     else:
@@ -259,24 +243,22 @@ def verdict_of_logs(s: Scenario, console_log: Path, agent_log: Path, *, timed_ou
     return Verdict(obs, status, message, ktap, events)
 
 
-def run_case(spec: dict, runner: Runner | None = None) -> dict:
-    """Run the case described by a plan entry and write its case.json."""
+def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
+    """Run a planned case and write its case.json."""
     runner = runner or Runner()
-    s = Scenario(**spec["scenario"])
-    results = Path(spec["results"])
-    case_dir = results / spec["dir"]
+    s = spec.scenario
+    case_dir = Path(spec.results) / spec.dir
     case_dir.mkdir(parents=True, exist_ok=True)
-    machine = Machine(**spec["machine"])
+    machine = spec.machine
     if s.cpus:
         machine = replace(machine, cpus=s.cpus)
-    req = GuestRequest(machine=machine, kernel=Path(spec["kernel"]),
-                       initrd=Path(spec["initrd"]), append=kernel_cmdline(s, cov_files(spec)),
-                       workdir=case_dir,
-                       timeout=spec["timeout"],
-                       drives=drives(s, Path(spec["disk"]), Path(spec["swap"])),
-                       sockets=Path(spec["sockets"]) if spec.get("sockets") else None)
+    req = GuestRequest(machine=machine, kernel=Path(spec.kernel), initrd=Path(spec.initrd),
+                       append=kernel_cmdline(s, spec.coverage_files), workdir=case_dir,
+                       timeout=spec.timeout,
+                       drives=drives(s, Path(spec.disk), Path(spec.swap)),
+                       sockets=Path(spec.sockets) if spec.sockets else None)
     start = time.time()
-    missing = spec.get("kselftest_missing", "")
+    missing = spec.kselftest_missing
     if missing:  # nothing to boot: the variant's tree has no such program
         run = GuestRun([], None, False, 0.0, case_dir / "console.log", case_dir / "agent.log")
         run.console.write_text("")
@@ -286,28 +268,16 @@ def run_case(spec: dict, runner: Runner | None = None) -> dict:
     v = verdict_of_logs(s, run.console, run.agent, timed_out=run.timed_out,
                         infra_error=run.infra_error, timeout=req.timeout, missing=missing,
                         injections=run.injections)
-    obs, status, message, ktap = v.observed, v.status, v.message, v.ktap
-    record = {
-        "id": spec["id"], "variant": spec["variant"], "scenario": s.name,
-        "repeat": spec["repeat"], "confirm": spec.get("confirm", False),
-        "status": status, "message": message,
-        "page_kind": s.page, "injector": s.injector, "access": s.access,
-        "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
-        "cleanup": s.cleanup, "why": s.why,
-        **({"race": {"action": s.race, "rounds": s.rounds, "seed": s.seed}} if s.race else {}),
-        "expected": expected_of(s), "observed": obs, "started": start,
-        "seconds": run.seconds, "qemu_exit": run.exit_code, "command": run.cmd,
-        # what judging needs beside the logs, so that `farm reparse` can judge them again
-        "timed_out": run.timed_out, "infra_error": run.infra_error, "timeout": req.timeout,
-        "kselftest_missing": missing,
-        "logs": {name: str(Path(spec["dir"]) / f"{name}.log")
-                 for name in ("console", "agent", "qemu")},
-    }
-    if cov_files(spec):
-        record["coverage"] = for_case(spec, v.events, case_dir)
+    record = CaseRecord.of_spec(
+        spec, v.status, v.message, expected=expected_of(s), observed=v.observed.to_json(),
+        started=start, seconds=run.seconds, qemu_exit=run.exit_code, command=run.cmd,
+        timed_out=run.timed_out, infra_error=run.infra_error, timeout=req.timeout,
+        kselftest_missing=missing,
+        logs={name: str(Path(spec.dir) / f"{name}.log") for name in ("console", "agent", "qemu")},
+        coverage=for_case(spec, v.events, case_dir) if spec.coverage_files else None,
+        kselftest=s.kselftest or None)
     if s.kselftest:
-        record["kselftest"] = s.kselftest
-        record["subcases"] = ktap_subcases(record, ktap) if ktap else []
-    write_json(case_dir / "case.json", record)
+        record = replace(record, subcases=ktap_subcases(record, v.ktap) if v.ktap else ())
+    write_json(case_dir / "case.json", record.to_json())
     return record
 

@@ -22,6 +22,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import whatthepatch
 
@@ -29,6 +30,9 @@ from .errors import FarmError, InfraError
 from .files import atomic_write
 from .runner import Runner, quote
 from .runner import log as cmd_log
+
+if TYPE_CHECKING:
+    from .records import CaseSpec
 
 GCDA_DIR = "gcov"  # a case's .gcda files, under their tree paths, in its directory
 
@@ -123,16 +127,15 @@ def reached(gcovr_doc: dict) -> dict[str, dict]:
     return out
 
 
-def for_case(spec: dict, events: list[dict], case_dir: Path) -> dict:
+def for_case(spec: CaseSpec, events: list[dict], case_dir: Path) -> dict:
     """A case's coverage record: per profiled file the lines and functions its workload
     reached, or why there is none (the guest panicked, hung, or sent nothing)."""
-    cov = spec["coverage"]
-    files = list(cov["files"])
+    files = list(spec.coverage_files)
     _, problem = save_gcda(events, files, case_dir / GCDA_DIR)
     if problem:
         return {"error": problem}
     try:
-        doc = read_case(Path(cov["dir"]), files, case_dir / GCDA_DIR)
+        doc = read_case(Path(spec.coverage_dir), files, case_dir / GCDA_DIR)
     except (FarmError, OSError, ValueError) as e:
         return {"error": f"gcovr could not read the guest's data: {str(e).splitlines()[0]}"}
     return {"files": reached(doc), "gcda": GCDA_DIR}

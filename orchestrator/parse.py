@@ -7,7 +7,8 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from .reports import Report, classify
 
@@ -93,7 +94,114 @@ def _first(events: list[dict], name: str) -> dict | None:
     return next((e for e in events if e.get("event") == name), None)
 
 
-def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> dict:
+class _Absent:
+    """An observable the case gave no value for (no result event, no sibling, not a race):
+    judged as None, and left out of case.json."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class RaceChecks:
+    """What must hold in every round of a race, whoever wins it (race_observables)."""
+    rounds: int
+    wrong_data: int
+    hc_overcount: int
+    not_back: int
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one case showed: the parse stage's record, which judging reads. Its names are
+    the ones scenarios use in `expect` (config.OBSERVABLES, `<step>.<observable>`,
+    `race.<check>`); value() looks one up by that name, to_json() is case.json's `observed`.
+    Fields with ABSENT had nothing to observe and are left out of the JSON."""
+    guest: str  # survived | panicked | hung
+    booted: bool  # the agent started
+    recovery: tuple[str, ...]  # "dirty LRU page: Recovered", one per action the kernel took
+    kernel_errors: tuple[str, ...]  # one line per kernel report
+    kernel_reports: tuple[dict, ...]  # Report.to_json() of each
+    panic: str | None
+    sigbus_sent: tuple[str, ...]
+    mce_killed: tuple[str, ...]
+    mce_logged: bool
+    workload_rc: int | None
+    reported: bool  # the workload sent its result
+    hardware_corrupted_kb: int | None = ABSENT
+    # from the workload's result
+    inject_errno: int | None = ABSENT
+    inject_signal: str | None = ABSENT
+    access_signal: str | None = ABSENT
+    early_signal: str | None = ABSENT
+    si_addr_is_page: bool | None = ABSENT
+    si_addr_lsb: int | None = ABSENT
+    data: str | None = ABSENT
+    pfn_before: str | None = ABSENT
+    pfn_after: str | None = ABSENT
+    pfn_changed: bool | None = ABSENT
+    fsync_errno: int | None = ABSENT
+    sibling_early_signal: str | None = ABSENT
+    sibling_access_signal: str | None = ABSENT
+    sibling_data: str | None = ABSENT
+    huge_pages_lost: int = ABSENT
+    unpoison_errno: int = ABSENT
+    hardware_corrupted_kb_after_unpoison: int = ABSENT
+    # the access steps after the first: step -> {observable: value} (STEP_OBSERVABLES)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    race_checks: RaceChecks | None = None
+    race: dict | None = ABSENT  # who won each round, recovery, counts: never judged
+    setup_error: str = ABSENT
+    setup_errno: int | None = ABSENT
+    injections: tuple[dict, ...] = ABSENT  # the host's QMP injections
+    ktap_tests: int = ABSENT  # a selftest program's KTAP tests
+    ktap_problems: tuple[str, ...] = ABSENT
+
+    def value(self, name: str) -> Any:
+        """An observable by its name in `expect`; None when the case has none."""
+        head, dot, rest = name.partition(".")
+        if dot and head == "race":
+            return getattr(self.race_checks, rest, None)
+        if dot:
+            return self.steps.get(head, {}).get(rest)
+        v = getattr(self, name, None) if name in _NAMES else None
+        return None if v is ABSENT else list(v) if isinstance(v, tuple) else v
+
+    def has_step(self, step: str) -> bool:
+        """Whether a step of the access (or the race's rounds, "race") reported at all."""
+        return self.race_checks is not None if step == "race" else step in self.steps
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        for name in _NAMES:
+            v = getattr(self, name)
+            if v is not ABSENT:
+                out[name] = list(v) if isinstance(v, tuple) else v
+        for step, values in self.steps.items():
+            out.update({f"{step}.{k}": v for k, v in values.items()})
+        if self.race_checks:
+            out.update({f"race.{k}": v for k, v in asdict(self.race_checks).items()})
+        if self.race is not ABSENT:
+            out["race"] = self.race
+        for name in _LAST:
+            v = getattr(self, name)
+            if v is not ABSENT:
+                out[name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+_LAST = ("setup_error", "setup_errno", "injections", "ktap_tests", "ktap_problems")
+_NAMES = tuple(f.name for f in fields(Observed)
+               if f.name not in ("steps", "race_checks", "race", *_LAST))
+
+
+def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> Observed:
     """Observables of one case, by the names scenarios use in `expect`."""
     start, result, end = (_first(events, n) for n in ("agent-start", "result", "agent-end"))
     if console.panic is not None:
@@ -102,15 +210,15 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
         guest = "hung"
     else:
         guest = "survived"
-    obs: dict = {
+    obs: dict[str, Any] = {
         "guest": guest,
         "booted": start is not None,
-        "recovery": console.recovery,
-        "kernel_errors": console.kernel_errors,
-        "kernel_reports": [r.to_json() for r in console.kernel_reports],
+        "recovery": tuple(console.recovery),
+        "kernel_errors": tuple(console.kernel_errors),
+        "kernel_reports": tuple(r.to_json() for r in console.kernel_reports),
         "panic": console.panic,
-        "sigbus_sent": console.sigbus_sent,
-        "mce_killed": console.mce_killed,
+        "sigbus_sent": tuple(console.sigbus_sent),
+        "mce_killed": tuple(console.mce_killed),
         "mce_logged": any("Machine check events logged" in e or "Machine Check" in e
                           for e in console.hardware_errors),
         "workload_rc": end.get("rc") if end else None,
@@ -153,27 +261,28 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> di
             after_unpoison = result.get("hardware_corrupted_kb_after_unpoison")
             if isinstance(hc0, int) and isinstance(after_unpoison, int) and after_unpoison >= 0:
                 obs["hardware_corrupted_kb_after_unpoison"] = after_unpoison - hc0
+    steps = {}
     for ev in events:  # the access steps after the first, each with its own observables
         if ev.get("event") == "step" and isinstance(ev.get("step"), str):
-            obs.update({f"{ev['step']}.{k}": ev.get(k) for k in STEP_OBSERVABLES})
+            steps[ev["step"]] = {k: ev.get(k) for k in STEP_OBSERVABLES}
     race = _first(events, "race")
     if race:
-        rounds = [e for e in events if e.get("event") == "race-round"]
-        obs.update(race_observables(race, rounds))
+        checks, plain = race_observables(race, [e for e in events
+                                                if e.get("event") == "race-round"])
         # Which handler ran, and how much was counted, depend on who won each round: they
         # are in the race's plain record, never in the A/B signature.
-        obs["race"].update(recovery=dict(Counter(console.recovery)),
-                           hardware_corrupted_kb=obs.pop("hardware_corrupted_kb", None))
-        obs["recovery"] = []
+        plain.update(recovery=dict(Counter(console.recovery)),
+                     hardware_corrupted_kb=obs.pop("hardware_corrupted_kb", None))
+        obs.update(race_checks=checks, race=plain, recovery=())
     setup = _first(events, "setup-error")
-    if setup and race and obs["race.rounds"]:
+    if setup and race and obs["race_checks"].rounds:
         # A round after the first could not set its page up: what the earlier ones left
         # behind (a page lost for good), the kernel's outcome, not the farm's.
         obs["race"]["stopped"] = _setup_text(setup)
     elif setup:
         obs["setup_error"] = _setup_text(setup)
         obs["setup_errno"] = setup.get("errno")
-    return obs
+    return Observed(**obs, steps=steps)
 
 
 # What a program may read of a page after a round: its data, or a SIGBUS; zeros only where
@@ -184,7 +293,7 @@ RACE_ZEROES = ("truncate", "punch-hole")
 HC_PAGE_KB = 4  # HardwareCorrupted counts a poisoned raw page (a huge one too) as 4 kB
 
 
-def race_observables(race: dict, rounds: list[dict]) -> dict:
+def race_observables(race: dict, rounds: list[dict]) -> tuple[RaceChecks, dict]:
     """A race's observables over its rounds. The race.* ones are what must hold whoever wins
     a round, so a correct kernel has them 0 (and all its rounds) on every run:
     - wrong_data: rounds where the workload, or the child of a fork race, read data that was
@@ -215,12 +324,10 @@ def race_observables(race: dict, rounds: list[dict]) -> dict:
         outcomes[" ".join(f"{k}={r.get(k)}" for k in (
             "inject_errno", "inject_signal", "racer_errno", "data", "child_data")
             if r.get(k) is not None)] += 1
-    return {"race.rounds": len(rounds), "race.wrong_data": wrong,
-            "race.hc_overcount": overcount, "race.not_back": not_back,
-            "race": {"action": action, "seed": race.get("seed"), "rounds": len(rounds),
-                     "asked": race.get("rounds"), "cpus": race.get("cpus"),
-                     "hc_uncounted": uncounted,
-                     "outcomes": dict(outcomes.most_common())}}
+    return RaceChecks(len(rounds), wrong, overcount, not_back), {
+        "action": action, "seed": race.get("seed"), "rounds": len(rounds),
+        "asked": race.get("rounds"), "cpus": race.get("cpus"), "hc_uncounted": uncounted,
+        "outcomes": dict(outcomes.most_common())}
 
 
 def _setup_text(ev: dict) -> str:

@@ -18,6 +18,7 @@ from .config import FarmConfig, Host
 from .errors import FarmError, InfraError, UserError
 from .files import write_json
 from .progress import Progress, fmt_seconds
+from .records import plan_json
 from .run import (
     Matrix,
     RunOptions,
@@ -244,7 +245,7 @@ def _nothing_came_back(cfg: FarmConfig, m: Matrix, results: Path, run_id: str,
                                   not_run=why.get(k, "not run"))]
     meta = {**run_meta(cfg, m, run_id, started), "hosts": [h.ssh for h in cfg.hosts],
             "seconds": 0.0, "interrupted": interrupted or False}
-    write_json(results / "plan.json", {"cases": plan})
+    write_json(results / "plan.json", plan_json(plan))
     write_json(results / "run.json", {"run": meta, "variants": variant_docs(cfg, m.variants)})
     return report_dir(results)
 

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from .case import run_case
+from .records import read_plan
 from .runner import die_with_parent
 
 SESSION_PID = "FARM_PYTEST_SESSION"
@@ -64,10 +65,10 @@ class CaseProblem(Exception):
 
 class PlanFile(pytest.File):
     def collect(self):
-        for spec in json.loads(self.path.read_text())["cases"]:
-            if "not_run" in spec:  # e.g. its variant's kernel did not build
+        for spec in read_plan(json.loads(self.path.read_text()), str(self.path)):
+            if spec.not_run is not None:  # e.g. its variant's kernel did not build
                 continue
-            yield CaseItem.from_parent(self, name=spec["id"], spec=spec)
+            yield CaseItem.from_parent(self, name=spec.id, spec=spec)
 
 
 class CaseItem(pytest.Item):
@@ -77,10 +78,10 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         record = run_case(self.spec)
-        status, message = record["status"], record["message"]
+        status, message = record.status, record.message
         self.user_properties.append(("farm_status", {
-            "id": record["id"], "status": status, "message": message,
-            "seconds": record["seconds"]}))
+            "id": record.id, "status": status, "message": message,
+            "seconds": record.seconds}))
         if status == "skip":
             pytest.skip(message)
         if status != "pass":

@@ -14,47 +14,49 @@ from .case import expected_of, ktap_subcases, verdict_of_logs
 from .config import FarmConfig, Scenario
 from .errors import UserError
 from .files import claim, write_json
+from .records import CaseRecord, CaseSpec, read_plan
 from .results import signature, signature_diff
 from .saved import report_dir, say
 
 
-def _specs(results: Path) -> dict[str, dict]:
-    """The plan entries of the run and of its confirmations, by case id: what each case was
-    given (its timeout, a kselftest the tree did not have)."""
+def _specs(results: Path) -> dict[str, CaseSpec]:
+    """The planned cases of the run and of its confirmations, by case id: what each case was
+    given (its timeout, a kselftest the tree did not have). A plan that cannot be read
+    gives nothing: the case records say the same, in a run of this version."""
     out = {}
     for name in ("plan.json", "confirm.json"):
         try:
-            for spec in json.loads((results / name).read_text()).get("cases", []):
-                if isinstance(spec, dict) and "id" in spec:
-                    out[spec["id"]] = spec
-        except (OSError, ValueError, AttributeError):
+            out.update((s.id, s) for s in read_plan(json.loads((results / name).read_text()),
+                                                    str(results / name)))
+        except (OSError, ValueError, UserError):
             continue
     return out
 
 
-def reparse_case(path: Path, rec: dict, cfg: FarmConfig, scenarios: dict[str, Scenario],
-                 spec: dict) -> tuple[dict, str]:
+def reparse_case(path: Path, rec: CaseRecord, cfg: FarmConfig, scenarios: dict[str, Scenario],
+                 spec: CaseSpec | None) -> tuple[CaseRecord, str]:
     """A saved case judged again: (its new record, '' or why it was kept as it was)."""
-    s = scenarios.get(rec.get("scenario", "").split("/")[0])
+    s = scenarios.get(rec.scenario.split("/")[0])
     if s is None:
         return rec, f"its scenario is not in {cfg.scenarios_path}: kept as it was"
     d = path.parent
     if not (d / "console.log").is_file() or not (d / "agent.log").is_file():
         return rec, "no logs (it never ran): kept as it was"
     if s.race:  # the seed it ran with, whatever the file says now
-        s = replace(s, seed=(rec.get("race") or {}).get("seed", 0))
-    obs0 = rec.get("observed") or {}
+        s = replace(s, seed=(rec.race or {}).get("seed", 0))
+    obs0 = rec.observed or {}
     v = verdict_of_logs(
         s, d / "console.log", d / "agent.log",
-        timed_out=rec.get("timed_out", obs0.get("guest") == "hung"),
-        infra_error=rec.get("infra_error"),
-        timeout=rec.get("timeout") or spec.get("timeout") or cfg.guest.timeout,
-        missing=rec.get("kselftest_missing", spec.get("kselftest_missing", "")),
+        timed_out=rec.timed_out if rec.timed_out is not None else obs0.get("guest") == "hung",
+        infra_error=rec.infra_error,
+        timeout=rec.timeout or (spec.timeout if spec else 0) or cfg.guest.timeout,
+        missing=rec.kselftest_missing if rec.kselftest_missing is not None else (
+            spec.kselftest_missing if spec else ""),
         injections=obs0.get("injections") or [])
-    new = {**rec, "status": v.status, "message": v.message, "why": s.why,
-           "expected": expected_of(s), "observed": v.observed}
+    new = replace(rec, status=v.status, message=v.message, why=s.why,
+                  expected=expected_of(s), observed=v.observed.to_json())
     if s.kselftest:
-        new["subcases"] = ktap_subcases(new, v.ktap) if v.ktap else []
+        new = replace(new, subcases=ktap_subcases(new, v.ktap) if v.ktap else ())
     return new, ""
 
 
@@ -70,26 +72,25 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
         files = sorted((results / "cases").glob("*/*/r*/case.json"))
         for path in files:
             try:
-                rec = json.loads(path.read_text())
+                rec = CaseRecord.from_json(json.loads(path.read_text()), str(path))
             except (OSError, ValueError) as e:
                 raise UserError(f"{path}: not a case record ({e})") from None
-            new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.get("id"), {}))
-            label = f"{rec.get('variant')} / {rec.get('scenario')} r{rec.get('repeat')}"
+            new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.id))
+            label = f"{rec.variant} / {rec.scenario} r{rec.repeat}"
             if why:
                 kept.append(f"- {label}: {why}")
                 continue
             if new == rec:
                 continue
-            write_json(path, new)
-            if new["status"] != rec.get("status"):
-                changed.append(f"- {label}: {rec.get('status')} → {new['status']}: "
-                               f"{new['message']} (was: {rec.get('message')})")
+            write_json(path, new.to_json())
+            if new.status != rec.status:
+                changed.append(f"- {label}: {rec.status} → {new.status}: "
+                               f"{new.message} (was: {rec.message})")
             else:
-                diff = signature_diff(signature(rec), signature(new))
-                if diff or new["message"] != rec.get("message"):
-                    observed.append(f"- {label}: still {new['status']}; "
-                                    + ("; ".join(diff) if diff else
-                                       f"now: {new['message']}"))
+                diff = signature_diff(signature(rec.to_json()), signature(new.to_json()))
+                if diff or new.message != rec.message:
+                    observed.append(f"- {label}: still {new.status}; "
+                                    + ("; ".join(diff) if diff else f"now: {new.message}"))
         say(f"farm reparse: {len(files)} cases judged again against "
             f"{cfg.scenarios_path}: {len(changed)} changed status, {len(observed)} changed "
             f"what they observe or say, {len(kept)} kept as they were\n"

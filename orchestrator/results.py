@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UserError
+from .records import STATUSES, CaseRecord, CaseSpec
 
 SCHEMA = 2
-STATUSES = ("pass", "fail", "error", "skip")
 VERDICTS = ("same", "regression", "fixed", "changed", "error", "flaky")
 CONFIRMED = ("regression", "fixed", "changed")  # re-run before they are final
 FAIL_ON = ("changed", "flaky")  # verdicts a user may have fail the run, beside regression
@@ -31,88 +32,29 @@ def signature(case: dict) -> dict:
     return sig
 
 
-# The fields every case record has, with their types: what the reports read.
-CASE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str, "variant": str, "scenario": str, "repeat": int, "status": str, "message": str}
-CASE_OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "expected": dict, "observed": dict, "logs": dict, "seconds": (int, float), "subcases": list,
-    "page_kind": str, "injector": str, "access": str}
-
-
-def check_case(case, where: str) -> dict:
-    """A case record as the reports need it, or bad input naming the file: a damaged
-    case.json is never a traceback, and never silently a missing case."""
-    if not isinstance(case, dict):
-        raise UserError(f"{where}: not a case record (a JSON object was expected)")
-    for fields, required in ((CASE_FIELDS, True), (CASE_OPTIONAL, False)):
-        for k, t in fields.items():
-            if k not in case:
-                if required:
-                    raise UserError(f"{where}: not a case record (no '{k}')")
-                continue
-            if not isinstance(case[k], t) or isinstance(case[k], bool) and t is int:
-                raise UserError(f"{where}: '{k}' has the wrong type "
-                                f"({type(case[k]).__name__})")
-    if case["status"] not in STATUSES:
-        raise UserError(f"{where}: status '{case['status']}' is not one of "
-                        f"{', '.join(STATUSES)}")
-    return case
-
-
 def load_cases(results: Path) -> list[dict]:
+    """The case records of a result directory, each checked (CaseRecord.from_json), as the
+    results document holds them: a selftest program's KTAP tests follow it, each a case of
+    its own."""
     cases = []
     for p in sorted((results / "cases").glob("*/*/*/case.json")):
         try:
-            case = check_case(json.loads(p.read_text()), str(p))
+            rec = CaseRecord.from_json(json.loads(p.read_text()), str(p))
         except (ValueError, UnicodeDecodeError) as e:
             raise UserError(f"{p}: damaged case record ({e}); move it away and run "
                             f"`farm report` again to count the case as not run") from None
         except OSError as e:
             raise UserError(f"{p}: cannot read: {e.strerror}") from None
-        subcases = [check_case(sc, f"{p} (subcase {i})")
-                    for i, sc in enumerate(case.pop("subcases", []))]
-        cases.append(case)
-        cases.extend(subcases)  # a selftest program's KTAP tests, each a case of its own
+        cases.append(replace(rec, subcases=None).to_json())
+        cases.extend(sc.to_json() for sc in rec.subcases or ())
     return cases
 
 
-def case_id(variant: str, scenario: str, repeat: int) -> str:
-    """A case's id, everywhere: 'baseline::anon-madvise::r1' (a KTAP subtest's scenario is
-    'program/1.2')."""
-    return f"{variant}::{scenario}::r{repeat}"
-
-
-def parse_case_id(cid: str) -> tuple[str, str, str]:
-    """(variant, scenario, 'rN') of a case id; missing parts are ''."""
-    return tuple((cid.split("::") + ["", ""])[:3])
-
-
-def plan_entry(variant: str, scenario: dict, repeat: int, **extra) -> dict:
-    """One planned case: its id, its directory under cases/, and what else the caller adds
-    (what a worker needs to run it, or why it will not run)."""
-    name = scenario["name"]
-    return {"id": case_id(variant, name, repeat), "variant": variant, "repeat": repeat,
-            "scenario": scenario, "dir": f"cases/{variant}/{name}/r{repeat}", **extra}
-
-
-def missing_cases(plan: list[dict], cases: list[dict], why: str) -> list[dict]:
-    """Plan entries with no case.json (interrupted, or a worker died): recorded as errors.
-    An entry may carry its own reason in "not_run" (a shard missing from a merge)."""
+def missing_cases(plan: list[CaseSpec], cases: list[dict], why: str) -> list[dict]:
+    """Planned cases with no case.json (interrupted, or a worker died): recorded as errors.
+    A planned case may carry its own reason in not_run (a shard missing from a merge)."""
     done = {c["id"] for c in cases}
-    out = []
-    for spec in plan:
-        if spec["id"] in done:
-            continue
-        s = spec["scenario"]
-        out.append({"id": spec["id"], "variant": spec["variant"], "scenario": s["name"],
-                    "repeat": spec["repeat"], "status": "error",
-                    "confirm": spec.get("confirm", False),
-                    "message": spec.get("not_run", why),
-                    "page_kind": s["page"], "injector": s["injector"], "access": s["access"],
-                    "policy": {"early_kill": s["early_kill"], "recovery": s.get("recovery", 1)},
-                    "cleanup": s.get("cleanup", "none"), "why": s["why"],
-                    "expected": {}, "observed": {}, "seconds": 0.0, "logs": {}})
-    return out
+    return [CaseRecord.not_run(spec, why).to_json() for spec in plan if spec.id not in done]
 
 
 def signature_diff(a: dict, b: dict) -> list[str]:

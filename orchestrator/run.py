@@ -50,7 +50,8 @@ from .kernel import (
 from .progress import Progress, fmt_seconds
 from .pytest_plugin import PROGRESS
 from .qemu import GuestRequest, Machine, probe_accel
-from .results import CONFIRMED, compare, load_cases, parse_case_id, plan_entry
+from .records import CaseSpec, parse_case_id, plan_json
+from .results import CONFIRMED, compare, load_cases
 from .runner import Runner, deferred_signals
 from .saved import report_dir
 
@@ -293,18 +294,19 @@ class _Run:
     results: Path
     meta: dict
     variants: dict[str, dict]
-    plan: list[dict]
+    plan: list[CaseSpec]
     sockets: Path  # the directory for its guests' sockets
 
     def save(self) -> None:
-        write_json(self.results / "plan.json", {"cases": self.plan})
+        write_json(self.results / "plan.json", plan_json(self.plan))
         write_json(self.results / "run.json", {"run": self.meta, "variants": self.variants})
 
 
-def skeleton(variants: list[str], scenarios: list[Scenario], repeat: int, **extra) -> list[dict]:
+def skeleton(variants: list[str], scenarios: list[Scenario], repeat: int,
+             **extra) -> list[CaseSpec]:
     """Every case of a run, known before anything is built, so that a run stopped at any
     point (or a host that never answered) still accounts for each one."""
-    return [plan_entry(v, asdict(s), r, **extra)
+    return [CaseSpec.planned(v, s, r, **extra)
             for v in variants for s in scenarios for r in range(1, repeat + 1)]
 
 
@@ -401,11 +403,10 @@ def _run(cfg: FarmConfig, opts: RunOptions, m: Matrix, progress: Progress,
             state.variants[v]["build"] = builds[v].to_json()
         state.save()
         built = [v for v in m.variants if builds[v].ok]
-        for spec in state.plan:
-            b = builds[spec["variant"]]
-            if not b.ok:
-                spec["not_run"] = (f"not run: the kernel of {spec['variant']} did not build "
-                                   f"({b.error}; log {b.log})")
+        state.plan = [spec if builds[spec.variant].ok else replace(
+            spec, not_run=f"not run: the kernel of {spec.variant} did not build "
+                          f"({builds[spec.variant].error}; log {builds[spec.variant].log})")
+            for spec in state.plan]
         if built:
             _guests(cfg, state, builds, m, runner, progress)
         why_missing = "not run: a pytest worker died before the case finished"
@@ -504,14 +505,14 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Mat
     machine = replace(machine, accel=accel)
     initrds = {v: with_kselftests(image, b.kselftests, cfg.cache / "kselftests")
                for v, b in builds.items() if b.ok}
-    for spec in state.plan:
-        if "not_run" not in spec:
-            _fill(spec, cfg, builds[spec["variant"]], initrds[spec["variant"]], image, machine)
+    state.plan = [spec if spec.not_run is not None else _fill(
+        spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine)
+        for spec in state.plan]
     state.save()
-    todo = [s for s in state.plan if "not_run" not in s]
-    n_variants = len({s["variant"] for s in state.plan})
+    todo = [s for s in state.plan if s.not_run is None]
+    n_variants = len({s.variant for s in state.plan})
     progress.say(f"running {len(todo)} cases ({n_variants} variants x "
-                 f"{len({s['scenario']['name'] for s in state.plan})} scenarios x "
+                 f"{len({s.scenario.name for s in state.plan})} scenarios x "
                  f"{m.repeat}), {m.jobs} guests at a time")
     _run_cases(results, results / "plan.json", m.jobs, len(todo), runner, progress)
     if m.confirm <= 0:
@@ -521,35 +522,35 @@ def _guests(cfg: FarmConfig, state: _Run, builds: dict[str, BuildResult], m: Mat
         return
     state.plan += extra
     state.save()
-    write_json(results / "confirm.json", {"cases": extra})
-    names = sorted({s["scenario"]["name"] for s in extra})
+    write_json(results / "confirm.json", plan_json(extra))
+    names = sorted({s.scenario.name for s in extra})
     progress.say(f"confirming {len(names)} verdict(s) other than same with {m.confirm} more "
                  f"run(s) of base and variant: {len(extra)} cases ({', '.join(names[:6])}"
                  + (", ..." if len(names) > 6 else "") + ")")
     _run_cases(results, results / "confirm.json", m.jobs, len(extra), runner, progress)
 
 
-def _fill(spec: dict, cfg: FarmConfig, build: BuildResult, initrd: Path, image: GuestImage,
-          machine: Machine) -> None:
+def _fill(spec: CaseSpec, cfg: FarmConfig, build: BuildResult, initrd: Path,
+          image: GuestImage, machine: Machine) -> CaseSpec:
     """What a worker needs to run a planned case: the kernel, the image, the machine."""
-    spec.update(machine=asdict(machine), kernel=build.boot, initrd=str(initrd),
-                disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
-                coverage={"dir": build.coverage, "files": build.coverage_files},
-                kselftest_missing=build.kselftest_errors.get(spec["scenario"]["kselftest"], ""))
+    return replace(spec, machine=machine, kernel=build.boot, initrd=str(initrd),
+                   disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
+                   coverage_dir=build.coverage, coverage_files=tuple(build.coverage_files),
+                   kselftest_missing=build.kselftest_errors.get(spec.scenario.kselftest, ""))
 
 
-def confirmations(cases: list[dict], plan: list[dict], base: str, n: int) -> list[dict]:
+def confirmations(cases: list[dict], plan: list[CaseSpec], base: str,
+                  n: int) -> list[CaseSpec]:
     """Plan entries that run again, n more times each, the base's and the variant's cases of
     every scenario whose verdict is regression, fixed or changed: a verdict is final only
     once its repeats agree (else it is flaky). Errors and flaky verdicts are not re-run:
     more runs cannot turn them into an answer."""
-    runnable = {(s["variant"], s["scenario"]["name"]): s for s in plan
-                if "not_run" not in s and "kernel" in s}
-    variants = list(dict.fromkeys(s["variant"] for s in plan))
+    runnable = {(s.variant, s.scenario.name): s for s in plan if s.runnable}
+    variants = list(dict.fromkeys(s.variant for s in plan))
     last: dict[tuple[str, str], int] = {}
     for s in plan:
-        key = (s["variant"], s["scenario"]["name"])
-        last[key] = max(last.get(key, 0), s["repeat"])
+        key = (s.variant, s.scenario.name)
+        last[key] = max(last.get(key, 0), s.repeat)
     want: list[tuple[str, str]] = []
     for c in compare(cases, base, variants):
         if c["verdict"] in CONFIRMED:
@@ -560,7 +561,8 @@ def confirmations(cases: list[dict], plan: list[dict], base: str, n: int) -> lis
     for v, name in want:
         spec = runnable[(v, name)]
         for r in range(last[(v, name)] + 1, last[(v, name)] + n + 1):
-            out.append({**spec, **plan_entry(v, spec["scenario"], r), "confirm": True})
+            again = CaseSpec.planned(v, spec.scenario, r)
+            out.append(replace(spec, id=again.id, repeat=r, dir=again.dir, confirm=True))
     return out
 
 

@@ -12,19 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
+from .config import Scenario
 from .coverage import report as coverage_report
 from .errors import UserError
 from .files import claim, os_error, write_json
+from .records import CaseRecord, CaseSpec, case_id, plan_json, read_plan
 from .report import write_reports
-from .results import (
-    assemble,
-    case_id,
-    check_case,
-    exit_code,
-    load_cases,
-    missing_cases,
-    plan_entry,
-)
+from .results import assemble, exit_code, load_cases, missing_cases
 
 
 def say(text: str) -> None:
@@ -43,13 +37,11 @@ def report_dir(results: Path, plan_missing: str = "not run",
     run_doc = _run_record(results)
     if fail_on is not None:
         run_doc["run"]["fail_on"] = list(fail_on)
-    plan = _load(results, "plan.json")["cases"] if (results / "plan.json").exists() else []
-    if not isinstance(plan, list) or not all(isinstance(p, dict) and {
-            "id", "variant", "repeat", "scenario"} <= set(p) for p in plan):
-        raise UserError(f"{results / 'plan.json'}: not a farm plan")
+    plan = read_plan(_load(results, "plan.json"), str(results / "plan.json")) \
+        if (results / "plan.json").exists() else []
     cases = load_cases(results)
     cases += missing_cases(plan, cases, plan_missing)
-    order = list(dict.fromkeys(spec["scenario"]["name"] for spec in plan))
+    order = list(dict.fromkeys(spec.scenario.name for spec in plan))
     doc = assemble(run_doc["run"], run_doc["variants"], cases, run_doc["run"]["base"], order)
     cov = coverage_report(doc, results)
     if cov:
@@ -198,8 +190,8 @@ def _results(d: Path) -> dict:
             and isinstance(variants, dict) and isinstance(cases, list)):
         raise UserError(f"{d / 'results.json'}: not a farm results record (no run, base, "
                         "variants or cases)")
-    for i, c in enumerate(cases):
-        check_case(c, f"{d / 'results.json'} (case {i})")
+    doc["cases"] = [CaseRecord.from_json(c, f"{d / 'results.json'} (case {i})").to_json()
+                    for i, c in enumerate(cases)]
     return doc
 
 
@@ -253,11 +245,11 @@ def merge_dirs(dirs: list[Path], out: Path, *, absent_why: dict[int, str] | None
 def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int, str],
            interrupted: str | None) -> int:
     first_dir, first, first_shard = shards[0]
-    plan: list[dict] = []
+    plan: list[CaseSpec] = []
     for d, _, _ in shards:
         _copy_tree(d / "cases", out / "cases")
         if (d / "plan.json").is_file():
-            plan += _load(d, "plan.json")["cases"]
+            plan += read_plan(_load(d, "plan.json"), str(d / "plan.json"))
     count = first_shard["count"]
     absent = [k for k in range(1, count + 1) if k not in seen]
     if absent:
@@ -265,7 +257,7 @@ def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int,
                    "not among the merged directories")
         for k in absent:
             why = absent_why.get(k, missing)
-            plan += [plan_entry(v, s, r, not_run=why)
+            plan += [CaseSpec.planned(v, Scenario(**s), r, not_run=why)
                      for s in first_shard["scenarios"][k - 1::count]
                      for v in first["variants"]
                      for r in range(1, first["run"].get("repeat", 1) + 1)]
@@ -279,7 +271,7 @@ def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int,
             "interrupted": interrupted or next(
                 (r["run"]["interrupted"] for _, r, _ in shards if r["run"].get("interrupted")),
                 False)}
-    write_json(out / "plan.json", {"cases": plan})
+    write_json(out / "plan.json", plan_json(plan))
     write_json(out / "run.json", {"run": meta, "variants": first["variants"]})
     return report_dir(out, plan_missing="not run: its shard has no record of it")
 

@@ -1,5 +1,6 @@
 """Console and agent parsing, and the judgement of a case, on recorded real runs."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,40 +37,40 @@ def test_recorded_baseline_runs_meet_the_shipped_expectations(data, name):
 
 def test_anon_madvise_observables(data):
     obs = observed(data, "anon-madvise")
-    assert obs["guest"] == "survived"
-    assert obs["recovery"] == ["dirty LRU page: Recovered"]
-    assert obs["inject_signal"] == "BUS_MCEERR_AR"
-    assert obs["access_signal"] == "BUS_MCEERR_AR"
-    assert obs["si_addr_is_page"] is True and obs["si_addr_lsb"] == 12
-    assert obs["hardware_corrupted_kb"] == 4
-    assert obs["sigbus_sent"] == ["hwpoison-case:25"]
-    assert obs["kernel_errors"] == []
+    assert obs.value("guest") == "survived"
+    assert obs.value("recovery") == ["dirty LRU page: Recovered"]
+    assert obs.value("inject_signal") == "BUS_MCEERR_AR"
+    assert obs.value("access_signal") == "BUS_MCEERR_AR"
+    assert obs.value("si_addr_is_page") is True and obs.value("si_addr_lsb") == 12
+    assert obs.value("hardware_corrupted_kb") == 4
+    assert obs.value("sigbus_sent") == ["hwpoison-case:25"]
+    assert obs.value("kernel_errors") == []
 
 
 def test_clean_page_cache_is_reread_into_a_new_frame(data):
     obs = observed(data, "pagecache-clean-madvise")
-    assert obs["recovery"] == ["clean LRU page: Recovered"]
-    assert obs["data"] == "intact" and obs["pfn_changed"] is True
-    assert obs["inject_signal"] is None and obs["access_signal"] is None
+    assert obs.value("recovery") == ["clean LRU page: Recovered"]
+    assert obs.value("data") == "intact" and obs.value("pfn_changed") is True
+    assert obs.value("inject_signal") is None and obs.value("access_signal") is None
 
 
 def test_dirty_page_cache_loses_data_and_fsync_says_eio(data):
     obs = observed(data, "pagecache-dirty-madvise")
-    assert obs["fsync_errno"] == 5
-    assert obs["data"] == "unreadable"
+    assert obs.value("fsync_errno") == 5
+    assert obs.value("data") == "unreadable"
 
 
 def test_soft_offline_keeps_data_and_moves_the_page(data):
     obs = observed(data, "anon-soft-offline")
-    assert obs["recovery"] == []
-    assert obs["data"] == "intact" and obs["pfn_changed"] is True
-    assert obs["hardware_corrupted_kb"] == 4
+    assert obs.value("recovery") == []
+    assert obs.value("data") == "intact" and obs.value("pfn_changed") is True
+    assert obs.value("hardware_corrupted_kb") == 4
 
 
 def test_panic_is_recorded_and_is_a_failure_when_survival_was_expected(data):
     obs = observed(data, "host-srao-amd-cpu-panic")
-    assert obs["guest"] == "panicked"
-    assert obs["panic"] == "Fatal local machine check"
+    assert obs.value("guest") == "panicked"
+    assert obs.value("panic") == "Fatal local machine check"
     status, message = judge(SCENARIOS["anon-host-srao"], obs)
     assert status == "fail"
     assert "guest: expected 'survived', observed 'panicked'" in message
@@ -84,7 +85,7 @@ def test_expected_panic_is_a_pass(data):
 
 def test_guest_killed_mid_boot_is_an_error_not_a_failure(data):
     obs = observed(data, "killed-mid-boot", timed_out=True)
-    assert obs["guest"] == "hung" and obs["booted"] is False
+    assert obs.value("guest") == "hung" and obs.value("booted") is False
     status, message = judge(SCENARIOS["anon-madvise"], obs, timeout=1.9)
     assert status == "error"
     assert "timeout" in message
@@ -100,7 +101,7 @@ def test_wrong_expectation_fails_with_expected_and_observed(data):
 
 def test_kernel_refusing_the_injector_is_a_skip(data):
     obs = observed(data, "anon-madvise")
-    obs["inject_errno"] = 22
+    obs = replace(obs, inject_errno=22)
     status, message = judge(SCENARIOS["anon-madvise"], obs)
     assert status == "skip" and "EINVAL" in message
 
@@ -125,13 +126,8 @@ def test_console_line_truncated_mid_line_does_not_break_parsing(data):
     assert facts.sigbus_sent == ["hwpoison-case:25"]
 
 
-def steps_of(obs: dict) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for k, v in obs.items():
-        if "." in k:
-            step, _, name = k.partition(".")
-            out.setdefault(step, {})[name] = v
-    return out
+def steps_of(obs) -> dict[str, dict]:
+    return obs.steps
 
 
 def test_every_access_step_has_a_recorded_real_run():
@@ -163,7 +159,7 @@ def test_dirty_page_cache_new_readers_see_the_disk_and_fsync_says_eio_once(data)
     assert steps["write"]["signal"] == "BUS_MCEERR_AR"  # the old mapping's poison entry
     for way in ("pread", "remap-read", "private-read", "child-read", "after-drop-caches"):
         assert steps[way]["signal"] is None and steps[way]["data"] == "zeroed", way
-    assert steps["fsync"]["errno"] == 5 and obs["fsync_errno"] == 5
+    assert steps["fsync"]["errno"] == 5 and obs.value("fsync_errno") == 5
 
 
 def test_hugetlb_file_readers_fault_on_the_huge_page_and_pwrite_is_einval(data):
@@ -174,8 +170,9 @@ def test_hugetlb_file_readers_fault_on_the_huge_page_and_pwrite_is_einval(data):
 
 def test_a_step_that_never_reported_is_one_line_of_the_failure(data):
     s = SCENARIOS["anon-madvise"]
-    obs = {k: v for k, v in observed(data, "anon-madvise").items()
-           if not k.startswith(("child-read.", "write."))}
+    obs = observed(data, "anon-madvise")
+    obs = replace(obs, steps={k: v for k, v in obs.steps.items()
+                              if k not in ("child-read", "write")})
     status, message = judge(s, obs)
     assert status == "fail"
     assert message == "child-read: the step never reported; write: the step never reported"

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.case import expected_of, judge, kernel_cmdline
 from orchestrator.config import RACE_KINDS, RACES, load_farm, load_scenarios
 from orchestrator.errors import ConfigErrors
-from orchestrator.parse import observe, parse_agent, parse_console
+from orchestrator.parse import Observed, observe, parse_agent, parse_console
 from orchestrator.report import summary
 from orchestrator.results import assemble, signature
 from orchestrator.run import Matrix, RunOptions, run_meta, select
@@ -22,7 +22,7 @@ CFG = load_farm(REPO / "farm.yaml")
 BY_NAME = {s.name: s for s in CFG.scenarios}
 
 
-def recorded(name: str, edit=None) -> dict:
+def recorded(name: str, edit=None) -> Observed:
     """The observables of a recorded race guest; edit(round_event) may change its rounds
     (a stand-in for a kernel that got one wrong, built from a real round)."""
     d = RACES_DIR / name
@@ -150,12 +150,12 @@ def test_a_debug_kernel_race_that_held_passes_with_its_rounds_on_record():
     obs = recorded("race-pagecache-dirty-truncate-debug")
     s = scenario_of("race-pagecache-dirty-truncate")
     assert judge(s, obs) == ("pass", "as expected")
-    assert obs["kernel_reports"] == [] and obs["race.rounds"] == 10
-    race = obs["race"]
+    assert obs.value("kernel_reports") == [] and obs.value("race.rounds") == 10
+    race = obs.race
     assert race["action"] == "truncate" and race["cpus"] == 2 and race["rounds"] == 10
     assert sum(race["outcomes"].values()) == 10
     # who won is on record, out of the signature: the handlers that ran, the count
-    assert obs["recovery"] == [] and "hardware_corrupted_kb" not in obs
+    assert obs.value("recovery") == [] and "hardware_corrupted_kb" not in obs.to_json()
     assert isinstance(race["recovery"], dict)
 
 
@@ -192,12 +192,12 @@ def test_the_race_demo_patch_oopses_and_the_guest_panics_at_once():
     me_pagecache_clean took a NULL mapping. oops=panic ends the guest at once."""
     obs = recorded("race-demo-null-deref")
     status, message = judge(scenario_of("race-pagecache-dirty-truncate"), obs)
-    assert status == "fail" and obs["guest"] == "panicked"
+    assert status == "fail" and obs.value("guest") == "panicked"
     assert message.startswith("guest: expected 'survived', observed 'panicked'")
-    oops = obs["kernel_reports"][0]
+    oops = obs.value("kernel_reports")[0]
     assert oops["kind"] == "oops" and oops["function"] == "shmem_mapping"
     assert oops["line"].startswith("BUG: kernel NULL pointer dereference")
-    assert [r["kind"] for r in obs["kernel_reports"]] == ["oops", "panic"]  # one Oops
+    assert [r["kind"] for r in obs.value("kernel_reports")] == ["oops", "panic"]  # one Oops
 
 
 def test_a_round_that_cannot_set_up_after_others_ran_is_the_kernels_outcome():
@@ -220,9 +220,9 @@ def test_who_wins_a_round_never_changes_the_signature():
         e.update(data="intact" if e["data"] == "unreadable" else "unreadable",
                  inject_errno=16, racer_errno=133, hc_delta=0, frames_delta=0)
     a, b = recorded("race-ksm-fork"), recorded("race-ksm-fork", flip)
-    assert a["race"]["outcomes"] != b["race"]["outcomes"]
-    sig = signature({"observed": a})
-    assert sig == signature({"observed": b})
+    assert a.race["outcomes"] != b.race["outcomes"]
+    sig = signature({"observed": a.to_json()})
+    assert sig == signature({"observed": b.to_json()})
     assert {k for k in sig if k.startswith("race.")} == {
         "race.rounds", "race.wrong_data", "race.hc_overcount", "race.not_back"}
 
@@ -231,10 +231,10 @@ def test_the_summary_names_the_seed_and_each_races_rounds():
     obs = recorded("race-ksm-fork")
     case = {"id": "baseline::race-ksm-fork::r1", "variant": "baseline",
             "scenario": "race-ksm-fork", "repeat": 1, "status": "pass",
-            "message": "as expected", "observed": obs, "expected": {}}
+            "message": "as expected", "observed": obs.to_json(), "expected": {}}
     doc = assemble({"id": "r", "seed": 99, "base": "baseline", "repeat": 1, "jobs": 2,
                     "layers": ["debug"]}, {"baseline": {}}, [case], "baseline")
     text = summary(doc, 0)
     assert "- race seed: 99 (the same races again: --seed 99)" in text
     assert "| race-ksm-fork | pass (10 rounds: data=" in text
-    json.dumps(obs)  # the record stays JSON
+    json.dumps(obs.to_json())  # the record stays JSON

@@ -64,8 +64,8 @@ def test_kernel_errors_name_kind_and_function_and_fail_a_survived_case():
     with open(REPORTS / "warning.log", errors="replace") as f:
         console = parse_console(f)
     obs = observe(console, [], timed_out=False)
-    assert obs["kernel_errors"][0].startswith("warning in lkdtm_WARNING: WARNING: CPU: ")
-    assert obs["kernel_reports"][0]["kind"] == "warning"
+    assert obs.value("kernel_errors")[0].startswith("warning in lkdtm_WARNING: WARNING: CPU: ")
+    assert obs.value("kernel_reports")[0]["kind"] == "warning"
 
 
 def test_a_quiet_console_has_no_report():

@@ -1,6 +1,7 @@
 """A/B verdicts and exit codes, over cases built from recorded real runs."""
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from orchestrator.case import expected_of, judge
 from orchestrator.config import load_scenarios
 from orchestrator.parse import observe, parse_agent, parse_console
+from orchestrator.records import CaseSpec, read_plan
 from orchestrator.results import assemble, compare, exit_code, missing_cases
 from orchestrator.run import confirmations
 
@@ -20,12 +22,17 @@ def case(datadir, variant, scenario, recording=None, repeat=1, **obs_changes):
     with open(d / "console.log", errors="replace") as f:
         obs = observe(parse_console(f), parse_agent((d / "agent.log").read_text().splitlines()),
                       timed_out=False)
-    obs.update(obs_changes)
+    steps = {**obs.steps}
+    for k, v in obs_changes.items():  # a step's observable: "populate-read.data"
+        if "." in k:
+            step, _, name = k.partition(".")
+            steps[step] = {**steps.get(step, {}), name: v}
+    obs = replace(obs, steps=steps, **{k: v for k, v in obs_changes.items() if "." not in k})
     s = SCEN[scenario]
     status, message = judge(s, obs)
     return {"id": f"{variant}::{scenario}::r{repeat}", "variant": variant,
             "scenario": scenario, "repeat": repeat, "status": status, "message": message,
-            "expected": expected_of(s), "observed": obs, "seconds": 2.0, "logs": {}}
+            "expected": expected_of(s), "observed": obs.to_json(), "seconds": 2.0, "logs": {}}
 
 
 @pytest.fixture
@@ -135,14 +142,16 @@ def test_exit_codes(data, ab):
 
 
 def test_cases_never_run_are_errors_with_the_reason(data):
-    spec = {"id": "patched::anon-madvise::r1", "variant": "patched", "repeat": 1,
-            "scenario": {"name": "anon-madvise", "page": "anon", "injector": "madvise",
-                         "access": "read", "early_kill": 0, "why": "w"}}
+    s = SCEN["anon-madvise"]
     done = [case(data, "baseline", "anon-madvise")]
-    spec0 = dict(spec, id="baseline::anon-madvise::r1", variant="baseline")
-    missing = missing_cases([spec0, spec], done, "not run: interrupted")
+    plan = [CaseSpec.planned("baseline", s, 1), CaseSpec.planned("patched", s, 1),
+            CaseSpec.planned("patched", s, 2, not_run="not run: host h never answered")]
+    missing = missing_cases(plan, done, "not run: interrupted")
     assert [(m["id"], m["status"], m["message"]) for m in missing] == [
-        ("patched::anon-madvise::r1", "error", "not run: interrupted")]
+        ("patched::anon-madvise::r1", "error", "not run: interrupted"),
+        ("patched::anon-madvise::r2", "error", "not run: host h never answered")]
+    assert missing[0]["page_kind"] == "anon" and missing[0]["logs"] == {}
+    assert "started" not in missing[0] and "command" not in missing[0]
 
 
 def test_a_guest_whose_workload_never_reported_is_an_error_never_survived(data):
@@ -150,10 +159,10 @@ def test_a_guest_whose_workload_never_reported_is_an_error_never_survived(data):
     with open(d / "console.log", errors="replace") as f:
         obs = observe(parse_console(f), parse_agent((d / "agent.log").read_text().splitlines()),
                       timed_out=False)
-    assert obs["guest"] == "survived" and obs["reported"] is False and obs["workload_rc"] == 139
+    assert (obs.guest, obs.reported, obs.workload_rc) == ("survived", False, 139)
     assert judge(SCEN["anon-madvise"], obs) == (
         "error", "the workload ended without reporting its result (killed by SIGSEGV)")
-    oops = dict(obs, kernel_errors=["BUG: Bad page state in process hwpoison-case"])
+    oops = replace(obs, kernel_errors=("BUG: Bad page state in process hwpoison-case",))
     status, message = judge(SCEN["anon-madvise"], oops)
     assert status == "fail" and message.endswith(
         "the kernel reported: BUG: Bad page state in process hwpoison-case")
@@ -200,13 +209,14 @@ def test_a_patched_kernel_that_does_not_build_fails_the_run_and_a_broken_base_is
 
 def test_confirmations_rerun_base_and_variant_of_each_verdict_not_same(data):
     import json
-    plan = json.loads((data / "run-ab" / "plan.json").read_text())["cases"]
+    plan = read_plan(json.loads((data / "run-ab" / "plan.json").read_text()), "plan.json")
     doc = json.loads((data / "run-ab" / "results.json").read_text())
     extra = confirmations(doc["cases"], plan, "baseline", 2)
     regressed = sorted(c["scenario"] for c in doc["comparison"] if c["verdict"] != "same")
-    assert regressed and sorted({e["scenario"]["name"] for e in extra}) == regressed
-    assert sorted((e["variant"], e["repeat"]) for e in extra if
-                  e["scenario"]["name"] == regressed[0]) == [
+    assert regressed and sorted({e.scenario.name for e in extra}) == regressed
+    assert sorted((e.variant, e.repeat) for e in extra if
+                  e.scenario.name == regressed[0]) == [
         ("baseline", 2), ("baseline", 3), ("poison-clean-ptes", 2), ("poison-clean-ptes", 3)]
-    assert all(e["confirm"] and e["dir"].endswith(f"/r{e['repeat']}") for e in extra)
+    assert all(e.confirm and e.dir.endswith(f"/r{e.repeat}") and e.id.endswith(f"::r{e.repeat}")
+               and e.kernel for e in extra)
     assert confirmations(doc["cases"], plan, "baseline", 0) == []
