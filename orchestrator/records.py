@@ -42,6 +42,15 @@ def parse_case_id(cid: str) -> tuple[str, str, str]:
     return tuple((cid.split("::") + ["", ""])[:3])
 
 
+def scenario_from_json(d: Any, where: str) -> Scenario:
+    """A scenario as a plan or a shard's record holds it (dataclasses.asdict of it)."""
+    from .config import Scenario
+    try:
+        return Scenario(**d)
+    except TypeError as e:
+        raise UserError(f"{where}: not a scenario ({e})") from None
+
+
 @dataclass(frozen=True)
 class CaseSpec:
     """A planned case: who runs it where, and once its kernel is built, what a worker needs
@@ -93,13 +102,12 @@ class CaseSpec:
     def from_json(cls, d: Any, where: str) -> CaseSpec:
         if not isinstance(d, dict):
             raise UserError(f"{where}: not a planned case (a JSON object was expected)")
-        from .config import Scenario
         from .qemu import Machine
         try:
             cov = d.get("coverage") or {}
             return cls(
                 id=d["id"], variant=d["variant"], repeat=d["repeat"],
-                scenario=Scenario(**d["scenario"]), dir=d["dir"],
+                scenario=scenario_from_json(d["scenario"], where), dir=d["dir"],
                 confirm=d.get("confirm", False), not_run=d.get("not_run"),
                 results=d.get("results", ""), sockets=d.get("sockets") or "",
                 machine=Machine(**d["machine"]) if d.get("machine") else None,

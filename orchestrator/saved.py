@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
-from .config import Scenario
 from .coverage import report as coverage_report
 from .errors import UserError
 from .files import claim, os_error, write_json
-from .records import CaseRecord, CaseSpec, case_id, plan_json, read_plan
+from .records import CaseRecord, CaseSpec, case_id, plan_json, read_plan, scenario_from_json
 from .report import write_reports
 from .results import assemble, exit_code, load_cases, missing_cases
 
@@ -257,7 +256,8 @@ def _merge(shards: list, seen: dict[int, Path], out: Path, absent_why: dict[int,
                    "not among the merged directories")
         for k in absent:
             why = absent_why.get(k, missing)
-            plan += [CaseSpec.planned(v, Scenario(**s), r, not_run=why)
+            plan += [CaseSpec.planned(v, scenario_from_json(s, f"{first_dir}: shard"), r,
+                                      not_run=why)
                      for s in first_shard["scenarios"][k - 1::count]
                      for v in first["variants"]
                      for r in range(1, first["run"].get("repeat", 1) + 1)]

@@ -157,6 +157,20 @@ def test_report_on_a_damaged_case_record_names_it_and_exits_2(run_dir, capsys, d
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("damage,words", [
+    ('{"cases": {}}', "plan.json: not a farm plan (no list of cases)"),
+    ('{"cases": [[1]]}', "plan.json (case 0): not a planned case (a JSON object was expected)"),
+    ('{"cases": [{"id": "x"}]}', "plan.json (case 0): not a planned case (KeyError: 'variant')"),
+    ('{"cases": [{"id": "x", "variant": "v", "repeat": 1, "dir": "d", "scenario": '
+     '{"name": "s", "page": "anon"}}]}', "plan.json (case 0): not a scenario ("),
+])
+def test_report_on_a_damaged_plan_names_it_and_exits_2(run_dir, capsys, damage, words):
+    (run_dir / "plan.json").write_text(damage)
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"farm: error: {run_dir}") and words in err and "Traceback" not in err
+
+
 def test_a_reader_that_goes_away_never_changes_the_exit_code(run_dir):
     import subprocess
     import sys
