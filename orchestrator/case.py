@@ -4,6 +4,7 @@ so that every finished case survives a crash or Ctrl-C of the rest of the run.""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -90,6 +91,10 @@ def expected_of(s: Scenario) -> dict:
 
 
 STALLS = ("soft-lockup", "rcu-stall", "hung-task")
+# Panics of a kernel that could not start what the farm gave it to run (the initramfs and
+# its /init): the guest image's fault, not the kernel's.
+IMAGE_PANIC = re.compile(r"No working init found|Unable to mount root fs|"
+                         r"Requested init \S+ failed|Initramfs unpacking failed")
 
 
 def _no_answer(exp: dict, obs: Observed, infra_error: str | None,
@@ -106,7 +111,13 @@ def _no_answer(exp: dict, obs: Observed, infra_error: str | None,
             return "fail", (f"the guest hung (timeout after {timeout:.0f}s); the kernel "
                             f"reported: {Report(**said[0]).text()}")
         return "error", f"timeout after {timeout:.0f}s with no kernel verdict"
-    if not obs.booted and obs.guest != "panicked":
+    if not obs.booted and obs.guest == "panicked":
+        # Before the agent the case has not begun: never the panic a scenario expects.
+        if IMAGE_PANIC.search(obs.panic or ""):
+            return "error", f"the guest could not start its agent: {obs.panic}"
+        return "fail", ("the kernel panicked while booting, before the agent started: "
+                        + "; ".join(obs.kernel_errors[:2] or [obs.panic or "?"]))
+    if not obs.booted:
         return "error", "the guest never reached its agent"
     if obs.setup_error:
         if obs.setup_errno in FEATURE_MISSING:

@@ -83,6 +83,30 @@ def test_expected_panic_is_a_pass(data):
     assert judge(s, observed(data, "host-srao-amd-cpu-panic"))[0] == "pass"
 
 
+def test_a_kernel_that_panics_while_booting_never_passes_an_expected_panic(data):
+    """A real kernel with a throwaway patch that BUGs in an initcall (memory_failure_init):
+    it panics before the agent starts. That fails every scenario, the ones that expect a
+    panic too (they passed before this check), and the message says where it died."""
+    obs = observed(data, "boot-panic-initcall-bug")
+    assert (obs.guest, obs.booted) == ("panicked", False)
+    want = ("fail", "the kernel panicked while booting, before the agent started: bug in "
+            "memory_failure_init: kernel BUG at ../src/mm/memory-failure.c:2551!; panic: "
+            "Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b")
+    for name in ("anon-madvise", "anon-host-srar-in-kernel", "anon-madvise-recovery-off"):
+        assert judge(SCENARIOS[name], obs) == want, name
+
+
+def test_a_guest_image_the_kernel_cannot_start_is_an_error(data):
+    """The real base kernel told to start an /init the initramfs does not have: the farm's
+    image, not the kernel, so an error, even where the scenario expects a panic."""
+    obs = observed(data, "boot-panic-no-init")
+    assert (obs.guest, obs.booted) == ("panicked", False)
+    for name in ("anon-madvise", "anon-host-srar-in-kernel"):
+        assert judge(SCENARIOS[name], obs) == (
+            "error", "the guest could not start its agent: VFS: Unable to mount root fs on "
+            "unknown-block(0,0)"), name
+
+
 def test_guest_killed_mid_boot_is_an_error_not_a_failure(data):
     obs = observed(data, "killed-mid-boot", timed_out=True)
     assert obs.value("guest") == "hung" and obs.value("booted") is False
