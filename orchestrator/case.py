@@ -174,6 +174,10 @@ def judge(s: Scenario, obs: Observed, *, infra_error: str | None = None,
         return "fail", "; ".join(_differences(exp, obs) + [
             f"round {obs.race['rounds'] + 1} could not set its page up: {stopped} (what the "
             "rounds before left behind)"])
+    if obs.guest == "panicked" and not obs.page_set_up and not s.race:
+        # Never the panic a scenario expects: the case had not begun.
+        return "fail", ("the kernel panicked before the workload set its page up: "
+                        + "; ".join(obs.kernel_errors[:2] or [obs.panic or "?"]))
     if exp["guest"] == obs.guest == "survived" and not obs.reported:
         return _no_result(obs)
     errno = obs.inject_errno

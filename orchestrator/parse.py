@@ -134,6 +134,7 @@ class Observed:
     mce_logged: bool
     workload_rc: int | None
     reported: bool  # the workload sent its result
+    page_set_up: bool  # the workload set the case's page up and went on to poison it
     hardware_corrupted_kb: int | None = ABSENT
     # from the workload's result
     inject_errno: int | None = ABSENT
@@ -223,6 +224,7 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> Ob
                           for e in console.hardware_errors),
         "workload_rc": end.get("rc") if end else None,
         "reported": result is not None,
+        "page_set_up": _first(events, "page") is not None,
     }
     hc0 = start.get("hardware_corrupted_kb") if start else None
     hc_end = end.get("hardware_corrupted_kb") if end else None

@@ -96,6 +96,19 @@ def test_a_kernel_that_panics_while_booting_never_passes_an_expected_panic(data)
         assert judge(SCENARIOS[name], obs) == want, name
 
 
+def test_a_panic_before_the_workload_set_its_page_up_is_never_the_expected_one(data):
+    """A real kernel with a throwaway patch that panics when the agent sets
+    vm.memory_failure_early_kill, after the agent started and before the workload: such a
+    kernel passed the scenarios that expect a panic until this check."""
+    obs = observed(data, "setup-panic-sysctl")
+    assert (obs.guest, obs.booted, obs.page_set_up) == ("panicked", True, False)
+    want = ("fail", "the kernel panicked before the workload set its page up: panic in panic: "
+            "Kernel panic - not syncing: memory_failure_early_kill written")
+    for name in ("anon-madvise", "anon-host-srar-in-kernel", "anon-madvise-recovery-off"):
+        assert judge(SCENARIOS[name], obs) == want, name
+    assert observed(data, "host-srar-in-kernel-panic").page_set_up  # the panic it expects
+
+
 def test_a_guest_image_the_kernel_cannot_start_is_an_error(data):
     """The real base kernel told to start an /init the initramfs does not have: the farm's
     image, not the kernel, so an error, even where the scenario expects a panic."""
