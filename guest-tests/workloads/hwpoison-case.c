@@ -85,6 +85,7 @@ static volatile struct sig_seen early_sig;
 
 static void on_sigbus(int signo, siginfo_t *si, void *uc)
 {
+	(void)uc;
 	if (!armed && si->si_code == BUS_MCEERR_AO) {
 		/* an early kill: advisory, delivered outside any access; note it and go on */
 		early_sig.signo = signo;
