@@ -115,8 +115,7 @@ def _no_answer(exp: dict, obs: Observed, infra_error: str | None,
         # Before the agent the case has not begun: never the panic a scenario expects.
         if IMAGE_PANIC.search(obs.panic or ""):
             return "error", f"the guest could not start its agent: {obs.panic}"
-        return "fail", ("the kernel panicked while booting, before the agent started: "
-                        + "; ".join(obs.kernel_errors[:2] or [obs.panic or "?"]))
+        return "fail", f"the kernel panicked while booting, before the agent started: {_told(obs)}"
     if not obs.booted:
         return "error", "the guest never reached its agent"
     if obs.setup_error:
@@ -124,6 +123,11 @@ def _no_answer(exp: dict, obs: Observed, infra_error: str | None,
             return "skip", f"the guest cannot set this case up: {obs.setup_error}"
         return "error", f"guest setup failed: {obs.setup_error}"
     return None
+
+
+def _told(obs: Observed) -> str:
+    """What a kernel that panicked said: its first two reports, or its panic line."""
+    return "; ".join(obs.kernel_errors[:2] or [obs.panic or "?"])
 
 
 def _no_result(obs: Observed) -> tuple[str, str]:
@@ -176,8 +180,7 @@ def judge(s: Scenario, obs: Observed, *, infra_error: str | None = None,
             "rounds before left behind)"])
     if obs.guest == "panicked" and not obs.page_set_up and not s.race:
         # Never the panic a scenario expects: the case had not begun.
-        return "fail", ("the kernel panicked before the workload set its page up: "
-                        + "; ".join(obs.kernel_errors[:2] or [obs.panic or "?"]))
+        return "fail", f"the kernel panicked before the workload set its page up: {_told(obs)}"
     if exp["guest"] == obs.guest == "survived" and not obs.reported:
         return _no_result(obs)
     errno = obs.inject_errno

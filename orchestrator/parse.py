@@ -171,30 +171,27 @@ class Observed:
             return getattr(self.race_checks, rest, None)
         if dot:
             return self.steps.get(head, {}).get(rest)
-        v = getattr(self, name, None) if name in _NAMES else None
-        return None if v is ABSENT else list(v) if isinstance(v, tuple) else v
+        v = getattr(self, name) if name in _NAMES else None
+        return None if v is ABSENT else _json(v)
 
     def has_step(self, step: str) -> bool:
         """Whether a step of the access (or the race's rounds, "race") reported at all."""
         return self.race_checks is not None if step == "race" else step in self.steps
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {}
-        for name in _NAMES:
-            v = getattr(self, name)
-            if v is not ABSENT:
-                out[name] = list(v) if isinstance(v, tuple) else v
+        out = self._present(_NAMES)
         for step, values in self.steps.items():
             out.update({f"{step}.{k}": v for k, v in values.items()})
         if self.race_checks:
             out.update({f"race.{k}": v for k, v in asdict(self.race_checks).items()})
-        if self.race is not ABSENT:
-            out["race"] = self.race
-        for name in _LAST:
-            v = getattr(self, name)
-            if v is not ABSENT:
-                out[name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return {**out, **self._present(("race", *_LAST))}
+
+    def _present(self, names: Iterable[str]) -> dict[str, Any]:
+        return {n: _json(v) for n in names if (v := getattr(self, n)) is not ABSENT}
+
+
+def _json(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 _LAST = ("setup_error", "setup_errno", "injections", "ktap_tests", "ktap_problems")

@@ -23,10 +23,10 @@ from types import NoneType, UnionType
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
+from .qemu import Machine
 
 if TYPE_CHECKING:  # config imports results, which reads records: imported where used
     from .config import Scenario
-    from .qemu import Machine
 
 STATUSES = ("pass", "fail", "error", "skip")
 
@@ -102,7 +102,6 @@ class CaseSpec:
     def from_json(cls, d: Any, where: str) -> CaseSpec:
         if not isinstance(d, dict):
             raise UserError(f"{where}: not a planned case (a JSON object was expected)")
-        from .qemu import Machine
         try:
             cov = d.get("coverage") or {}
             return cls(
