@@ -205,11 +205,15 @@ def test_a_result_directory_in_use_or_of_the_wrong_kind_is_refused_in_one_line(
     assert "already holds a run" in capsys.readouterr().err
 
 
-def test_run_ids_are_unique_within_one_second():
+def test_run_ids_are_unique_within_one_second(tmp_path):
+    """Ids come from fresh_results, which makes each run's directory exclusively and draws
+    again when one is taken: 2000 ids of one millisecond are 2000 directories. (Drawn alone,
+    4 random bytes give two equal ids among 2000 about once in 2000 tries: a fresh-clone
+    ./run-tests met one.)"""
     from datetime import UTC, datetime
 
-    from orchestrator.run import new_run_id
+    from orchestrator.run import fresh_results
     now = datetime.now(UTC)
-    ids = {new_run_id(now) for _ in range(2000)}
-    assert len(ids) == 2000  # 4 random bytes beside the millisecond
+    ids = {fresh_results(tmp_path, now)[0] for _ in range(2000)}
+    assert len(ids) == 2000 and len(list(tmp_path.iterdir())) == 2000
     assert all(i.startswith(now.strftime("%Y%m%d-%H%M%S-")) for i in ids)
