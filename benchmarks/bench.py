@@ -34,25 +34,25 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from orchestrator.build import BuildRequest, build, plan_build  # noqa: E402
 from orchestrator.case import kernel_cmdline, run_case  # noqa: E402
-from orchestrator.config import load_farm  # noqa: E402
+from orchestrator.caserecords import CaseSpec  # noqa: E402
+from orchestrator.farmfile import load_farm  # noqa: E402
 from orchestrator.image import build_image  # noqa: E402
-from orchestrator.kernel import (  # noqa: E402
-    BuildRequest,
-    build,
-    plan_build,
-    prepare_source,
-)
+from orchestrator.options import RunOptions  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
 from orchestrator.qemu import GuestRequest, Machine, qemu_command  # noqa: E402
-from orchestrator.run import RunOptions, run  # noqa: E402
+from orchestrator.registry import COVERAGE_DEFAULT  # noqa: E402
+from orchestrator.results import read_results  # noqa: E402
+from orchestrator.run import run  # noqa: E402
 from orchestrator.runner import Runner  # noqa: E402
+from orchestrator.source import prepare_source  # noqa: E402
 
 CFG = load_farm(REPO / "farm.yaml")
 RUNNER = Runner()
@@ -67,6 +67,18 @@ def timed(fn, *args, **kwargs) -> float:
 
 def source():
     return prepare_source(CFG.source, CFG.cache, RUNNER, QUIET)
+
+
+def one_case(s, i: int, tmp: Path, where: str, build_, image, machine, timeout: int = 60):
+    """One farm case of scenario s on a build, run as a pytest worker runs it; it must pass."""
+    spec = CaseSpec.planned("b", s, i, results=str(tmp), machine=machine, kernel=build_.boot,
+                            initrd=str(image.initrd), disk=str(image.disk),
+                            swap=str(image.swap), timeout=timeout,
+                            coverage_dir=build_.coverage or None,
+                            coverage_files=tuple(build_.coverage_files))
+    rec = run_case(replace(spec, dir=f"{where}/{i}"), RUNNER)
+    assert rec.status == "pass", (where, rec.message)
+    return rec
 
 
 def plain_make(src: Path, obj: Path, ccache_dir: Path, use_ccache: bool) -> float:
@@ -163,12 +175,7 @@ def bench_case() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-case-"))
 
     def farm_case(i):
-        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
-                "results": str(tmp), "dir": f"farm/{i}", "machine": asdict(machine),
-                "kernel": built.boot, "initrd": str(image.initrd), "disk": str(image.disk),
-                "swap": str(image.swap), "timeout": 60}
-        rec = run_case(spec, RUNNER)
-        assert rec["status"] == "pass", rec["message"]
+        one_case(s, i, tmp, "farm", built, image, machine)
 
     def bare_case(kernel, i):
         d = tmp / f"bare-{kernel.name}" / str(i)
@@ -196,25 +203,18 @@ def bench_case() -> dict:
 
 def bench_coverage() -> dict:
     """A coverage case against a plain one, and a coverage run against a plain run."""
-    from orchestrator.config import COVERAGE_DEFAULT
     s = next(s for s in CFG.scenarios if s.name == "pagecache-clean-madvise")
     src = source()
     req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, CFG.cache, 3)
     plain = build(req, RUNNER, QUIET)
-    cov = build(BuildRequest(**{**req.__dict__, "coverage": COVERAGE_DEFAULT}), RUNNER, QUIET)
+    cov = build(replace(req, coverage=COVERAGE_DEFAULT), RUNNER, QUIET)
     image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
     machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
     tmp = Path(tempfile.mkdtemp(prefix="bench-coverage-"))
 
     def case(b, i):
-        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
-                "results": str(tmp), "dir": f"{b.key}/{i}", "machine": asdict(machine),
-                "kernel": b.boot, "initrd": str(image.initrd), "disk": str(image.disk),
-                "swap": str(image.swap), "timeout": 60,
-                "coverage": {"dir": b.coverage, "files": b.coverage_files}}
-        rec = run_case(spec, RUNNER)
-        assert rec["status"] == "pass", rec["message"]
-        assert b is plain or rec["coverage"].get("files"), rec["coverage"]
+        rec = one_case(s, i, tmp, b.key, b, image, machine)
+        assert b is plain or rec.coverage.get("files"), rec.coverage
 
     a, c = [], []
     for i in range(7):  # interleaved
@@ -231,7 +231,7 @@ def bench_coverage() -> dict:
 
 def bench_layers(layers=("debug", "kasan")) -> dict:
     """The same case on the plain kernel and on each layer's, side by side."""
-    from orchestrator.run import fragments_with
+    from orchestrator.plan import fragments_with
     s = next(s for s in CFG.scenarios if s.name == "pagecache-clean-madvise")
     src = source()
     builds = {}
@@ -246,12 +246,7 @@ def bench_layers(layers=("debug", "kasan")) -> dict:
     times: dict[str, list[float]] = {k: [] for k in builds}
 
     def case(name, b, i):
-        spec = {"id": f"b::{s.name}::r{i}", "variant": "b", "repeat": i, "scenario": asdict(s),
-                "results": str(tmp), "dir": f"{name}/{i}", "machine": asdict(machine),
-                "kernel": b.boot, "initrd": str(image.initrd), "disk": str(image.disk),
-                "swap": str(image.swap), "timeout": 120}
-        rec = run_case(spec, RUNNER)
-        assert rec["status"] == "pass", (name, rec["message"])
+        one_case(s, i, tmp, name, b, image, machine, timeout=120)
 
     for i in range(5):  # interleaved
         for name, b in builds.items():
@@ -292,10 +287,9 @@ def bench_bisect(n: int = 16, bad: int = 11) -> dict:
     """A series of n patches on mm/memory-failure.c: patch `bad` is the shipped demonstration
     patch, every other one appends a comment (a new build key each, warm ccache)."""
     import difflib
-    from dataclasses import replace
 
     from orchestrator.bisect import bisect
-    from orchestrator.config import Variant
+    from orchestrator.farmfile import Variant
     demo = CFG.variants["poison-clean-ptes"].patches[0]
     work = Path(tempfile.mkdtemp(prefix="bench-bisect-"))
     text = (source().path / "mm/memory-failure.c").read_text()
@@ -320,9 +314,8 @@ def bench_bisect(n: int = 16, bad: int = 11) -> dict:
     doc = json.loads((work / "out" / "bisect.json").read_text())
     builds = {}
     for step in doc["steps"]:
-        r = json.loads((Path(step["results"]) / "results.json").read_text())
-        b = r["variants"][step["variant"]]["build"]
-        builds[step["prefix"]] = (b["status"], b.get("seconds"))
+        b = read_results(Path(step["results"])).variants[step["variant"]].build
+        builds[step["prefix"]] = (b.status, b.seconds)
     fresh = [sec for st, sec in builds.values() if st == "built" and sec]
     base = bench_build(cold=False)["warm"]["plain_make_s"]
     (res,) = doc["results"]

@@ -32,9 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.config import load_farm  # noqa: E402
+from orchestrator.farmfile import load_farm  # noqa: E402
+from orchestrator.options import RunOptions  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
-from orchestrator.run import RunOptions, run  # noqa: E402
+from orchestrator.results import read_results  # noqa: E402
+from orchestrator.run import run  # noqa: E402
 
 
 def children() -> list[int]:
@@ -91,6 +93,40 @@ def snapshot(cache: Path) -> dict:
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
 
 
+def one_round(cfg, k: int, work: Path, args, quiet: Progress) -> dict:
+    """Round k: an A/A run of every scenario, and what it left behind."""
+    before = snapshot(cfg.cache)
+    start = time.monotonic()
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = run(cfg, RunOptions(results=work / f"round-{k}", jobs=args.jobs,
+                                   repeat=args.repeat), quiet)
+    seconds = time.monotonic() - start
+    time.sleep(2)  # let the last guests' processes be reaped before counting
+    after = snapshot(cfg.cache)
+    doc = read_results(work / f"round-{k}")
+    errors = [c for c in doc.cases if c.status == "error"]
+    false = [c for c in doc.comparison if c.verdict != "same"]
+    return {"round": k, "exit": code, "guests": len([c for c in doc.cases if not c.parent]),
+            "seconds": round(seconds), "infra_errors": len(errors),
+            "false_verdicts": len(false),
+            "false_regressions": sum(c.verdict == "regression" for c in false),
+            "before": before, "after": after,
+            "errors": [f"{c.id}: {c.message}" for c in errors][:10],
+            "verdicts": [f"{c.scenario}: {c.verdict}: {c.detail}" for c in false][:10]}
+
+
+def totals(rounds: list[dict], first: dict, last: dict, seconds: float) -> dict:
+    return {"rounds": len(rounds), "guests": sum(r["guests"] for r in rounds),
+            "seconds": round(seconds),
+            "infra_errors": sum(r["infra_errors"] for r in rounds),
+            "false_verdicts": sum(r["false_verdicts"] for r in rounds),
+            "false_regressions": sum(r["false_regressions"] for r in rounds),
+            "before": first, "after": last,
+            "growth": {k: last[k] - first[k] for k in
+                       ("fds", "threads", "children", "qemu_on_machine", "socket_dirs",
+                        "work_trees", "tmp_files")}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=4)
@@ -109,41 +145,15 @@ def main() -> int:
         """))
     cfg = load_farm(work / "farm.yaml")
     quiet = Progress(stream=open(work / "progress.log", "w"))
-    rounds = []
     first = snapshot(cfg.cache)
     print("before:", json.dumps(first), flush=True)
     t0 = time.monotonic()
+    rounds = []
     for k in range(1, args.rounds + 1):
-        before = snapshot(cfg.cache)
-        start = time.monotonic()
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = run(cfg, RunOptions(results=work / f"round-{k}", jobs=args.jobs,
-                                       repeat=args.repeat), quiet)
-        seconds = time.monotonic() - start
-        time.sleep(2)  # let the last guests' processes be reaped before counting
-        after = snapshot(cfg.cache)
-        doc = json.loads((work / f"round-{k}" / "results.json").read_text())
-        guests = len([c for c in doc["cases"] if "parent" not in c])
-        errors = [c for c in doc["cases"] if c["status"] == "error"]
-        false = [c for c in doc["comparison"] if c["verdict"] != "same"]
-        rounds.append({"round": k, "exit": code, "guests": guests, "seconds": round(seconds),
-                       "infra_errors": len(errors), "false_verdicts": len(false),
-                       "false_regressions": sum(c["verdict"] == "regression" for c in false),
-                       "before": before, "after": after,
-                       "errors": [f"{c['id']}: {c['message']}" for c in errors][:10],
-                       "verdicts": [f"{c['scenario']}: {c['verdict']}: {c['detail']}"
-                                    for c in false][:10]})
+        rounds.append(one_round(cfg, k, work, args, quiet))
         print(json.dumps(rounds[-1]), flush=True)
-    last = snapshot(cfg.cache)
-    total = {"rounds": args.rounds, "guests": sum(r["guests"] for r in rounds),
-             "seconds": round(time.monotonic() - t0),
-             "infra_errors": sum(r["infra_errors"] for r in rounds),
-             "false_verdicts": sum(r["false_verdicts"] for r in rounds),
-             "false_regressions": sum(r["false_regressions"] for r in rounds),
-             "before": first, "after": last,
-             "growth": {k: last[k] - first[k] for k in
-                        ("fds", "threads", "children", "qemu_on_machine", "socket_dirs",
-                         "work_trees", "tmp_files")}}
+    total = totals(rounds, first, snapshot(cfg.cache), time.monotonic() - t0)
+    last = total["after"]
     print("total:", json.dumps(total), flush=True)
     print(f"\n{total['guests']} guests in {total['rounds']} rounds, {total['seconds']} s: "
           f"{total['infra_errors']} infrastructure errors, {total['false_regressions']} false "

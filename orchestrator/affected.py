@@ -1,6 +1,6 @@
 """`--affected`: the scenarios whose coverage on the base reaches what a variant's patches
 change. The base's coverage per scenario is kept in the cache by every coverage run
-(saved()); a run with --affected makes the missing part first. The patches are applied
+(save_base_coverage); a run with --affected makes the missing part first. The patches are applied
 to the base's profiled sources (GNU patch, as the build does), and each changed region is
 matched with the lines the scenarios reached: the region's executable lines, or for a
 region with none (an insertion, a declaration) the nearest executable lines around it in
@@ -13,28 +13,89 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import whatthepatch
 
-from .config import COVERAGE_DEFAULT, FarmConfig
-from .coverage import patched_files
+from .build import BuildRequest, BuildResult, build_key, compiler_version
+from .caserecords import CaseRecord
+from .coverage import Union, patched_files
 from .errors import UserError
+from .farmfile import FarmConfig
 from .files import OwnedDir, locked, write_json
-from .kernel import apply_patch
+from .options import RunOptions
+from .plan import Matrix, fragments_with, layers_of, select
+from .progress import Progress
+from .registry import COVERAGE_DEFAULT
+from .results import load_cases
 from .runner import Runner
+from .source import SourceTree, apply_patch, prepare_source
 
 COMMENT = re.compile(r"^\s*(/\*.*|\*.*|//.*|\*/\s*)?$")  # blank, or a comment line
 
 
 # ---- the saved coverage of the base ------------------------------------------------------
 
+def coverage_key(cfg: FarmConfig, base: str, files: tuple[str, ...], src: SourceTree,
+                 runner: Runner, layers: tuple[str, ...] = ()) -> str:
+    """The key the base's saved coverage goes by: its coverage build's, whatever selftest
+    programs that build carried (they do not change the kernel)."""
+    return build_key(BuildRequest(cfg.variants[base], src, cfg.base_config,
+                                  fragments_with(cfg, layers),
+                                  cfg.cache, 1, coverage=files, layers=layers),
+                     compiler_version(runner))
+
+
+def save_base_coverage(cfg: FarmConfig, m: Matrix, src: SourceTree, build: BuildResult,
+                       results: Path, runner: Runner) -> None:
+    """What the base's scenarios reached, kept in the cache for --affected: from the cases
+    and the union the report made of them."""
+    cases = [c for c in load_cases(results) if c.variant == m.base]
+    union = Union(m.base, build, cases, results)
+    try:
+        union.shape(json.loads((results / "coverage" / m.base / "gcovr.json").read_text()))
+    except (OSError, ValueError):
+        return  # no case of the base sent data: nothing to keep
+    save(cfg.cache, coverage_key(cfg, m.base, m.coverage, src, runner, m.layers),
+         list(m.coverage), cases, union)
+
+
+def affected(cfg: FarmConfig, opts: RunOptions, progress: Progress, *,
+             measure: Callable | None) -> RunOptions:
+    """--affected: the options narrowed to the scenarios that reach what the patches change,
+    after a coverage run of the base (measure: `farm run`'s run) for the scenarios it has no
+    saved coverage of (`farm plan` measures nothing)."""
+    runner = Runner()
+    variants, scenarios = select(cfg, replace(opts, names=None))
+    base = cfg.base if cfg.base in variants else variants[0]
+    files = opts.coverage or cfg.coverage or COVERAGE_DEFAULT
+    src = prepare_source(cfg.source, cfg.cache, runner, progress)
+    key = coverage_key(cfg, base, files, src, runner, layers_of(cfg, opts.layers or ()))
+    saved = load(cfg.cache, key)
+    known = {**saved.get("scenarios", {}), **saved.get("no_data", {})}
+    missing = [s.name for s in scenarios if s.name not in known]
+    if missing and measure and any(cfg.variants[v].patches for v in variants if v != base):
+        progress.say(f"--affected: no saved coverage of {base} for {len(missing)} scenario(s): "
+                     "measuring it first")
+        measure(cfg, RunOptions(variants=(base,), names=tuple(missing), tier="full",
+                                coverage=files, confirm=0, jobs=opts.jobs, repeat=1,
+                                layers=opts.layers), progress)
+        saved = load(cfg.cache, key)
+    sel = select_affected(cfg, variants, base, [s.name for s in scenarios], files, saved,
+                          runner)
+    text = explain(sel, len(scenarios)).rstrip("\n")
+    progress.say(text)
+    return replace(opts, names=tuple(sel.names) if sel.names is not None else None,
+                   affected=text)
+
+
 def saved_path(cache: Path, key: str) -> Path:
     return cache / "coverage" / f"{key}.json"
 
 
-def save(cache: Path, key: str, files: list[str], cases: list[dict], union) -> None:
+def save(cache: Path, key: str, files: list[str], cases: list[CaseRecord], union: Union) -> None:
     """Fold a coverage run's base cases into the saved coverage of that kernel: per scenario
     the lines and functions reached (the newest run of a scenario wins), with each file's
     source, executable lines and function of each line, which --affected needs."""
@@ -55,12 +116,12 @@ def save(cache: Path, key: str, files: list[str], cases: list[dict], union) -> N
                     "function_of": {str(k): v for k, v in union.func_of[rel].items()}}
         doc.setdefault("no_data", {})
         for c in cases:
-            cov = c.get("coverage") or {}
+            cov = c.coverage or {}
             if cov.get("error"):  # remembered, so that it is not measured again each time
-                doc["no_data"][c["scenario"]] = cov["error"]
+                doc["no_data"][c.scenario] = cov["error"]
             if isinstance(cov.get("files"), dict):
-                doc["no_data"].pop(c["scenario"], None)
-                doc["scenarios"][c["scenario"]] = {
+                doc["no_data"].pop(c.scenario, None)
+                doc["scenarios"][c.scenario] = {
                     rel: {"lines": got.get("lines", []), "functions": got.get("functions", [])}
                     for rel, got in cov["files"].items()}
         write_json(path, doc)

@@ -16,7 +16,6 @@ with `--repeat` runs each, in a result directory under the bisection's own."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
@@ -27,12 +26,17 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite
 
-from .config import FarmConfig, Variant
+from .caserecords import CaseRecord
 from .errors import UserError
-from .files import atomic_write, write_json
-from .progress import Progress, fmt_seconds
-from .report import junit_text
-from .results import signature, signature_diff
+from .farmfile import FarmConfig, Variant
+from .files import atomic_write, claim, new_run_id, write_json
+from .junit import junit_text
+from .options import RunOptions
+from .plan import select
+from .progress import Progress, fmt_seconds, say
+from .results import Results, read_results
+from .run import run
+from .verdicts import signature, signature_diff
 
 GOOD, BAD = "good", "bad"  # other outcomes of a prefix (flaky, error, ...) are skips
 
@@ -82,16 +86,16 @@ def search(n: int, scenarios: list[str], test: Oracle) -> dict[str, Window]:
                 windows[s].skipped[k] = why
 
 
-def outcome_of(cases: list[dict]) -> tuple[str, str]:
+def outcome_of(cases: list[CaseRecord]) -> tuple[str, str]:
     """A prefix's outcome for one scenario from its repeats, by the farm's verdict rules
     against a base that passes: all pass is good, all fail or skip is bad (a regression);
     repeats that disagree or an infrastructure error are skips."""
-    statuses = [c["status"] for c in cases]
+    statuses = [c.status for c in cases]
     if not statuses:
         return "error", "no case ran"
     if "error" in statuses:
-        c = next(c for c in cases if c["status"] == "error")
-        return "error", c["message"]
+        c = next(c for c in cases if c.status == "error")
+        return "error", c.message
     if set(statuses) == {"pass"}:
         return GOOD, f"{len(statuses)} pass"
     if "pass" not in statuses:
@@ -117,9 +121,85 @@ class Patch:
         return cls(index, str(path), subject, files)
 
 
-def _diff(a: dict | None, b: dict | None) -> list[str]:
+def _diff(a: CaseRecord | None, b: CaseRecord | None) -> list[str]:
     """What changed between a scenario's case at the last good and the first bad prefix."""
-    return signature_diff(signature(a), signature(b)) if a and b else []
+    return signature_diff(signature(a.observed), signature(b.observed)) if a and b else []
+
+
+class _Bisection:
+    """The farm as bisect's oracle: each prefix a variant of its own, run on a group of
+    scenarios; what each round gave is kept for the report."""
+
+    def __init__(self, cfg: FarmConfig, variant: str, repeat: int, jobs: int | None, out: Path,
+                 progress: Progress, run_fn: Callable):
+        self.cfg, self.variant, self.repeat, self.jobs = cfg, variant, repeat, jobs
+        self.out, self.progress, self.run_fn = out, progress, run_fn
+        self.series = cfg.variants[variant]
+        self.n = len(self.series.patches)
+        self.steps: list[dict] = []
+        self.first_case: dict[tuple[int, str], CaseRecord] = {}  # (prefix, scenario) -> one
+        self.interrupted: str | None = None
+
+    def prefix(self, k: int) -> Variant:
+        """The variant of the series' first k patches (0: the base, n: the variant)."""
+        if k == 0:
+            return self.cfg.variants[self.cfg.base]
+        if k == self.n:
+            return self.series
+        return replace(self.series, name=f"{self.variant}.{k}",
+                       patches=self.series.patches[:k],
+                       description=f"{self.variant}, its first {k} of {self.n} patches")
+
+    def round(self, prefixes: list[int], names: list[str] | None) -> dict:
+        """Run these prefixes on these scenarios (None: all): prefix -> scenario ->
+        (outcome, why)."""
+        cfg = self.cfg
+        vs = {self.prefix(k).name: self.prefix(k) for k in prefixes}
+        where = self.out / "steps" / "-".join(f"p{k}" for k in prefixes)
+        opts = RunOptions(results=where, variants=tuple(vs), repeat=self.repeat,
+                          jobs=self.jobs, confirm=0, tier="full",
+                          scenarios=",".join(names) if names is not None else None)
+        self.progress.say(f"bisect: prefix {', '.join(map(str, prefixes))} of {self.n} on "
+                          f"{len(names) if names is not None else 'every'} scenario(s), "
+                          f"{self.repeat} run(s) each: {where}")
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            self.run_fn(replace(cfg, variants={cfg.base: cfg.variants[cfg.base], **vs}), opts,
+                        self.progress)
+        doc = read_results(where)
+        if doc.run.interrupted:
+            self.interrupted = doc.run.interrupted
+            raise KeyboardInterrupt
+        return {k: self._outcomes(doc, k, where) for k in prefixes}
+
+    def _outcomes(self, doc: Results, k: int, where: Path) -> dict[str, tuple[str, str]]:
+        """What prefix k did to each scenario of the round, kept as a step of the report."""
+        vname = self.prefix(k).name
+        build = doc.variants[vname].build
+        mine = [c for c in doc.cases if c.variant == vname and not c.parent]
+        outcomes = {}
+        for s in sorted({c.scenario for c in mine}):
+            cs = [c for c in mine if c.scenario == s]
+            self.first_case.setdefault((k, s), cs[0])
+            if build is not None and build.status == "failed":
+                outcomes[s] = ("error", f"the kernel did not build: {build.error}")
+            else:
+                outcomes[s] = outcome_of(cs)
+        self.steps.append({"prefix": k, "variant": vname, "results": str(where),
+                           "build": build.status if build else None, "outcomes": {
+                               s: {"outcome": o, "why": w} for s, (o, w) in outcomes.items()}})
+        return outcomes
+
+
+def _series(cfg: FarmConfig, variant: str) -> Variant:
+    """The variant to bisect: one beside the base, with patches."""
+    if variant == cfg.base:
+        raise UserError(f"--variant {variant} is the base; bisect a variant with patches")
+    if variant not in cfg.variants:
+        raise UserError(f"--variant: unknown variant {variant} (known: "
+                        f"{', '.join(v for v in cfg.variants if v != cfg.base)})")
+    if not cfg.variants[variant].patches:
+        raise UserError(f"variant {variant} has no patches to bisect")
+    return cfg.variants[variant]
 
 
 def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: int,
@@ -129,96 +209,39 @@ def bisect(cfg: FarmConfig, variant: str, scenarios: list[str] | None, repeat: i
     regressed). Writes bisect.json, bisect.md and bisect.xml into `out`; returns the exit
     code: 1 a first bad patch was found (the series regresses), 0 nothing regressed, 3 no
     answer (interrupted, or the base or the whole series gave none)."""
-    from .run import RunOptions, run  # run imports this module's neighbours; late is simpler
-    run_fn = run_fn or run
-    if variant == cfg.base:
-        raise UserError(f"--variant {variant} is the base; bisect a variant with patches")
-    if variant not in cfg.variants:
-        raise UserError(f"--variant: unknown variant {variant} (known: "
-                        f"{', '.join(v for v in cfg.variants if v != cfg.base)})")
-    series = cfg.variants[variant]
-    if not series.patches:
-        raise UserError(f"variant {variant} has no patches to bisect")
-    n = len(series.patches)
+    series = _series(cfg, variant)
+    b = _Bisection(cfg, variant, repeat, jobs, out, progress, run_fn or run)
+    n = b.n
     patches = [Patch.read(i + 1, p) for i, p in enumerate(series.patches)]
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    steps: list[dict] = []
-    first_case: dict[tuple[int, str], dict] = {}  # (prefix, scenario) -> a case of it
-    state = {"interrupted": None}
-
-    def prefix_variant(k: int) -> Variant:
-        if k == 0:
-            return cfg.variants[cfg.base]
-        if k == n:
-            return series
-        return replace(series, name=f"{variant}.{k}", patches=series.patches[:k],
-                       description=f"{variant}, its first {k} of {n} patches")
-
-    def run_round(prefixes: list[int], names: list[str] | None) -> dict:
-        vs = {prefix_variant(k).name: prefix_variant(k) for k in prefixes}
-        round_cfg = replace(cfg, variants={cfg.base: cfg.variants[cfg.base], **vs})
-        where = out / "steps" / "-".join(f"p{k}" for k in prefixes)
-        opts = RunOptions(results=where, variants=tuple(vs), repeat=repeat, jobs=jobs,
-                          confirm=0, tier="full",
-                          scenarios=",".join(names) if names is not None else None)
-        progress.say(f"bisect: prefix {', '.join(map(str, prefixes))} of {n} on "
-                     f"{len(names) if names is not None else 'every'} scenario(s), "
-                     f"{repeat} run(s) each: {where}")
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-            run_fn(round_cfg, opts, progress)
-        doc = json.loads((where / "results.json").read_text())
-        if doc["run"].get("interrupted"):
-            state["interrupted"] = doc["run"]["interrupted"]
-            raise KeyboardInterrupt
-        by_prefix = {prefix_variant(k).name: k for k in prefixes}
-        outcomes: dict[int, dict[str, tuple[str, str]]] = {k: {} for k in prefixes}
-        for vname, k in by_prefix.items():
-            build = doc["variants"][vname].get("build") or {}
-            mine = [c for c in doc["cases"] if c["variant"] == vname and not c.get("parent")]
-            for s in sorted({c["scenario"] for c in mine}):
-                cs = [c for c in mine if c["scenario"] == s]
-                first_case.setdefault((k, s), cs[0])
-                if build.get("status") == "failed":
-                    outcomes[k][s] = ("error", f"the kernel did not build: {build.get('error')}")
-                else:
-                    outcomes[k][s] = outcome_of(cs)
-            steps.append({"prefix": k, "variant": vname, "results": str(where),
-                          "build": build.get("status"), "outcomes": {
-                              s: {"outcome": o, "why": w} for s, (o, w) in outcomes[k].items()}})
-        return outcomes
-
     windows: dict[str, Window] = {}
     regressed: list[str] = []
     try:
-        ends = run_round([0, n], scenarios)
+        ends = b.round([0, n], scenarios)
         base, whole = ends[0], ends[n]
         regressed = [s for s in base if base[s][0] == GOOD and whole.get(s, ("", ""))[0] == BAD]
-        if scenarios is not None:
-            for s in scenarios:
-                if s not in regressed:
-                    progress.say(f"bisect: {s} does not regress here (base: "
-                                 f"{base.get(s, ('none', ''))[1]}; {variant}: "
-                                 f"{whole.get(s, ('none', ''))[1]}): not bisected")
+        for s in (scenarios or ()):
+            if s not in regressed:
+                progress.say(f"bisect: {s} does not regress here (base: "
+                             f"{base.get(s, ('none', ''))[1]}; {variant}: "
+                             f"{whole.get(s, ('none', ''))[1]}): not bisected")
         if regressed:
-            windows = search(n, regressed, lambda k, names: run_round([k], names)[k])
+            windows = search(n, regressed, lambda k, names: b.round([k], names)[k])
     except KeyboardInterrupt as e:
-        state["interrupted"] = state["interrupted"] or getattr(e, "how", "Ctrl-C")
-    doc = report(cfg, variant, patches, windows, regressed, steps, first_case, repeat,
-                 state["interrupted"], started, time.monotonic() - t0)
+        b.interrupted = b.interrupted or getattr(e, "how", "Ctrl-C")
+    doc = report(cfg, variant, patches, windows, regressed, b.steps, b.first_case, repeat,
+                 b.interrupted, started, time.monotonic() - t0)
     write_json(out / "bisect.json", doc)
     text = summary(doc)
     atomic_write(out / "bisect.md", text)
     atomic_write(out / "bisect.xml", junit(doc))
     atomic_write(out / "bisect.html", html_page(doc))
-    from .saved import say
     say(text)
     progress.say(f"bisect done in {fmt_seconds(doc['seconds'])}: {out}")
-    if state["interrupted"] or (not steps):
+    if b.interrupted or not b.steps:
         return 3
-    if any(r["status"] in ("found", "range") for r in doc["results"]):
-        return 1
-    return 0
+    return 1 if any(r["status"] in ("found", "range") for r in doc["results"]) else 0
 
 
 def report(cfg: FarmConfig, variant: str, patches: list[Patch], windows: dict[str, Window],
@@ -317,8 +340,6 @@ def html_page(doc: dict) -> str:
 def command(cfg: FarmConfig, variant: str | None, patterns: str | None, from_dir: Path | None,
             repeat: int, jobs: int | None, results: Path | None, progress: Progress) -> int:
     """`farm bisect`: which variant and scenarios, where the bisection's files go."""
-    from .files import claim
-    from .run import RunOptions, new_run_id, select
     others = [v for v in cfg.variants if v != cfg.base]
     if variant is None:
         if len(others) != 1:
@@ -328,13 +349,12 @@ def command(cfg: FarmConfig, variant: str | None, patterns: str | None, from_dir
     names: list[str] | None = None
     if from_dir is not None:
         try:
-            saved = json.loads((from_dir / "results.json").read_text())
-            names = [c["scenario"] for c in saved["comparison"] if c["variant"] == variant
-                     and c["verdict"] == "regression" and "/" not in c["scenario"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"--from {from_dir}: not a farm result directory ({e})") from None
+            saved = read_results(from_dir)
+        except UserError as e:
+            raise UserError(f"--from {from_dir}: {e}") from None
+        names = [c.scenario for c in saved.comparison if c.variant == variant
+                 and c.verdict == "regression" and "/" not in c.scenario]
         if not names:
-            from .saved import say
             say(f"{from_dir}: no scenario regressed with {variant}: nothing to bisect\n")
             return 0
     elif patterns:

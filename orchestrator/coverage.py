@@ -1,13 +1,13 @@
 """Coverage of the profiled kernel files, per case, per variant and between variants.
 
 A coverage build compiles the profiled files with gcov and publishes their patched source
-and .gcno beside the kernel (kernel.publish_coverage). The agent zeroes the counters before
+and .gcno beside the kernel (build.publish_coverage). The agent zeroes the counters before
 the workload and sends each .gcda back over the agent channel after it. Here the host
 writes them into the case directory, has gcovr read them with the build's own notes, and
-keeps per case the lines and functions that ran. Per variant: the union as Cobertura XML
-(gcovr again) and an annotated view of each file, every line with the scenarios that
-reached it. Between two variants: what each reached that the other did not (lines matched
-through a diff of the two sources), and the variant's changed lines that nothing reached.
+keeps per case the lines and functions that ran. Per variant: the union of its cases (the
+Cobertura XML of them, by gcovr again). Between two variants: what each reached that the
+other did not (lines matched through a diff of the two sources), and the variant's changed
+lines. coverage_report.py makes the run's report of them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
-import html
 import json
 import logging
 import re
@@ -27,12 +26,12 @@ from typing import TYPE_CHECKING
 import whatthepatch
 
 from .errors import FarmError, InfraError
-from .files import atomic_write
 from .runner import Runner, quote
 from .runner import log as cmd_log
 
 if TYPE_CHECKING:
-    from .records import CaseSpec
+    from .build import BuildResult
+    from .caserecords import CaseRecord, CaseSpec
 
 GCDA_DIR = "gcov"  # a case's .gcda files, under their tree paths, in its directory
 
@@ -143,8 +142,8 @@ def for_case(spec: CaseSpec, events: list[dict], case_dir: Path) -> dict:
 
 # ---- per variant ----------------------------------------------------------------------
 
-def _rel_case_dir(case: dict) -> str | None:
-    console = case.get("logs", {}).get("console")
+def _rel_case_dir(case: CaseRecord) -> str | None:
+    console = case.log_paths.get("console")
     return str(Path(console).parent) if console else None
 
 
@@ -153,32 +152,33 @@ class Union:
     it, function -> the scenarios; the executable lines and each line's function come from
     gcovr's JSON of one of its cases."""
 
-    def __init__(self, variant: str, build: dict, cases: list[dict], results: Path):
+    def __init__(self, variant: str, build: BuildResult | None, cases: list[CaseRecord],
+                 results: Path):
         self.variant, self.results = variant, results
-        self.dir = Path(build.get("coverage") or "")
-        self.files: list[str] = list(build.get("coverage_files") or [])
+        self.dir = Path((build.coverage if build else None) or "")
+        self.files: list[str] = list((build.coverage_files if build else None) or [])
         self.lines: dict[str, dict[int, set[str]]] = {f: {} for f in self.files}
         self.funcs: dict[str, dict[str, set[str]]] = {f: {} for f in self.files}
         self.executable: dict[str, set[int]] = {f: set() for f in self.files}
         self.func_of: dict[str, dict[int, str]] = {f: {} for f in self.files}
         self.all_funcs: dict[str, set[str]] = {f: set() for f in self.files}
-        self.with_data: list[dict] = []
+        self.with_data: list[CaseRecord] = []
         self.without: list[str] = []
         for c in cases:
-            cov = c.get("coverage")
+            cov = c.coverage
             if not isinstance(cov, dict):
                 continue
             if cov.get("error") or not isinstance(cov.get("files"), dict):
-                self.without.append(f"{c['scenario']} r{c['repeat']}: {cov.get('error')}")
+                self.without.append(f"{c.scenario} r{c.repeat}: {cov.get('error')}")
                 continue
             self.with_data.append(c)
             for rel, got in cov["files"].items():
                 if rel not in self.lines:
                     continue
                 for ln in got.get("lines", []):
-                    self.lines[rel].setdefault(ln, set()).add(c["scenario"])
+                    self.lines[rel].setdefault(ln, set()).add(c.scenario)
                 for fn in got.get("functions", []):
-                    self.funcs[rel].setdefault(fn, set()).add(c["scenario"])
+                    self.funcs[rel].setdefault(fn, set()).add(c.scenario)
 
     def shape(self, doc: dict) -> None:
         """The executable lines, each line's function and every function of each file, from
@@ -209,7 +209,7 @@ class Union:
 def merge(u: Union, dest: Path, runner: Runner) -> bool:
     """Every case's .gcda of the variant summed into dest with gcov-tool (GCC's own profile
     merger): what all its cases reached together, with hit counts."""
-    dirs = [u.results / _rel_case_dir(c) / c["coverage"].get("gcda", GCDA_DIR)
+    dirs = [u.results / _rel_case_dir(c) / c.coverage.get("gcda", GCDA_DIR)
             for c in u.with_data]
     dirs = [d for d in dirs if d.is_dir()]
     shutil.rmtree(dest, ignore_errors=True)
@@ -307,141 +307,4 @@ def patched_files(patches: list[str]) -> list[str]:
                 if path and path != "/dev/null" and path not in out:
                     out.append(path)
                     break
-    return out
-
-
-# ---- the reports ------------------------------------------------------------------------
-
-def annotate(u: Union, rel: str, changed: set[int], base: str | None) -> str:
-    """One profiled file of a variant as HTML: every line with how many scenarios reached it,
-    linking to the list of those scenarios; lines the patch series changed are marked."""
-    e = html.escape
-    src = u.source(rel)
-    groups: dict[frozenset, int] = {}
-    rows = []
-    for n, text in enumerate(src, 1):
-        who = frozenset(u.lines[rel].get(n, ()))
-        if who:
-            k = groups.setdefault(who, len(groups))
-            cell = f'<a href="#set-{k}">{len(who)}</a>'
-            cls = "hit"
-        elif n in u.executable[rel]:
-            cell, cls = "0", "miss"
-        else:
-            cell, cls = "", ""
-        mark = "±" if n in changed else ""
-        rows.append(f'<tr id="L{n}" class="{cls}{" chg" if mark else ""}"><td class=n>'
-                    f'<a href="#L{n}">{n}</a></td><td class=c>{cell}</td><td class=m>{mark}'
-                    f"</td><td><pre>{e(text)}</pre></td></tr>")
-    sets = []
-    for who, k in sorted(groups.items(), key=lambda kv: kv[1]):
-        items = "".join(f"<li>{e(s)}</li>" for s in sorted(who))
-        sets.append(f'<div id="set-{k}"><h3>reached by {len(who)} scenario(s)</h3>'
-                    f"<ul>{items}</ul></div>")
-    t = u.totals(rel)
-    note = (f"; ± marks the {len(changed)} line(s) the variant's patches change against "
-            f"{e(base)}" if base and changed else "")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{e(rel)}: {e(u.variant)}</title>
-<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
-td{{padding:0 6px;vertical-align:top}} pre{{margin:0;font-size:90%}}
-td.n,td.c{{text-align:right;color:#555}} tr.hit td.c{{background:#c8f0c8}}
-tr.miss td.c{{background:#f7c1c1}} tr.chg td.m{{background:#f0d070;font-weight:bold}}
-:target{{outline:2px solid #36c}}</style></head><body>
-<h1>{e(rel)} in {e(u.variant)}</h1>
-<p>{t['lines_reached']} of {t['lines_total']} lines ({t['percent']} %) and
-{t['functions_reached']} of {t['functions_total']} functions reached by
-{len({c['scenario'] for c in u.with_data})} scenario(s). The second column: how many
-scenarios reached the line (a link to them); 0 is a line nothing reached{note}.</p>
-<table>{''.join(rows)}</table>
-<h2>Scenarios by line</h2>{''.join(sets)}
-</body></html>
-"""
-
-
-def report(doc: dict, results: Path, runner: Runner | None = None) -> dict | None:
-    """The run's coverage: per variant the union (results.json's totals, coverage.xml, an
-    annotated view of each file), and per compared variant the A/B differences and its
-    changed lines that nothing reached. None for a run without coverage."""
-    if not any(isinstance(c.get("coverage"), dict) for c in doc["cases"]):
-        return None
-    runner = runner or Runner()
-    base = doc["run"]["base"]
-    unions = {v: Union(v, vdoc.get("build") or {}, [c for c in doc["cases"]
-                                                     if c["variant"] == v], results)
-              for v, vdoc in doc["variants"].items()}
-    out: dict = {"files": doc["run"].get("coverage") or [], "variants": {}, "ab": {}}
-    for v, u in unions.items():  # first the union of each: it also gives each file's shape
-        where = Path("coverage") / v
-        entry: dict = {"cases": len(u.with_data), "without_data": u.without, "html": {}}
-        try:
-            if union_outputs(u, results / where, runner):
-                entry["cobertura"] = str(where / "coverage.xml")
-        except (FarmError, OSError, ValueError, ET.ParseError) as e:
-            entry["cobertura_error"] = str(e).splitlines()[0]
-        entry["files"] = {rel: u.totals(rel) for rel in u.files}
-        entry["unreached_functions"] = {rel: sorted(u.all_funcs[rel] - set(u.funcs[rel]))
-                                        for rel in u.files}
-        out["variants"][v] = entry
-    for v, u in unions.items():
-        changes: dict[str, set[int]] = {}
-        if base in unions and v != base:
-            out["ab"][v], changes = ab(unions[base], u)
-            out["ab"][v]["_outside"] = [
-                f for f in patched_files(doc["variants"][v].get("patches", []))
-                if f not in u.files]
-        for rel in u.files:
-            changed = changes.get(rel, set())
-            page = Path("coverage") / v / (rel + ".html")
-            (results / page).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(results / page, annotate(u, rel, changed, base if v != base else None))
-            out["variants"][v]["html"][rel] = str(page)
-    return out
-
-
-def summary_lines(cov: dict | None) -> list[str]:
-    """The coverage section of summary.md."""
-    if not cov:
-        return []
-    out = ["", f"## Coverage ({', '.join(cov['files'])})", ""]
-    for v, entry in cov["variants"].items():
-        parts = [f"{rel} {t['lines_reached']}/{t['lines_total']} lines ({t['percent']} %), "
-                 f"{t['functions_reached']}/{t['functions_total']} functions"
-                 for rel, t in entry["files"].items()]
-        out.append(f"- {v}: " + "; ".join(parts) + f" ({entry['cases']} cases"
-                   + (f", {len(entry['without_data'])} without data" if entry["without_data"]
-                      else "") + ")" + (f"; {entry['cobertura']}" if entry.get("cobertura")
-                                        else ""))
-        for why in entry["without_data"][:5]:
-            out.append(f"  - no coverage: {why}")
-        for rel, names in entry.get("unreached_functions", {}).items():
-            if names:
-                out.append(f"  - functions of {rel} no scenario reaches: {', '.join(names)}")
-    for v, files in cov["ab"].items():
-        for rel, d in files.items():
-            if rel == "_outside":
-                continue
-            here, there = d["reached_only_here"], d["reached_only_in_base"]
-            out.append(f"- {v} vs base, {rel}: reached only in {v}: {len(here['lines'])} "
-                       f"lines" + (f" (functions {', '.join(here['functions'])})"
-                                   if here["functions"] else "")
-                       + f"; reached only in the base: {len(there['lines'])} lines"
-                       + (f" (functions {', '.join(there['functions'])})"
-                          if there["functions"] else ""))
-        hit = [(rel, x) for rel, d in files.items() if rel != "_outside"
-               for x in d["changed_reached"]]
-        if hit:
-            out.append(f"- {v}: changed lines that scenarios reached: " + "; ".join(
-                f"{rel}:{x['line']} `{x['text']}` ({len(x['scenarios'])} scenarios)"
-                for rel, x in hit[:10]) + ("; ..." if len(hit) > 10 else ""))
-        unreached = [(rel, x) for rel, d in files.items() if rel != "_outside"
-                     for x in d["changed_unreached"]]
-        out.append(f"- {v}: changed but not reached by any scenario: "
-                   + (f"{len(unreached)} line(s)" if unreached else "none"))
-        out += [f"  - {rel}:{x['line']}: `{x['text']}`" for rel, x in unreached[:40]]
-        if len(unreached) > 40:
-            out.append(f"  - ... {len(unreached) - 40} more in results.json")
-        if files.get("_outside"):
-            out.append(f"- {v}: the patches also change files not profiled: "
-                       + ", ".join(files["_outside"]))
     return out

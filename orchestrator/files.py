@@ -1,5 +1,6 @@
 """Files that runs and processes share: atomic writes under unique temporary names, locks on
-cache entries and on result directories, and the private directories a run owns."""
+cache entries and on result directories, the private directories a run owns, and a run's
+result directory (its id, made exclusively, held while the run writes it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import secrets
 import shutil
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from .errors import InfraError, UserError
@@ -164,3 +166,48 @@ def prune(parent: Path, name: str = "*") -> list[Path]:
             owner.unlink(missing_ok=True)
             removed.append(d)
     return removed
+
+
+def new_run_id(started: datetime) -> str:
+    """Sortable, and unique even for two runs started in the same millisecond."""
+    return started.strftime("%Y%m%d-%H%M%S-%f")[:-3] + "-" + secrets.token_hex(4)
+
+
+def fresh_results(parent: Path, started: datetime) -> tuple[str, Path]:
+    """A new result directory under parent, made exclusively: a run id taken by another run
+    (however unlikely) is never shared, the next one is drawn."""
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(started)
+        try:
+            (parent / run_id).mkdir()
+            return run_id, parent / run_id
+        except FileExistsError:
+            continue
+
+
+def results_for(given: Path | None, parent: Path, started: datetime) -> tuple[str, Path,
+                                                                             ResultLock]:
+    """A run's id and its result directory, held for the run: the one given (new, or empty
+    of any run), else a new directory under parent."""
+    if given:
+        results = given.resolve()
+        return new_run_id(started), results, claim(results, fresh=True)
+    try:
+        run_id, results = fresh_results(parent.resolve(), started)
+    except OSError as e:
+        raise os_error(e, f"results directory {parent}") from None
+    point_latest(results)
+    return run_id, results, claim(results, fresh=True)
+
+
+def point_latest(results: Path) -> None:
+    """results/latest -> the newest run, replaced in one step (a reader never finds it
+    missing); a `latest` that is not a symlink is the user's and is left alone."""
+    latest = results.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = results.parent / f".latest.{TOKEN}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(results.name)
+    tmp.replace(latest)

@@ -10,9 +10,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import kselftest_file
 from .errors import InfraError
 from .files import TOKEN, atomic_write
+from .registry import kselftest_file
 from .runner import Runner
 
 BUSYBOX = Path("/bin/busybox")

@@ -1,7 +1,7 @@
 """KCIDB output: a run as the JSON a kernel CI lab submits to KernelCI's database (KCIDB,
-schema v5 of the kcidb-io package, which also validates it). Pure: a results.json document in,
+schema v5 of the kcidb-io package, which also validates it). Pure: the results document in,
 a KCIDB document out; `farm kcidb DIR` and every run's reports write it as kcidb.json.
-Submitting it is the lab's business (README: KCIDB); nothing here sends anything.
+Submitting it is the lab's business (docs/results.md: KCIDB); nothing here sends anything.
 
 The model: a checkout per variant (the kernel source, and that variant's patchset, which is a
 checkout's property in KCIDB: the base's checkout has none), its build, and a test per case,
@@ -16,9 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from .build import BuildResult
+from .caserecords import CaseRecord
+from .results import Results, RunInfo, VariantInfo
+
 DEFAULT_ORIGIN = "hwpoison_farm"
-ORIGIN_RE = re.compile(r"^[a-z0-9_]{1,64}$")  # KCIDB's origin pattern, bounded
-URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/+-]*)?$")
 STATUS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "SKIP"}
 PATH_PART = re.compile(r"[^A-Za-z0-9_-]")
 CC_VERSION = re.compile(r'^CONFIG_CC_VERSION_TEXT="(.*)"$', re.M)
@@ -67,21 +69,21 @@ class _Urls:
         return [{"name": Path(p).name, "url": self(p)} for p in paths if p]
 
 
-def _compiler(build: dict) -> str | None:
+def _compiler(build: BuildResult) -> str | None:
     try:
-        m = CC_VERSION.search(Path(build.get("config") or "").read_text(errors="replace"))
+        m = CC_VERSION.search(Path(build.config or "").read_text(errors="replace"))
     except OSError:
         return None
     return m.group(1) if m else None
 
 
-def _patch_shas(variant: dict, build: dict) -> list[str] | None:
+def _patch_shas(variant: VariantInfo) -> list[str] | None:
     """Each patch's sha256, from the build's record or the file; None when one is unknown."""
-    recorded = [p.get("sha256") for p in build.get("patches") or []]
+    recorded = [p.get("sha256") for p in (variant.build.patches if variant.build else [])]
     if recorded and all(recorded):
         return recorded
     out = []
-    for p in variant.get("patches") or []:
+    for p in variant.patches or []:
         try:
             out.append(hashlib.sha256(Path(p).read_bytes()).hexdigest())
         except OSError:
@@ -89,109 +91,108 @@ def _patch_shas(variant: dict, build: dict) -> list[str] | None:
     return out
 
 
-def _not_applied(build: dict) -> bool:
+def _not_applied(build: BuildResult | None) -> bool:
     """A variant whose patches did not apply: nothing was built from its checkout."""
-    return build.get("status") == "failed" and "apply" in (build.get("error") or "")
+    return build is not None and build.status == "failed" and "apply" in (build.error or "")
 
 
-def _checkout(origin: str, run: dict, name: str, variant: dict, urls: _Urls) -> dict:
-    build = variant.get("build") or {}
-    source = run.get("source") or {}
-    patches = [p.get("path") for p in build.get("patches") or []] or variant.get("patches") or []
-    out = {"id": f"{origin}:{run['id']}:{name}", "origin": origin,
-           "comment": f"{source.get('describe', 'kernel source')}"
+def _checkout(origin: str, run: RunInfo, name: str, variant: VariantInfo, urls: _Urls) -> dict:
+    build = variant.build
+    patches = [p.get("path") for p in (build.patches if build else [])] or variant.patches or []
+    out = {"id": f"{origin}:{run.id}:{name}", "origin": origin,
+           "comment": f"{run.source.describe if run.source else 'kernel source'}"
                       + (f" with the {len(patches)} patch(es) of variant {name}" if patches
                          else f" (variant {name}, no patches)"),
-           "start_time": _iso(run.get("started")),
+           "start_time": _iso(run.started),
            "patchset_files": urls.files(patches),
-           "misc": {"variant": name, "description": variant.get("description") or "",
-                    "source": source.get("describe"), "source_digest": source.get("digest")}}
-    shas = _patch_shas(variant, build)
+           "misc": {"variant": name, "description": variant.description or "",
+                    "source": run.source.describe if run.source else None,
+                    "source_digest": run.source.digest if run.source else None}}
+    shas = _patch_shas(variant)
     if shas is not None:
         out["patchset_hash"] = patchset_hash(shas)
     if _not_applied(build):
         out["valid"] = False  # the source and the patches could not be combined
-        out["log_excerpt"] = build["error"][:16000]
-    elif build.get("status") in ("built", "cached", "failed"):
+        out["log_excerpt"] = build.error[:16000]
+    elif build is not None and build.status in ("built", "cached", "failed"):
         out["valid"] = True
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _build(origin: str, run: dict, name: str, variant: dict, results: Path,
+def _build(origin: str, run: RunInfo, name: str, variant: VariantInfo, results: Path,
            urls: _Urls) -> dict:
-    build = variant.get("build") or {}
-    layers = build.get("layers") or run.get("layers") or []
+    build = variant.build
+    get = (lambda f: getattr(build, f)) if build else (lambda f: None)
+    layers = get("layers") or run.layers or []
     log, config = Path("builds") / f"{name}.log", Path("builds") / f"{name}.config"
-    status = {"built": "PASS", "cached": "PASS", "failed": "FAIL"}.get(build.get("status"))
+    status = {"built": "PASS", "cached": "PASS", "failed": "FAIL"}.get(get("status"))
     if _not_applied(build):
         status = "ERROR"  # nothing was built: the checkout is not valid
-    out = {"id": f"{origin}:{run['id']}:{name}:build", "origin": origin,
-           "checkout_id": f"{origin}:{run['id']}:{name}",
-           "start_time": _iso(run.get("started")),
-           "duration": build.get("seconds") if isinstance(build.get("seconds"), int | float)
-           else None,
-           "architecture": "x86_64", "compiler": _compiler(build),
+    seconds = get("seconds")
+    out = {"id": f"{origin}:{run.id}:{name}:build", "origin": origin,
+           "checkout_id": f"{origin}:{run.id}:{name}",
+           "start_time": _iso(run.started),
+           "duration": seconds if isinstance(seconds, int | float) else None,
+           "architecture": "x86_64", "compiler": _compiler(build) if build else None,
            "config_name": "+".join(["farm", *layers]),
-           "config_url": urls(config if (results / config).is_file() else build.get("config")),
-           "log_url": urls(log if (results / log).is_file() else build.get("log")),
-           "log_excerpt": "\n".join(build.get("error_lines") or [])[:16000] or None,
+           "config_url": urls(config if (results / config).is_file() else get("config")),
+           "log_url": urls(log if (results / log).is_file() else get("log")),
+           "log_excerpt": "\n".join(get("error_lines") or [])[:16000] or None,
            "status": status or "MISS",
-           "misc": {"variant": name, "build_key": build.get("key"),
-                    "release": build.get("release"), "layers": layers,
-                    "boot": build.get("boot_via"), "error": build.get("error") or None}}
+           "misc": {"variant": name, "build_key": get("key"), "release": get("release"),
+                    "layers": layers, "boot": get("boot_via"), "error": get("error") or None}}
     out["misc"] = {k: v for k, v in out["misc"].items() if v is not None}
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _status(case: dict) -> str:
-    if case["status"] == "error" and not case.get("observed"):
+def _status(case: CaseRecord) -> str:
+    if case.status == "error" and not case.observed:
         return "MISS"  # never ran: a run stopped, a shard or host that never came back
-    return STATUS.get(case["status"], "ERROR")
+    return STATUS.get(case.status, "ERROR")
 
 
-def _tests(origin: str, run: dict, doc: dict, urls: _Urls) -> list[dict]:
-    verdicts = {(c["variant"], c["scenario"]): c["verdict"] for c in doc.get("comparison", [])}
-    env = {"comment": f"QEMU, {run.get('accel_reason') or run.get('accelerator') or '?'}"}
-    out = []
-    for case in doc["cases"]:
-        for c in (case, *(case.get("subcases") or [])):
-            scenario, _, ktap = c["scenario"].partition("/")
-            logs = c.get("logs") or {}
-            misc = {"variant": c["variant"], "scenario": c["scenario"],
-                    "repeat": c["repeat"], "message": c.get("message", ""),
-                    "page_kind": c.get("page_kind"), "injector": c.get("injector"),
-                    "access": c.get("access"), "expected": c.get("expected"),
-                    "observed": c.get("observed"), "confirm": c.get("confirm", False),
-                    "verdict": verdicts.get((c["variant"], c["scenario"])),
-                    "race": c.get("race")}
-            test = {"id": f"{origin}:{run['id']}:{c['id']}", "origin": origin,
-                    "build_id": f"{origin}:{run['id']}:{c['variant']}:build",
-                    "path": _path("hwpoison", scenario, *ktap.split(".")),
-                    "status": _status(c), "comment": c.get("message", "")[:1000],
-                    "start_time": _iso(c.get("started")),
-                    "duration": c.get("seconds") if isinstance(c.get("seconds"), int | float)
-                    else None,
-                    "environment": env, "log_url": urls(logs.get("console")),
-                    "output_files": urls.files(logs.get(k) for k in ("agent", "qemu")),
-                    "misc": {k: v for k, v in misc.items() if v is not None}}
-            out.append({k: v for k, v in test.items() if v not in (None, [])})
-    return out
+def _test(origin: str, run: RunInfo, c: CaseRecord, verdict: str | None, env: dict,
+          urls: _Urls) -> dict:
+    scenario, _, ktap = c.scenario.partition("/")
+    logs = c.log_paths
+    misc = {"variant": c.variant, "scenario": c.scenario, "repeat": c.repeat,
+            "message": c.message, "page_kind": c.page_kind, "injector": c.injector,
+            "access": c.access, "expected": c.expected, "observed": c.observed,
+            "confirm": c.confirm, "verdict": verdict, "race": c.race}
+    test = {"id": f"{origin}:{run.id}:{c.id}", "origin": origin,
+            "build_id": f"{origin}:{run.id}:{c.variant}:build",
+            "path": _path("hwpoison", scenario, *ktap.split(".")),
+            "status": _status(c), "comment": c.message[:1000],
+            "start_time": _iso(c.started),
+            "duration": c.seconds if isinstance(c.seconds, int | float) else None,
+            "environment": env, "log_url": urls(logs.get("console")),
+            "output_files": urls.files(logs.get(k) for k in ("agent", "qemu")),
+            "misc": {k: v for k, v in misc.items() if v is not None}}
+    return {k: v for k, v in test.items() if v not in (None, [])}
 
 
-def kcidb_doc(doc: dict, results: Path, origin: str = "", url: str = "") -> dict:
-    """The KCIDB document of a run's results.json (doc) in its directory (results): origin
-    and url default to what the run recorded (farm.yaml's `kcidb:`), then to the defaults."""
+def _tests(origin: str, doc: Results, urls: _Urls) -> list[dict]:
+    run = doc.run
+    verdicts = {(c.variant, c.scenario): c.verdict for c in doc.comparison}
+    env = {"comment": f"QEMU, {run.accel_reason or run.accelerator or '?'}"}
+    return [_test(origin, run, c, verdicts.get((c.variant, c.scenario)), env, urls)
+            for case in doc.cases for c in (case, *(case.subcases or ()))]
+
+
+def kcidb_doc(doc: Results, results: Path, origin: str = "", url: str = "") -> dict:
+    """The KCIDB document of a run's results (doc) in its directory (results): origin and
+    url default to what the run recorded (farm.yaml's `kcidb:`), then to the defaults."""
     from kcidb_io.schema import LATEST
 
-    run = doc["run"]
-    settings = run.get("kcidb") or {}
+    run = doc.run
+    settings = run.kcidb or {}
     origin = origin or settings.get("origin") or DEFAULT_ORIGIN
     urls = _Urls(results.absolute(), url or settings.get("url") or "")
-    variants = doc["variants"]
     return {"version": {"major": LATEST.major, "minor": LATEST.minor},
-            "checkouts": [_checkout(origin, run, n, v, urls) for n, v in variants.items()],
-            "builds": [_build(origin, run, n, v, results, urls) for n, v in variants.items()],
-            "tests": _tests(origin, run, doc, urls)}
+            "checkouts": [_checkout(origin, run, n, v, urls) for n, v in doc.variants.items()],
+            "builds": [_build(origin, run, n, v, results, urls)
+                       for n, v in doc.variants.items()],
+            "tests": _tests(origin, doc, urls)}
 
 
 def validate(kdoc: dict) -> None:

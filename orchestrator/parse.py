@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .reports import Report, classify
+from .kernel_reports import Report, classify
+from .registry import CUTTING_RACES, STEP_OBSERVABLES, UNPOISONING_RACES
 
 TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 RECOVERY = re.compile(r"Memory failure: (0x[0-9a-f]+): recovery action for (.+?): (\w+)\s*$")
@@ -21,8 +22,6 @@ KERNEL_ERROR = re.compile(
     r"(Oops: |BUG: |WARNING: |general protection fault|Kernel panic - not syncing|"
     r"kernel BUG at |Unable to handle kernel|soft lockup|hung_task)")
 HW_ERROR = re.compile(r"\[Hardware Error\]: (.*)")
-# What each access step reports (config.STEP_OBSERVABLES names the same, with their types).
-STEP_OBSERVABLES = ("signal", "si_addr_lsb", "data", "errno", "bytes")
 
 
 @dataclass
@@ -120,7 +119,7 @@ class RaceChecks:
 @dataclass(frozen=True)
 class Observed:
     """What one case showed: the parse stage's record, which judging reads. Its names are
-    the ones scenarios use in `expect` (config.OBSERVABLES, `<step>.<observable>`,
+    the ones scenarios use in `expect` (registry.OBSERVABLES, `<step>.<observable>`,
     `race.<check>`); value() looks one up by that name, to_json() is case.json's `observed`.
     Fields with ABSENT had nothing to observe and are left out of the JSON."""
     guest: str  # survived | panicked | hung
@@ -202,14 +201,9 @@ _NAMES = tuple(f.name for f in fields(Observed)
 def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> Observed:
     """Observables of one case, by the names scenarios use in `expect`."""
     start, result, end = (_first(events, n) for n in ("agent-start", "result", "agent-end"))
-    if console.panic is not None:
-        guest = "panicked"
-    elif timed_out:
-        guest = "hung"
-    else:
-        guest = "survived"
     obs: dict[str, Any] = {
-        "guest": guest,
+        "guest": "panicked" if console.panic is not None else "hung" if timed_out
+        else "survived",
         "booted": start is not None,
         "recovery": tuple(console.recovery),
         "kernel_errors": tuple(console.kernel_errors),
@@ -230,36 +224,7 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> Ob
     if isinstance(hc0, int) and isinstance(hc_end, int):
         obs["hardware_corrupted_kb"] = hc_end - hc0
     if result:
-        inj, acc, early = (result.get(k) for k in ("inject_signal", "access_signal",
-                                                    "early_signal"))
-        first = inj or early or acc
-        before, after = result.get("pfn_before"), result.get("pfn_after")
-        sib = result.get("sibling") or {}
-        obs.update({
-            "inject_errno": result.get("inject_errno"),
-            "inject_signal": inj["code"] if inj else None,
-            "access_signal": acc["code"] if acc else None,
-            "early_signal": early["code"] if early else None,
-            "si_addr_is_page": first["addr_is_page"] if first else None,
-            "si_addr_lsb": first["addr_lsb"] if first else None,
-            "data": result.get("data"),
-            "pfn_before": before,
-            "pfn_after": after,
-            "pfn_changed": (before != after) if after not in (None, "0", "0x0") else None,
-            "fsync_errno": _nonneg(result.get("fsync_errno")),
-        })
-        if sib:
-            obs.update({"sibling_early_signal": _signal(sib.get("early_signal")),
-                        "sibling_access_signal": _signal(sib.get("access_signal")),
-                        "sibling_data": sib.get("data")})
-        hb, ha = result.get("huge_pages_before"), result.get("huge_pages_after")
-        if isinstance(hb, int) and isinstance(ha, int) and hb > 0:
-            obs["huge_pages_lost"] = hb - ha
-        if _nonneg(result.get("unpoison_errno")) is not None:
-            obs["unpoison_errno"] = result["unpoison_errno"]
-            after_unpoison = result.get("hardware_corrupted_kb_after_unpoison")
-            if isinstance(hc0, int) and isinstance(after_unpoison, int) and after_unpoison >= 0:
-                obs["hardware_corrupted_kb_after_unpoison"] = after_unpoison - hc0
+        obs.update(_of_result(result, hc0))
     steps = {}
     for ev in events:  # the access steps after the first, each with its own observables
         if ev.get("event") == "step" and isinstance(ev.get("step"), str):
@@ -284,11 +249,45 @@ def observe(console: ConsoleFacts, events: list[dict], *, timed_out: bool) -> Ob
     return Observed(**obs, steps=steps)
 
 
+def _of_result(result: dict, hc0: int | None) -> dict[str, Any]:
+    """The observables of the workload's result event (hc0: HardwareCorrupted at start)."""
+    inj, acc, early = (result.get(k) for k in ("inject_signal", "access_signal",
+                                                "early_signal"))
+    first = inj or early or acc
+    before, after = result.get("pfn_before"), result.get("pfn_after")
+    obs = {
+        "inject_errno": result.get("inject_errno"),
+        "inject_signal": inj["code"] if inj else None,
+        "access_signal": acc["code"] if acc else None,
+        "early_signal": early["code"] if early else None,
+        "si_addr_is_page": first["addr_is_page"] if first else None,
+        "si_addr_lsb": first["addr_lsb"] if first else None,
+        "data": result.get("data"),
+        "pfn_before": before,
+        "pfn_after": after,
+        "pfn_changed": (before != after) if after not in (None, "0", "0x0") else None,
+        "fsync_errno": _nonneg(result.get("fsync_errno")),
+    }
+    sib = result.get("sibling") or {}
+    if sib:
+        obs.update({"sibling_early_signal": _signal(sib.get("early_signal")),
+                    "sibling_access_signal": _signal(sib.get("access_signal")),
+                    "sibling_data": sib.get("data")})
+    hb, ha = result.get("huge_pages_before"), result.get("huge_pages_after")
+    if isinstance(hb, int) and isinstance(ha, int) and hb > 0:
+        obs["huge_pages_lost"] = hb - ha
+    if _nonneg(result.get("unpoison_errno")) is not None:
+        obs["unpoison_errno"] = result["unpoison_errno"]
+        after_unpoison = result.get("hardware_corrupted_kb_after_unpoison")
+        if isinstance(hc0, int) and isinstance(after_unpoison, int) and after_unpoison >= 0:
+            obs["hardware_corrupted_kb_after_unpoison"] = after_unpoison - hc0
+    return obs
+
+
 # What a program may read of a page after a round: its data, or a SIGBUS; zeros only where
 # the racer cut the page out of its file, or where a lost dirty page leaves what the disk
-# holds (the loss is told by fsync, README: page cache); "unchecked" when nothing maps it.
+# holds (the loss is told by fsync); "unchecked" when nothing maps it.
 RACE_DATA = ("intact", "unreadable", "unchecked")
-RACE_ZEROES = ("truncate", "punch-hole")
 HC_PAGE_KB = 4  # HardwareCorrupted counts a poisoned raw page (a huge one too) as 4 kB
 
 
@@ -305,7 +304,7 @@ def race_observables(race: dict, rounds: list[dict]) -> tuple[RaceChecks, dict]:
     The rest (who won, what each call returned, rounds whose frames were not all counted) is
     in the plain `race` record."""
     action = race.get("action")
-    allowed = RACE_DATA + (("zeroed",) if action in RACE_ZEROES or
+    allowed = RACE_DATA + (("zeroed",) if action in CUTTING_RACES or
                            race.get("kind") == "pagecache-dirty" else ())
     wrong = overcount = uncounted = not_back = 0
     outcomes: Counter = Counter()
@@ -317,7 +316,7 @@ def race_observables(race: dict, rounds: list[dict]) -> tuple[RaceChecks, dict]:
             hc > HC_PAGE_KB * max(frames, 0)
         uncounted += isinstance(hc, int) and isinstance(frames, int) and \
             hc < HC_PAGE_KB * frames
-        unpoisoned = r.get("unpoison_errno") == 0 or (action == "unpoison" and
+        unpoisoned = r.get("unpoison_errno") == 0 or (action in UNPOISONING_RACES and
                                                        r.get("racer_errno") == 0)
         not_back += unpoisoned and (r.get("poisoned_end") is True or r.get("hc_delta_end") != 0)
         outcomes[" ".join(f"{k}={r.get(k)}" for k in (

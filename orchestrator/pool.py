@@ -6,32 +6,25 @@ command a user can paste."""
 
 from __future__ import annotations
 
-import logging
 import tarfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from .config import FarmConfig, Host
+from .caserecords import plan_json
 from .errors import FarmError, InfraError, UserError
-from .files import write_json
+from .farmfile import FarmConfig, Host
+from .files import results_for, write_json
+from .options import RunOptions, host_args
+from .outputs import report_dir
+from .plan import Matrix, run_meta, shard_of, skeleton, variant_docs
 from .progress import Progress, fmt_seconds
-from .records import plan_json
-from .run import (
-    Matrix,
-    RunOptions,
-    log_commands,
-    point_latest,
-    results_for,
-    run_meta,
-    shard_of,
-    skeleton,
-    variant_docs,
-)
-from .runner import Runner, SSHRunner, deferred_signals
-from .saved import merge_dirs, report_dir
+from .results import write_run_json
+from .runner import Runner, SSHRunner, log_commands, stop_logging
+from .saved import merge_dirs
+from .signals import deferred_signals
 
 FARM_ROOT = Path(__file__).resolve().parent.parent  # the checkout this farm runs from
 NOT_SHIPPED = (".git", ".venv", ".tox", "results", "__pycache__", ".ruff_cache",
@@ -173,16 +166,12 @@ def run_on_hosts(cfg: FarmConfig, opts: RunOptions, progress: Progress) -> int:
     for k in range(1, len(cfg.hosts) + 1):
         shard_of(m.every, (k, len(cfg.hosts)))
     started = datetime.now(UTC)
-    run_id, results, lock = results_for(cfg, opts, started)
+    run_id, results, lock = results_for(opts.results, cfg.path.parent / "results", started)
     handler = log_commands(results)
     try:
-        if not opts.results:
-            point_latest(results)
         return _run_pool(cfg, opts, m, results, run_id, progress, started)
     finally:
-        logging.getLogger("farm").removeHandler(handler)
-        logging.getLogger("paramiko").removeHandler(handler)
-        handler.close()
+        stop_logging(handler)
         lock.release()
 
 
@@ -196,7 +185,7 @@ def _run_pool(cfg: FarmConfig, opts: RunOptions, m: Matrix, results: Path, run_i
     hosts = cfg.hosts
     shards = [_Shard(h, k, len(hosts)) for k, h in enumerate(hosts, 1)]
     progress.say(f"results: {results}; {len(hosts)} hosts, one shard each")
-    args = shard_args(opts, m)
+    args = host_args(opts, m.seed)
     threads = [threading.Thread(
         target=_run_shard, args=(s, cfg_in_pack, pack, args, opts.jobs, run_id, shards_dir,
                                  progress, shards_dir / f"host-{s.index}.log"), daemon=True)
@@ -243,43 +232,8 @@ def _nothing_came_back(cfg: FarmConfig, m: Matrix, results: Path, run_id: str,
     plan = [entry for k in range(1, n + 1)
             for entry in skeleton(m.variants, shard_of(m.every, (k, n)), m.repeat,
                                   not_run=why.get(k, "not run"))]
-    meta = {**run_meta(cfg, m, run_id, started), "hosts": [h.ssh for h in cfg.hosts],
-            "seconds": 0.0, "interrupted": interrupted or False}
+    meta = replace(run_meta(cfg, m, run_id, started), hosts=[h.ssh for h in cfg.hosts],
+                   seconds=0.0, interrupted=interrupted or False)
     write_json(results / "plan.json", plan_json(plan))
-    write_json(results / "run.json", {"run": meta, "variants": variant_docs(cfg, m.variants)})
+    write_run_json(results, meta, variant_docs(cfg, m.variants))
     return report_dir(results)
-
-
-def shard_args(opts: RunOptions, m: Matrix) -> list[str]:
-    """A host's `farm run` options: the matrix's, and the run's seed, so that every host
-    runs its races the way the others do."""
-    return [*matrix_args(opts), "--seed", str(m.seed)]
-
-
-def matrix_args(opts: RunOptions) -> list[str]:
-    """The `farm run` options that select the matrix, as words for a host's command line."""
-    out = []
-    if opts.variants:
-        out += ["--variants", ",".join(opts.variants)]
-    if opts.names is not None:  # --affected chose them here: the hosts run just those
-        out += ["--scenarios", ",".join(opts.names)]
-    elif opts.scenarios:
-        out += ["--scenarios", opts.scenarios]
-    if opts.page_kinds:
-        out += ["--page-kind", ",".join(opts.page_kinds)]
-    if opts.injectors:
-        out += ["--injector", ",".join(opts.injectors)]
-    if opts.repeat:
-        out += ["--repeat", str(opts.repeat)]
-    if opts.confirm is not None:
-        out += ["--confirm", str(opts.confirm)]
-    if opts.fail_on:
-        out += ["--fail-on", ",".join(opts.fail_on)]
-    if opts.tier:
-        out += ["--tier", opts.tier]
-    if opts.coverage:
-        out += ["--coverage", ",".join(opts.coverage)]
-    if opts.layers:
-        out += ["--layer", ",".join(opts.layers)]
-    return out
-

@@ -1,5 +1,6 @@
-"""What the user sees while the farm works: one status line, redrawn on a terminal and
-printed every few seconds elsewhere (CI logs)."""
+"""What the user sees while the farm works: lines that stay and one status line (on stderr),
+redrawn on a terminal and printed every few seconds elsewhere (CI logs); and what a command
+answers with on stdout (say)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,12 @@ class Progress:
             self._write("\r\033[K")
             self._drawn = False
         self._write(f"[{self.elapsed()}] {text}\n")
+
+
+def say(text: str) -> None:
+    """Print to stdout (a summary, a plan); a reader that has gone (`farm run | head`)
+    changes nothing else: the run still writes its files and keeps its exit code."""
+    try:
+        print(text, end="", flush=True)
+    except OSError:  # a closed pipe, a terminal that hung up
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,35 +1,33 @@
-"""QEMU guests: the command line (a list, built in one place), the accelerator probe, QMP,
-and one guest's life from start to exit, with the host side of the injection handshake."""
+"""QEMU guests: the command line (a list, built in one place), QMP, and one guest's life from
+start to exit, with the host side of the injection handshake (the machine check a host
+injector's registry row names, at the guest-physical address the workload reports)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import select
 import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InfraError
 from .files import tail
+from .registry import machine_check
 from .runner import Runner, quote
 
-# Machine-check values for QEMU's `mce` monitor command (see DESIGN.md): bank 9, misc 0x8c
-# (address LSB 12, physical address mode).
+# How QEMU's `mce` monitor command writes each kind of machine check (see DESIGN.md): its
+# MCi_STATUS and MCG_STATUS, in bank 9 with misc 0x8c (address LSB 12, physical address).
 MCE_BANK = 9
 MCE_MISC = "0x8c"
-MCE = {
+MCE_STATUS = {
     "srao": ("0xbd000000000000c0", "0x5"),  # uncorrected, action optional; RIPV|MCIP
     "srar": ("0xbd80000000000134", "0x7"),  # uncorrected, action required; RIPV|EIPV|MCIP
 }
-MCE["srar-kernel"] = MCE["srar"]
-# The privilege level the vCPU must be at when each kind of machine check arrives.
-WANT_CPL = {"srar": "3", "srar-kernel": "0"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +182,6 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
     qemu_log = req.workdir / "qemu.log"
     run = GuestRun(cmd, None, False, 0.0, req.workdir / "console.log", req.workdir / "agent.log")
     start = time.monotonic()
-    deadline = start + req.timeout
     with open(qemu_log, "w") as qlog, open(run.agent, "w") as alog:
         qlog.write(f"$ {quote(cmd)}\n")
         qlog.flush()
@@ -193,46 +190,7 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         try:
             chan = _connect(agent_path, proc, start + 15)
             qmp = QMP(_connect(qmp_path, proc, start + 15))
-            buf = b""
-            while True:
-                # After QEMU ends, what it had sent is still read to the end of the stream:
-                # the last lines (the result, agent-end) come just before the guest stops.
-                exited = proc.poll() is not None
-                if time.monotonic() > deadline:
-                    run.timed_out = True
-                    break
-                if chan is None:
-                    if exited:
-                        break
-                    time.sleep(0.02)
-                    continue
-                ready, _, _ = select.select([chan], [], [], 0.05)
-                if not ready:
-                    if exited:
-                        break
-                    continue
-                data = chan.recv(65536)
-                if not data:
-                    chan.close()
-                    chan = None
-                    continue
-                buf += data
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode(errors="replace")
-                    alog.write(line + "\n")
-                    alog.flush()
-                    event = _event(line)
-                    if event is None:
-                        continue
-                    event["t"] = round(time.monotonic() - start, 3)
-                    run.events.append(event)
-                    if event.get("event") == "inject-request":
-                        run.injections.append(_inject(qmp, event, chan, req.machine))
-                    if req.stop_on and event.get("event") == req.stop_on:
-                        raise _Stop
-            if buf:  # a line cut off when the guest stopped: kept in the log, not parsed
-                alog.write(buf.decode(errors="replace") + "\n")
+            _follow(req, run, proc, chan, qmp, alog, start)
         except _Stop:
             pass
         except (OSError, InfraError) as e:
@@ -258,6 +216,58 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         elif run.infra_error is None and "terminating on signal" in said:
             run.infra_error = "QEMU was stopped by a signal: " + said
     return run
+
+
+def _follow(req: GuestRequest, run: GuestRun, proc, chan: socket.socket, qmp: QMP, alog,
+            start: float) -> None:
+    """Read the agent channel to its end, or to the guest's timeout. After QEMU ends, what it
+    had sent is still read to the end of the stream: the last lines (the result, agent-end)
+    come just before the guest stops."""
+    deadline = start + req.timeout
+    buf = b""
+    while True:
+        exited = proc.poll() is not None
+        if time.monotonic() > deadline:
+            run.timed_out = True
+            break
+        if chan is None:
+            if exited:
+                break
+            time.sleep(0.02)
+            continue
+        ready, _, _ = select.select([chan], [], [], 0.05)
+        if not ready:
+            if exited:
+                break
+            continue
+        data = chan.recv(65536)
+        if not data:
+            chan.close()
+            chan = None
+            continue
+        buf += data
+        while b"\n" in buf:
+            raw, buf = buf.split(b"\n", 1)
+            _agent_line(raw.decode(errors="replace"), req, run, chan, qmp, alog, start)
+    if buf:  # a line cut off when the guest stopped: kept in the log, not parsed
+        alog.write(buf.decode(errors="replace") + "\n")
+
+
+def _agent_line(line: str, req: GuestRequest, run: GuestRun, chan: socket.socket, qmp: QMP,
+                alog, start: float) -> None:
+    """One line of the agent: logged; an event is kept, and answered when it asks the host
+    to inject (or is the event that ends the guest at once)."""
+    alog.write(line + "\n")
+    alog.flush()
+    event = _event(line)
+    if event is None:
+        return
+    event["t"] = round(time.monotonic() - start, 3)
+    run.events.append(event)
+    if event.get("event") == "inject-request":
+        run.injections.append(_inject(qmp, event, chan, req.machine))
+    if req.stop_on and event.get("event") == req.stop_on:
+        raise _Stop
 
 
 def qemu_said(qemu_log: Path, n: int = 4) -> str:
@@ -311,57 +321,42 @@ def guest_cpu(value, machine: Machine) -> int:
 
 
 def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine) -> dict:
-    """Inject a machine check at the guest-physical address the workload reported.
+    """Inject the machine check of the injector the workload names, at the guest-physical
+    address it reported.
 
     An SRAR means "the instruction now running consumed poison": it must arrive while the
     vCPU runs the workload in user mode, or the guest rightly panics ("Data load in
     unrecoverable area of kernel"). The workload spins on the page; the farm stops the VM,
-    injects only if the vCPU is at CPL 3, and lets it go on, trying again otherwise. The
-    srar-kernel mode does the opposite on purpose: the workload sleeps, and the machine check
-    lands at CPL 0, where the kernel must panic."""
-    mode = event.get("mode")
-    if mode not in MCE:
-        raise InfraError(f"the guest asked for a machine check of unknown kind "
-                         f"{str(mode)[:40]!r}")
-    status, mcg = MCE[mode]
+    injects only if the vCPU is at CPL 3, and lets it go on, trying again otherwise. An
+    injector whose row says in_kernel does the opposite on purpose: the workload sleeps, and
+    the machine check lands at CPL 0, where the kernel must panic."""
+    name = event.get("injector")
+    check = machine_check(name) if isinstance(name, str) else None
+    if check is None:
+        raise InfraError(f"the guest asked for a machine check of {str(name)[:40]!r}, not a "
+                         "host injector")
+    kind, cpl = check
+    status, mcg = MCE_STATUS[kind]
     gpa = guest_address(event.get("gpa"), machine)
     cpu = guest_cpu(event.get("cpu", 0), machine)
     # On several vCPUs the machine check is broadcast, as a real one is: the guest's handler
     # waits for every CPU to enter it (without LMCE, which needs firmware the PVH boot skips).
     broadcast = "-b " if machine.cpus > 1 else ""
     line = f"mce {broadcast}{cpu} {MCE_BANK} {status} {mcg} {gpa} {MCE_MISC}"
-    record = {"mode": mode, "gpa": gpa, "cpu": cpu, "monitor": line}
-    if mode in WANT_CPL:
-        for attempt in range(1, SRAR_ATTEMPTS + 1):
-            qmp.execute("stop")
-            m = CPL.search(qmp.hmp("info registers", cpu))
-            if m and m.group(1) == WANT_CPL[mode]:
-                record["reply"] = qmp.hmp(line)
-                qmp.execute("cont")
-                record["attempts"] = attempt
-                return record
+    record = {"injector": name, "mce": kind, "gpa": gpa, "cpu": cpu, "monitor": line}
+    if cpl is None:
+        record["reply"] = qmp.hmp(line)
+        if chan is not None:
+            chan.sendall(b"injected\n")
+        return record
+    for attempt in range(1, SRAR_ATTEMPTS + 1):
+        qmp.execute("stop")
+        m = CPL.search(qmp.hmp("info registers", cpu))
+        if m and m.group(1) == cpl:
+            record["reply"] = qmp.hmp(line)
             qmp.execute("cont")
-            time.sleep(0.002)
-        raise InfraError(f"{mode}: the vCPU was never at CPL {WANT_CPL[mode]} "
-                         f"in {SRAR_ATTEMPTS} tries")
-    record["reply"] = qmp.hmp(line)
-    if chan is not None:
-        chan.sendall(b"injected\n")
-    return record
-
-
-def probe_accel(requested: str, base: GuestRequest, runner: Runner) -> tuple[str, str]:
-    """The accelerator to use and why. 'auto' boots the real kernel under KVM with a short
-    timeout: /dev/kvm can open yet hang nested guests, so only a guest that reaches its agent
-    counts as working."""
-    if requested != "auto":
-        return requested, f"{requested} (asked for)"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "tcg", "tcg (/dev/kvm not usable)"
-    probe = replace(base, machine=replace(base.machine, accel="kvm"), timeout=10.0,
-                    stop_on="agent-start", drives=())
-    run = run_guest(probe, runner)
-    if any(e.get("event") == "agent-start" for e in run.events):
-        return "kvm", f"kvm (probe guest reached its agent in {run.seconds:.1f}s)"
-    why = "timed out" if run.timed_out else (run.infra_error or f"exit {run.exit_code}")
-    return "tcg", f"tcg (KVM probe failed: {why})"
+            record["attempts"] = attempt
+            return record
+        qmp.execute("cont")
+        time.sleep(0.002)
+    raise InfraError(f"{name}: the vCPU was never at CPL {cpl} in {SRAR_ATTEMPTS} tries")

@@ -10,13 +10,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .case import expected_of, ktap_subcases, verdict_of_logs
-from .config import FarmConfig, Scenario
+from .caserecords import CaseRecord, CaseSpec, read_plan
 from .errors import UserError
+from .farmfile import FarmConfig
 from .files import claim, write_json
-from .records import CaseRecord, CaseSpec, read_plan
-from .results import signature, signature_diff
-from .saved import report_dir, say
+from .judge import expected_of, judge_logs, ktap_subcases
+from .outputs import report_dir
+from .progress import say
+from .scenarios import Scenario
+from .verdicts import signature, signature_diff
 
 
 def _specs(results: Path) -> dict[str, CaseSpec]:
@@ -45,7 +47,7 @@ def reparse_case(path: Path, rec: CaseRecord, cfg: FarmConfig, scenarios: dict[s
     if s.race:  # the seed it ran with, whatever the file says now
         s = replace(s, seed=(rec.race or {}).get("seed", 0))
     obs0 = rec.observed or {}
-    v = verdict_of_logs(
+    v = judge_logs(
         s, d / "console.log", d / "agent.log",
         timed_out=rec.timed_out if rec.timed_out is not None else obs0.get("guest") == "hung",
         infra_error=rec.infra_error,
@@ -68,7 +70,7 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
     try:
         specs = _specs(results)
         scenarios = {s.name: s for s in cfg.scenarios}
-        changed, observed, kept = [], [], []
+        changed, observed, kept, same = [], [], [], 0
         files = sorted((results / "cases").glob("*/*/r*/case.json"))
         for path in files:
             try:
@@ -79,22 +81,28 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
             label = f"{rec.variant} / {rec.scenario} r{rec.repeat}"
             if why:
                 kept.append(f"- {label}: {why}")
-                continue
-            if new == rec:
-                continue
-            write_json(path, new.to_json())
-            if new.status != rec.status:
-                changed.append(f"- {label}: {rec.status} → {new.status}: "
-                               f"{new.message} (was: {rec.message})")
+            elif new == rec:
+                same += 1
             else:
-                diff = signature_diff(signature(rec.to_json()), signature(new.to_json()))
-                if diff or new.message != rec.message:
-                    observed.append(f"- {label}: still {new.status}; "
-                                    + ("; ".join(diff) if diff else f"now: {new.message}"))
-        say(f"farm reparse: {len(files)} cases judged again against "
-            f"{cfg.scenarios_path}: {len(changed)} changed status, {len(observed)} changed "
-            f"what they observe or say, {len(kept)} kept as they were\n"
+                write_json(path, new.to_json())
+                line = _change(label, rec, new)
+                (changed if new.status != rec.status else observed).append(line)
+        say(f"farm reparse: {len(files)} cases judged again against {cfg.scenarios_path}: "
+            f"{len(changed)} changed status, {len(observed)} changed what they observe or "
+            f"say, {same + len(kept)} kept as they were\n"
             + "".join(line + "\n" for line in changed + observed + kept))
         return report_dir(results)
     finally:
         lock.release()
+
+
+def _change(label: str, rec: CaseRecord, new: CaseRecord) -> str:
+    """What judging a case again changed: its status, or what it observes or says."""
+    if new.status != rec.status:
+        return f"- {label}: {rec.status} → {new.status}: {new.message} (was: {rec.message})"
+    diff = signature_diff(signature(rec.observed), signature(new.observed))
+    if diff:
+        return f"- {label}: still {new.status}; " + "; ".join(diff)
+    if new.message != rec.message:
+        return f"- {label}: still {new.status}; now: {new.message}"
+    return f"- {label}: still {new.status}; what its scenario expects or says changed"

@@ -5,7 +5,6 @@ step."""
 from __future__ import annotations
 
 import base64
-import ctypes
 import getpass
 import hashlib
 import logging
@@ -16,12 +15,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InfraError
+from .signals import child_setup, deferred_signals
 
 log = logging.getLogger("farm.cmd")
 
@@ -33,67 +32,6 @@ def quote(cmd: Sequence[str], cwd: Path | str | None = None,
         shlex.quote(str(c)) for c in cmd]
     line = " ".join(words)
     return f"(cd {shlex.quote(str(cwd))} && {line})" if cwd else line
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (a CI job cancelled, a terminal closed): handled as Ctrl-C is."""
-
-    def __init__(self, how: str):
-        super().__init__(how)
-        self.how = how
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _stop(signum, _frame):
-    raise Terminated(signal.Signals(signum).name)
-
-
-def handle_stop_signals() -> None:
-    """SIGTERM and SIGHUP end the farm the way Ctrl-C does: its children are stopped, what
-    was gathered is reported. SIGINT gets Python's default handler back, even where the
-    farm was started with it ignored (in the background of a script)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _stop)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@contextmanager
-def deferred_signals() -> Iterator[None]:
-    """While the farm writes its reports after an interruption, a second Ctrl-C or SIGTERM
-    waits: the reports take a moment, and half-written reports help nobody."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    sigs = (signal.SIGINT, *STOP_SIGNALS)
-    old = {s: signal.signal(s, lambda n, f: pending.append(n)) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if pending:
-            os.kill(os.getpid(), pending[0])
-
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def die_with_parent(parent: int) -> None:
-    """In a child between fork and exec: be killed when the parent dies, however it dies
-    (SIGKILL included), and stop at once if it is already gone."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _child_setup(parent: int) -> Callable[[], None]:
-    return lambda: die_with_parent(parent)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -205,7 +143,7 @@ class Runner:
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, errors="replace", bufsize=1,
                                     start_new_session=True,
-                                    preexec_fn=_child_setup(os.getpid()))
+                                    preexec_fn=child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
         out = _Lines(log_path, on_line)
@@ -244,7 +182,7 @@ class Runner:
         try:
             return subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
                                     stdout=stdout, stderr=stderr,
-                                    preexec_fn=_child_setup(os.getpid()))
+                                    preexec_fn=child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
 
@@ -400,3 +338,30 @@ class SSHRunner:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def log_commands(results: Path) -> logging.Handler:
+    """Every command the farm runs, here or over SSH, into the result directory's farm.log;
+    the SSH library's own messages go there too, never as a traceback on the terminal."""
+    handler = logging.FileHandler(results / "farm.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    root = logging.getLogger("farm")
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    quiet_ssh_library(handler)
+    return handler
+
+
+def stop_logging(handler: logging.Handler) -> None:
+    logging.getLogger("farm").removeHandler(handler)
+    logging.getLogger("paramiko").removeHandler(handler)
+    handler.close()
+
+
+def quiet_ssh_library(handler: logging.Handler | None = None) -> None:
+    lib = logging.getLogger("paramiko")
+    lib.propagate = False
+    if not lib.handlers:
+        lib.addHandler(logging.NullHandler())
+    if handler:
+        lib.addHandler(handler)

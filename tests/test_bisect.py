@@ -15,10 +15,12 @@ from conftest import REPO
 from tests_support import processes_of, validate
 
 from orchestrator.bisect import GOOD, Patch, Window, junit, outcome_of, search, summary
-from orchestrator.config import Source, Variant
-from orchestrator.kernel import BuildRequest, build, prepare_source
+from orchestrator.build import BuildRequest, build
+from orchestrator.caserecords import CaseRecord
+from orchestrator.farmfile import Source, Variant
 from orchestrator.progress import Progress
 from orchestrator.runner import Runner
+from orchestrator.source import prepare_source
 
 # What each patch of the fake series adds to mm/memory-failure.c. Scenario "a" regresses
 # from patch 6 on (its marker is compiled in), scenario "b" from patch 2 on; patch 5 breaks
@@ -114,7 +116,7 @@ def test_window_next_prefers_the_middle():
 
 def test_outcomes_follow_the_verdict_rules():
     def case(status, message=""):
-        return {"status": status, "message": message}
+        return CaseRecord("v::s::r1", "v", "s", 1, status, message)
     assert outcome_of([case("pass"), case("pass")]) == ("good", "2 pass")
     assert outcome_of([case("fail"), case("skip")]) == ("bad", "fail, skip")
     assert outcome_of([case("pass"), case("fail")])[0] == "flaky"

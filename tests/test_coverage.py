@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.affected import Region, choose, regions
+from orchestrator.build import BuildRequest, build, build_key
 from orchestrator.case import kernel_cmdline
-from orchestrator.config import ConfigErrors, Variant, coverage_files, load_farm
 from orchestrator.coverage import line_map, patched_files, reached, read_case, save_gcda
-from orchestrator.errors import UserError
-from orchestrator.kernel import BuildRequest, build, build_key, prepare_source
+from orchestrator.errors import ConfigErrors, UserError
+from orchestrator.farmfile import Variant, load_farm
 from orchestrator.progress import Progress
+from orchestrator.registry import coverage_files
 from orchestrator.runner import Runner
+from orchestrator.source import prepare_source
 
 REPO = Path(__file__).parent.parent
 MF = "mm/memory-failure.c"
@@ -177,7 +179,7 @@ def fake(tmp_path, fake_kernel):
     runner = Runner()
     progress = Progress(stream=open(tmp_path / "progress.txt", "w"))
     cache = tmp_path / "cache"
-    src = prepare_source(__import__("orchestrator.config").config.Source("dir", fake_kernel),
+    src = prepare_source(__import__("orchestrator.farmfile").farmfile.Source("dir", fake_kernel),
                          cache, runner, progress)
 
     def req(coverage=()):

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from tests_support import check_junit, processes_of
 
-from orchestrator.config import ACCESS_STEPS, INJECTORS, PAGE_KINDS, load_farm
-from orchestrator.run import RunOptions, select
+from orchestrator.farmfile import load_farm
+from orchestrator.options import RunOptions
+from orchestrator.plan import select
+from orchestrator.registry import ACCESS_STEPS, INJECTORS, PAGE_KINDS
 
 REPO = Path(__file__).parent.parent
 # The e2e tests share one A/B run and must not run beside each other: tox runs the suite with

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from orchestrator.affected import saved_path
-from orchestrator.config import load_farm
-from orchestrator.kernel import prepare_source
+from orchestrator.affected import coverage_key, saved_path
+from orchestrator.farmfile import load_farm
 from orchestrator.progress import Progress
-from orchestrator.run import coverage_key
 from orchestrator.runner import Runner
+from orchestrator.source import prepare_source
 
 REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.e2e

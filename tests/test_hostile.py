@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
-from orchestrator.config import INJECTORS, PAGE_KINDS, load_farm
 from orchestrator.errors import ConfigErrors
+from orchestrator.farmfile import load_farm
+from orchestrator.registry import INJECTORS, PAGE_KINDS
 
 REPO = Path(__file__).parent.parent
 

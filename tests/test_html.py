@@ -6,13 +6,14 @@ import json
 import re
 import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.report import report_html
-from orchestrator.results import assemble
+from orchestrator.html_report import report_html
+from orchestrator.results import assemble, read_results
 from orchestrator.runner import Runner
 
 CHROMIUM = shutil.which("chromium")
@@ -27,11 +28,12 @@ def page(data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(data / "run-ab", run)
     main(["report", str(run)])
-    doc = json.loads((run / "results.json").read_text())
-    failed = next(c for c in doc["cases"] if c["status"] == "fail")
-    failed["message"] = HOSTILE  # what a guest could print ends up in messages and logs
-    failed["observed"]["recovery"] = [HOSTILE]
-    (run / "report.html").write_text(report_html(doc))
+    doc = read_results(run)
+    i, failed = next((i, c) for i, c in enumerate(doc.cases) if c.status == "fail")
+    cases = list(doc.cases)  # what a guest could print ends up in messages and logs
+    cases[i] = replace(failed, message=HOSTILE, observed={**failed.observed,
+                                                           "recovery": [HOSTILE]})
+    (run / "report.html").write_text(report_html(replace(doc, cases=tuple(cases))))
     return run / "report.html"
 
 
@@ -82,14 +84,13 @@ def test_the_first_screen_answers_first_totals_grid_then_what_changed(page, tmp_
 
 def aa_page(data: Path, tmp_path: Path) -> Path:
     """An A/A run: the recorded run's base cases, twice, as baseline and baseline-again."""
-    doc = json.loads((data / "run-ab" / "results.json").read_text())
-    base = [c for c in doc["cases"] if c["variant"] == "baseline"]
-    again = [{**c, "variant": "baseline-again", "id": c["id"].replace("baseline::",
-                                                                        "baseline-again::")}
-             for c in base]
-    variants = {"baseline": doc["variants"]["baseline"],
-                "baseline-again": doc["variants"]["baseline"]}
-    aa = assemble(doc["run"], variants, base + again, "baseline")
+    doc = read_results(data / "run-ab")
+    base = doc.of_variant("baseline")
+    again = [replace(c, variant="baseline-again",
+                     id=c.id.replace("baseline::", "baseline-again::")) for c in base]
+    variants = {"baseline": doc.variants["baseline"],
+                "baseline-again": doc.variants["baseline"]}
+    aa = assemble(doc.run, variants, base + again)
     out = tmp_path / "aa"
     out.mkdir()
     (out / "report.html").write_text(report_html(aa))

@@ -2,19 +2,21 @@
 result directory of a real default A/B run (tests/data/run-ab/) and on one with a kselftest's
 KTAP subtests and a case that never ran. Nothing here starts a guest."""
 
-import copy
 import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
 import pytest
 from kcidb_io.schema import LATEST
 
+from orchestrator.caserecords import CaseRecord
 from orchestrator.cli import main
 from orchestrator.kcidb import kcidb_doc, patchset_hash, validate
+from orchestrator.results import Results, read_results
 
 DATA = Path(__file__).parent / "data"
 RUN_AB = DATA / "run-ab"
@@ -27,13 +29,13 @@ def saved(tmp_path):
     return d
 
 
-def results_of(d: Path) -> dict:
-    return json.loads((d / "results.json").read_text())
+def results_of(d: Path) -> Results:
+    return read_results(d)
 
 
 def test_a_recorded_ab_run_is_a_valid_kcidb_document(saved):
-    doc = results_of(saved)
-    k = kcidb_doc(doc, saved)
+    doc = json.loads((saved / "results.json").read_text())
+    k = kcidb_doc(results_of(saved), saved)
     LATEST.validate(k)  # kcidb-io's own check, schema v5
     assert k["version"] == {"major": LATEST.major, "minor": LATEST.minor}
     assert [c["id"] for c in k["checkouts"]] == [
@@ -68,18 +70,15 @@ def test_the_patchset_hash_is_kcidbs_own_recipe(tmp_path):
 
 def test_ktap_subtests_nest_under_their_program_and_a_case_never_run_is_a_miss(saved):
     doc = results_of(saved)
-    ran = doc["cases"][0]
-    kself = copy.deepcopy(ran)
-    kself.update(id=f"{ran['variant']}::kselftest-hugetlb-soft-offline::r1",
-                 scenario="kselftest-hugetlb-soft-offline", status="pass")
-    sub = copy.deepcopy(kself)
-    sub.update(id=f"{ran['variant']}::kselftest-hugetlb-soft-offline/1.2::r1",
-               scenario="kselftest-hugetlb-soft-offline/1.2", status="error")
-    kself["subcases"] = [sub]
-    missing = {"id": f"{ran['variant']}::never::r1", "variant": ran["variant"],
-               "scenario": "odd.name", "repeat": 1, "status": "error",
-               "message": "not run: the run was interrupted"}
-    doc["cases"] += [kself, missing]
+    ran = doc.cases[0]
+    kself = replace(ran, id=f"{ran.variant}::kselftest-hugetlb-soft-offline::r1",
+                    scenario="kselftest-hugetlb-soft-offline", status="pass")
+    sub = replace(kself, id=f"{ran.variant}::kselftest-hugetlb-soft-offline/1.2::r1",
+                  scenario="kselftest-hugetlb-soft-offline/1.2", status="error")
+    kself = replace(kself, subcases=(sub,))
+    missing = CaseRecord(f"{ran.variant}::never::r1", ran.variant, "odd.name", 1, "error",
+                         "not run: the run was interrupted")
+    doc = replace(doc, cases=(*doc.cases, kself, missing))
     k = kcidb_doc(doc, saved, origin="my_lab", url="https://ci.example.org/farm/run-42")
     validate(k)
     paths = {t["path"]: t for t in k["tests"]}
@@ -115,8 +114,8 @@ def test_farm_report_writes_kcidb_json_beside_the_other_reports(saved):
 
 
 def test_farm_yamls_kcidb_settings_are_checked_by_file_and_line(tmp_path):
-    from orchestrator.config import load_farm
     from orchestrator.errors import ConfigErrors
+    from orchestrator.farmfile import load_farm
     repo = Path(__file__).parent.parent
     text = (repo / "farm.yaml").read_text().replace(
         "scenarios: guest-tests/scenarios.yaml",

@@ -4,11 +4,11 @@ on recorded real guest runs."""
 from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.case import judge_kselftest, ktap_subcases
-from orchestrator.config import Scenario
+from orchestrator.caserecords import CaseRecord, CaseSpec
+from orchestrator.judge import judge_kselftest, ktap_subcases
 from orchestrator.ktap import parse_ktap
 from orchestrator.parse import observe, parse_agent, parse_console
-from orchestrator.records import CaseRecord, CaseSpec
+from orchestrator.scenarios import Scenario
 
 SOFT = Scenario("kselftest-hugetlb-soft-offline", "kselftest", "kselftest", "none",
                 "the tree's own test", kselftest="mm/hugetlb-soft-offline",

@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 from test_config import farm_dir, problems, write_farm  # noqa: F401  (a fixture)
+from tests_support import run_info
 
-from orchestrator.config import Variant, load_farm
+from orchestrator.build import BuildRequest, build_key
 from orchestrator.errors import InfraError, UserError
-from orchestrator.kernel import BuildRequest, build_key, prepare_source
+from orchestrator.farmfile import Variant, load_farm
+from orchestrator.options import RunOptions
+from orchestrator.plan import Matrix, fragments_with, plan_doc
 from orchestrator.progress import Progress
 from orchestrator.qemu import GuestRequest, Machine, guest_cpu, qemu_command
-from orchestrator.run import Matrix, RunOptions, fragments_with, plan_doc
 from orchestrator.runner import Runner
 from orchestrator.saved import compare_dirs
+from orchestrator.source import prepare_source
 
 REPO = Path(__file__).parent.parent
 FARM = """\
@@ -58,7 +61,7 @@ def test_an_unknown_layer_is_bad_input_and_the_plan_names_the_layers():
 
 def test_a_layer_is_part_of_the_build_key(tmp_path, fake_kernel):
     cfg = load_farm(REPO / "farm.yaml")
-    from orchestrator.config import Source
+    from orchestrator.farmfile import Source
     src = prepare_source(Source("dir", fake_kernel), tmp_path, Runner(),
                          Progress(stream=open("/dev/null", "w")))
     plain = BuildRequest(Variant("b"), src, "tinyconfig", cfg.fragments, tmp_path, 1)
@@ -73,8 +76,7 @@ def test_runs_of_different_layers_are_not_compared(tmp_path):
     for name, layers in (("plain", []), ("debug", ["debug"])):
         d = tmp_path / name
         d.mkdir()
-        run = {"id": name, "base": "baseline", "layers": layers, "farm_version": "0",
-               "started": 0}
+        run = run_info(id=name, layers=layers).to_json()
         (d / "run.json").write_text(json.dumps({"run": run, "variants": {}}))
         (d / "results.json").write_text(json.dumps(
             {"schema": 1, "run": run, "variants": {"baseline": {}}, "cases": [],

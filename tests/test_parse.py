@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.case import expected_of, judge
-from orchestrator.config import Scenario, load_scenarios
+from orchestrator.judge import expected_of, judge
 from orchestrator.parse import observe, parse_agent, parse_console
+from orchestrator.scenarios import Scenario, load_scenarios
 
 REPO = Path(__file__).parent.parent
 
@@ -169,7 +169,7 @@ def steps_of(obs) -> dict[str, dict]:
 
 def test_every_access_step_has_a_recorded_real_run():
     """Each step after the first has a recording of a real guest that took it."""
-    from orchestrator.config import ACCESS_STEPS
+    from orchestrator.registry import ACCESS_STEPS
     data = Path(__file__).parent / "data"
     seen = set()
     for name in STEP_RECORDINGS:

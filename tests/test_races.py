@@ -7,14 +7,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests_support import run_info
 
-from orchestrator.case import expected_of, judge, kernel_cmdline
-from orchestrator.config import RACE_KINDS, RACES, load_farm, load_scenarios
+from orchestrator.case import kernel_cmdline
+from orchestrator.caserecords import CaseRecord
 from orchestrator.errors import ConfigErrors
+from orchestrator.farmfile import load_farm
+from orchestrator.judge import expected_of, judge
+from orchestrator.options import RunOptions
 from orchestrator.parse import Observed, observe, parse_agent, parse_console
-from orchestrator.report import summary
-from orchestrator.results import assemble, signature
-from orchestrator.run import Matrix, RunOptions, run_meta, select
+from orchestrator.plan import Matrix, run_meta, select
+from orchestrator.registry import RACE_KINDS, RACES
+from orchestrator.results import VariantInfo, assemble
+from orchestrator.scenarios import load_scenarios
+from orchestrator.summary import summary
+from orchestrator.verdicts import signature
 
 REPO = Path(__file__).parent.parent
 RACES_DIR = Path(__file__).parent / "data" / "recorded" / "races"
@@ -119,15 +126,16 @@ def test_one_seed_for_every_race_of_a_run_given_or_drawn_and_recorded():
     drawn = Matrix.of(CFG, RunOptions(scenarios="race-*"))
     assert len({s.seed for s in drawn.every}) == 1
     from datetime import UTC, datetime
-    assert run_meta(CFG, m, "id", datetime.now(UTC))["seed"] == 12345
-    assert "seed" not in run_meta(CFG, Matrix.of(CFG, RunOptions()), "id", datetime.now(UTC))
+    assert run_meta(CFG, m, "id", datetime.now(UTC)).to_json()["seed"] == 12345
+    assert "seed" not in run_meta(CFG, Matrix.of(CFG, RunOptions()), "id",
+                                  datetime.now(UTC)).to_json()
 
 
 def test_the_pool_hands_its_seed_to_every_host():
-    from orchestrator.pool import shard_args
+    from orchestrator.options import host_args
     opts = RunOptions(scenarios="race-*", seed=None)
     m = Matrix.of(CFG, opts)
-    args = shard_args(opts, m)
+    args = host_args(opts, m.seed)
     assert args[args.index("--seed") + 1] == str(m.seed)
     assert args[args.index("--scenarios") + 1] == "race-*"
 
@@ -221,19 +229,18 @@ def test_who_wins_a_round_never_changes_the_signature():
                  inject_errno=16, racer_errno=133, hc_delta=0, frames_delta=0)
     a, b = recorded("race-ksm-fork"), recorded("race-ksm-fork", flip)
     assert a.race["outcomes"] != b.race["outcomes"]
-    sig = signature({"observed": a.to_json()})
-    assert sig == signature({"observed": b.to_json()})
+    sig = signature(a.to_json())
+    assert sig == signature(b.to_json())
     assert {k for k in sig if k.startswith("race.")} == {
         "race.rounds", "race.wrong_data", "race.hc_overcount", "race.not_back"}
 
 
 def test_the_summary_names_the_seed_and_each_races_rounds():
     obs = recorded("race-ksm-fork")
-    case = {"id": "baseline::race-ksm-fork::r1", "variant": "baseline",
-            "scenario": "race-ksm-fork", "repeat": 1, "status": "pass",
-            "message": "as expected", "observed": obs.to_json(), "expected": {}}
-    doc = assemble({"id": "r", "seed": 99, "base": "baseline", "repeat": 1, "jobs": 2,
-                    "layers": ["debug"]}, {"baseline": {}}, [case], "baseline")
+    case = CaseRecord("baseline::race-ksm-fork::r1", "baseline", "race-ksm-fork", 1, "pass",
+                      "as expected", observed=obs.to_json(), expected={})
+    doc = assemble(run_info(id="r", seed=99, repeat=1, jobs=2, layers=["debug"]),
+                   {"baseline": VariantInfo()}, [case])
     text = summary(doc, 0)
     assert "- race seed: 99 (the same races again: --seed 99)" in text
     assert "| race-ksm-fork | pass (10 rounds: data=" in text

@@ -1,4 +1,4 @@
-"""The typed records at the stage boundaries (orchestrator/records.py, parse.Observed) read
+"""The typed records at the stage boundaries (orchestrator/caserecords.py, parse.Observed) read
 and write the files of real runs as they are: plan.json and case.json of a recorded A/B run,
 and the observables of every recorded guest."""
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config
-from orchestrator.config import Scenario
+from orchestrator import registry
+from orchestrator.caserecords import CaseRecord, CaseSpec, plan_json, read_plan
 from orchestrator.errors import UserError
 from orchestrator.parse import ABSENT, Observed, observe, parse_agent, parse_console
-from orchestrator.records import CaseRecord, CaseSpec, plan_json, read_plan
+from orchestrator.scenarios import Scenario, load_scenarios
 
 DATA = Path(__file__).parent / "data"
 RUN = DATA / "run-ab"
@@ -43,7 +43,7 @@ def test_a_plan_reads_back_typed_and_writes_the_same():
 
 
 def test_each_way_a_case_ends_is_one_constructor():
-    s = next(s for s in config.load_scenarios(SCENARIOS) if s.name == "anon-madvise")
+    s = next(s for s in load_scenarios(SCENARIOS) if s.name == "anon-madvise")
     spec = CaseSpec.planned("patched", s, 2)
     assert (spec.id, spec.runnable) == ("patched::anon-madvise::r2", False)
     lost = CaseRecord.not_run(spec, "not run: the run was interrupted (SIGTERM)")
@@ -89,10 +89,10 @@ def observed_of(name: str) -> Observed:
 
 def test_every_observable_a_scenario_may_expect_is_a_field_judging_can_read():
     names = {f.name for f in dataclasses.fields(Observed)}
-    assert set(config.OBSERVABLES) <= names
+    assert set(registry.OBSERVABLES) <= names
     obs = observed_of("shmem-madvise")
     flat = obs.to_json()
-    for name in [*config.OBSERVABLES, *(k for k in flat if "." in k)]:
+    for name in [*registry.OBSERVABLES, *(k for k in flat if "." in k)]:
         assert obs.value(name) == flat.get(name), name
     assert obs.value("no-such-step.errno") is None and obs.value("nonsense") is None
     assert obs.sibling_data is ABSENT and "sibling_data" not in flat  # it had no sibling

@@ -2,12 +2,15 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from tests_support import check_junit, validate
 
 from orchestrator.cli import main
-from orchestrator.report import junit, report_html
+from orchestrator.html_report import report_html
+from orchestrator.junit import junit
+from orchestrator.results import read_results
 
 REPO_FARM = __import__("pathlib").Path(__file__).parent.parent / "farm.yaml"
 
@@ -59,12 +62,20 @@ def test_junit_failure_says_expected_vs_observed_with_console_excerpt(run_dir):
     assert compare.count("<failure") == 2
 
 
+def with_failed_case(doc, **changes):
+    """The document with its first failed case changed."""
+    i = next(i for i, c in enumerate(doc.cases) if c.status == "fail")
+    cases = list(doc.cases)
+    cases[i] = replace(cases[i], **changes)
+    return replace(doc, cases=tuple(cases)), cases[i]
+
+
 def test_guest_text_with_markup_stays_text(run_dir):
     main(["report", str(run_dir)])
-    doc = load(run_dir)
-    c = next(c for c in doc["cases"] if c["status"] == "fail")
-    c["message"] = "<script>alert('console')</script>"
-    c["observed"]["recovery"] = ["<b>clean</b> LRU page: Recovered"]
+    doc = read_results(run_dir)
+    failed = next(c for c in doc.cases if c.status == "fail")
+    doc, _ = with_failed_case(doc, message="<script>alert('console')</script>", observed={
+        **failed.observed, "recovery": ["<b>clean</b> LRU page: Recovered"]})
     page = report_html(doc)
     assert "<script>alert" not in page and "<b>clean</b>" not in page
     assert "&lt;script&gt;alert(&#x27;console&#x27;)&lt;/script&gt;" in page
@@ -72,11 +83,11 @@ def test_guest_text_with_markup_stays_text(run_dir):
 
 def test_control_characters_from_a_console_keep_junit_valid(run_dir, tmp_path):
     main(["report", str(run_dir)])
-    doc = load(run_dir)
-    c = next(c for c in doc["cases"] if c["status"] == "fail")
-    console = run_dir / c["logs"]["console"]
+    doc = read_results(run_dir)
+    failed = next(c for c in doc.cases if c.status == "fail")
+    doc, c = with_failed_case(doc, message=failed.message + "\x08")
+    console = run_dir / c.logs["console"]
     console.write_text(console.read_text() + "\x1b[0m Memory failure: \x00\x07 torn\n")
-    c["message"] += "\x08"
     out = tmp_path / "junit.xml"
     out.write_text(junit(doc, run_dir))
     validate(out)
@@ -86,7 +97,7 @@ def test_progress_from_a_recorded_case_runner_log(data, tmp_path):
     import io
 
     from orchestrator.progress import Progress
-    from orchestrator.run import CaseProgress
+    from orchestrator.scheduler import CaseProgress
 
     shown = io.StringIO()
     cp = CaseProgress(20, Progress(stream=shown), open(tmp_path / "pytest.log", "w"))
@@ -212,7 +223,7 @@ def test_run_ids_are_unique_within_one_second(tmp_path):
     ./run-tests met one.)"""
     from datetime import UTC, datetime
 
-    from orchestrator.run import fresh_results
+    from orchestrator.files import fresh_results
     now = datetime.now(UTC)
     ids = {fresh_results(tmp_path, now)[0] for _ in range(2000)}
     assert len(ids) == 2000 and len(list(tmp_path.iterdir())) == 2000

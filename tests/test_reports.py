@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.kernel_reports import classify
 from orchestrator.parse import observe, parse_console
-from orchestrator.reports import classify
 
 REPORTS = Path(__file__).parent / "data" / "recorded" / "reports"
 
@@ -74,8 +74,8 @@ def test_a_quiet_console_has_no_report():
 
 
 def test_a_hung_guest_that_reported_something_failed_one_that_only_stalled_gave_no_answer():
-    from orchestrator.case import judge
-    from orchestrator.config import load_scenarios
+    from orchestrator.judge import judge
+    from orchestrator.scenarios import load_scenarios
     s = next(s for s in load_scenarios(Path(__file__).parent.parent / "guest-tests"
                                        / "scenarios.yaml") if s.name == "anon-madvise")
     for log, want in (("lockdep", "fail"), ("soft-lockup", "error")):

@@ -11,10 +11,11 @@ import sys
 import pytest
 from conftest import REPO
 
-from orchestrator.config import OBSERVABLES, load_farm
-from orchestrator.kernel import prepare_source
+from orchestrator.farmfile import load_farm
 from orchestrator.progress import Progress
+from orchestrator.registry import OBSERVABLES
 from orchestrator.runner import Runner
+from orchestrator.source import prepare_source
 
 pytestmark = pytest.mark.e2e  # unpacks the kernel source into the cache (~15 s the first time)
 

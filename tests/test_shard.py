@@ -9,9 +9,10 @@ from conftest import REPO
 from tests_support import check_junit
 
 from orchestrator.cli import main
-from orchestrator.config import load_farm
-from orchestrator.run import RunOptions, plan_doc, shard_of
-from orchestrator.saved import report_dir
+from orchestrator.farmfile import load_farm
+from orchestrator.options import RunOptions
+from orchestrator.outputs import report_dir
+from orchestrator.plan import plan_doc, shard_of
 
 
 def load(d):
@@ -114,13 +115,15 @@ def test_merge_refuses_what_is_not_one_run(data, tmp_path, capsys):
 
 
 def test_a_hosts_command_line_keeps_the_tier_and_its_shards_cover_it():
-    from orchestrator.pool import matrix_args
-    assert matrix_args(RunOptions(tier="full", repeat=2)) == ["--repeat", "2", "--tier", "full"]
-    assert "--tier" not in matrix_args(RunOptions())
+    from orchestrator.options import host_args
+    assert host_args(RunOptions(tier="full", repeat=2), 7) == [
+        "--repeat", "2", "--tier", "full", "--seed", "7"]
+    assert "--tier" not in host_args(RunOptions(), 7)
     # --affected chose the scenarios here; a host runs those, with the same coverage
-    assert matrix_args(RunOptions(scenarios="anon-*", names=("anon-madvise", "anon-soft"),
-                                  coverage=("mm/memory-failure.c",))) == [
-        "--scenarios", "anon-madvise,anon-soft", "--coverage", "mm/memory-failure.c"]
+    assert host_args(RunOptions(scenarios="anon-*", names=("anon-madvise", "anon-soft"),
+                                coverage=("mm/memory-failure.c",), jobs=3, confirm=0), 7) == [
+        "--scenarios", "anon-madvise,anon-soft", "--coverage", "mm/memory-failure.c",
+        "--confirm", "0", "--seed", "7"]
     cfg = load_farm(REPO / "farm.yaml")
     full = plan_doc(cfg, RunOptions(tier="full"))
     shards = [plan_doc(cfg, RunOptions(tier="full", shard=(k, 4))) for k in range(1, 5)]

@@ -16,8 +16,8 @@ import pytest
 from conftest import REPO
 from tests_support import check_junit
 
-from orchestrator.config import load_farm
 from orchestrator.errors import InfraError, UserError
+from orchestrator.farmfile import load_farm
 from orchestrator.pool import _pack, extract, shipped_config
 from orchestrator.runner import Runner, SSHRunner
 

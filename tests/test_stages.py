@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Source, Variant
+from orchestrator.build import BuildRequest, build
 from orchestrator.errors import InfraError, UserError
+from orchestrator.farmfile import Source, Variant
 from orchestrator.image import write_cpio
-from orchestrator.kernel import BuildRequest, build, prepare_source
 from orchestrator.progress import Progress
 from orchestrator.qemu import GuestRequest, Machine, qemu_command
 from orchestrator.runner import Runner, quote
+from orchestrator.source import prepare_source
 
 
 def test_quote_pastes_back_into_a_shell():
@@ -57,7 +58,7 @@ def test_qemu_command_is_a_list_with_intel_cpu_no_network_and_private_sockets(tm
 
 def test_kernel_command_line_names_the_disks_in_order():
     from orchestrator.case import drives, kernel_cmdline
-    from orchestrator.config import Scenario
+    from orchestrator.scenarios import Scenario
     s = Scenario("x", "swap-dirty", "host-srao", "read", "why", early_kill=1, recovery=0,
                  cleanup="unpoison")
     line = kernel_cmdline(s)
@@ -144,7 +145,8 @@ def test_sigterm_stops_a_commands_whole_process_group_and_says_so():
     import signal
     m = _marker()
     proc = subprocess.Popen(_script(f"""
-from orchestrator.runner import Runner, handle_stop_signals
+from orchestrator.runner import Runner
+from orchestrator.signals import handle_stop_signals
 handle_stop_signals()
 try:
     Runner().run(["sh", "-c", "sleep {m} & sleep {m} & echo started; wait"],

@@ -75,3 +75,11 @@ def processes_of(*dirs: Path) -> list[str]:
         if any(str(d) in cmd or cwd == str(d) or cwd.startswith(f"{d}/") for d in dirs):
             found.append(f"{p.name}: {cmd[:200]}")
     return found
+
+
+def run_info(**kw):
+    """A run's record with what every one has, for tests that make results by hand."""
+    from orchestrator.results import RunInfo
+    return RunInfo(**{"id": "t", "farm_version": "0.1.0", "started": 0.0, "started_iso":
+                      "1970-01-01T00:00:00+00:00", "host": "h", "config": "farm.yaml",
+                      "base": "baseline", **kw})

@@ -3,16 +3,11 @@
 //
 // Usage: hwpoison-case --kind K --injector I --access A [--dir D] [--timeout S] [--cleanup unpoison]
 //        hwpoison-case --kind K --injector I --race ACTION [--rounds N] [--seed S] [--dir D]
-//   kinds:     anon anon-clean mlocked pagecache-clean pagecache-dirty file-hole shmem sysv-shm
-//              swap-clean swap-dirty thp-head thp-tail hugetlb-anon hugetlb-file ksm
-//              anon-shared-fork writeback free-buddy kernel vdso
-//   injectors: madvise madvise-soft corrupt-pfn hard-offline soft-offline mce-inject
-//              host-srao host-srar host-srar-kernel none
-//   access:    read write none, or a comma-separated list of steps, each one way a program
-//              meets the page again (README: access steps): read write remap-read remap-write
-//              private-read pread pwrite child-read populate-read after-drop-caches
-//              truncate-extend fsync. A first step of read, write or none is the classic
-//              access (access_signal, data); every other step reports a "step" event.
+//        hwpoison-case --list
+//   The page kinds, injectors, access steps and race actions are the tables of the registry
+//   below (--list prints them as JSON). The access is one step or a comma-separated list of
+//   them, each one way a program meets the page again; a first step of read, write or none
+//   is the classic access (access_signal, data), every other step reports a "step" event.
 // Host injectors use a handshake on fd 3: the workload emits an "inject-request" event with
 // the page's guest-physical address. For SRAO it waits for the host's line; for SRAR it
 // spins on the page in user mode until the machine check arrives (an SRAR must hit a
@@ -622,9 +617,28 @@ static void setup_kernel(const char *kind, const char *dir, struct target *t)
 	t->pfn = start / PAGE + 16;
 }
 
-/* ---- the registry: every page kind and injector, declared once ----
- * A page kind is a row here and a setup function above; `hwpoison-case --list` prints the
- * registry as JSON, and the farm's tests hold orchestrator/config.py and the README to it. */
+/* ---- the registry: page kinds, injectors, access steps and race actions, declared once ----
+ * Each is a table below: a row names the thing, the function that does it and its flags,
+ * and the flags' names are tables too. `hwpoison-case --list` prints the registry as JSON;
+ * orchestrator/registry.py reads the same tables from this file, and tests/test_registry.py
+ * holds the two and the scenario docs to one another. */
+
+struct flag_name { unsigned flag; const char *name; };
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The row of a table whose name is `name`, or NULL: every row of every table begins with it. */
+static const void *row_of(const void *rows, size_t n, size_t size, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *const *row = (const void *)((const char *)rows + i * size);
+		if (!strcmp(*row, name))
+			return row;
+	}
+	return NULL;
+}
+#define ROW_OF(table, name) row_of(table, N(table), sizeof((table)[0]), name)
+
+/* ---- page kinds: one row each, with the function that sets the page up ---- */
 #define K_DISK 1	/* the page is on the ext2 disk (/mnt) */
 #define K_SWAP 2	/* it needs a swap device */
 #define K_UNMAPPED 4	/* no mapping: only a PFN, nothing to touch afterwards */
@@ -633,6 +647,13 @@ static void setup_kernel(const char *kind, const char *dir, struct target *t)
 #define K_RACE 32	/* race mode sets it up afresh each round */
 #define K_HUGETLB 64	/* a page of the hugetlb pool, which a poisoned one leaves when freed */
 #define K_THP 128	/* a transparent huge page */
+#define K_SEGMENT 256	/* a SysV segment: no file, but it can be attached again */
+
+static const struct flag_name kind_flags[] = {
+	{K_DISK, "disk"}, {K_SWAP, "swap"}, {K_UNMAPPED, "unmapped"}, {K_UNTOUCHED, "untouched"},
+	{K_FILE, "file"}, {K_RACE, "race"}, {K_HUGETLB, "hugetlb"}, {K_THP, "thp"},
+	{K_SEGMENT, "segment"},
+};
 
 typedef void setup_fn(const char *kind, const char *dir, struct target *t);
 
@@ -651,7 +672,7 @@ static const struct kind {
 	{"file-hole", setup_file_hole, K_DISK | K_FILE},
 	{"shmem", setup_shmem, K_FILE | K_RACE},
 	{"memfd", setup_memfd, K_FILE | K_RACE},
-	{"sysv-shm", setup_sysv_shm, 0},
+	{"sysv-shm", setup_sysv_shm, K_SEGMENT},
 	{"swap-clean", setup_swap, K_SWAP | K_RACE},
 	{"swap-dirty", setup_swap, K_SWAP | K_RACE},
 	{"thp-head", setup_thp, K_THP | K_RACE},
@@ -666,14 +687,9 @@ static const struct kind {
 	{"vdso", setup_vdso, K_UNTOUCHED},
 };
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
-
 static const struct kind *kind_of(const char *name)
 {
-	for (size_t i = 0; i < N(kinds); i++)
-		if (!strcmp(kinds[i].name, name))
-			return &kinds[i];
-	return NULL;
+	return ROW_OF(kinds, name);
 }
 
 static void setup(const char *kind, const char *dir, struct target *t)
@@ -714,10 +730,19 @@ static int mce_inject(uint64_t pfn)
 #undef MCE_FILE
 }
 
-/* ---- injectors: one row each, with the function that poisons the case's page ---- */
-
+/* ---- injectors: one row each, with the function that poisons the case's page ----
+ * A host injector's row says which machine check the host injects at the page's
+ * guest-physical address, and where the vCPU must be when it lands. */
 #define I_HOST 1	/* injected by the host over QMP, at the page's guest-physical address */
 #define I_SYNC 2	/* over when its call returns: a race can use it */
+#define I_SRAO 4	/* the host's machine check is action optional (SRAO) */
+#define I_SRAR 8	/* action required (SRAR): it lands while the vCPU runs the workload in user mode */
+#define I_KERNEL 16	/* ... or, with this, while the vCPU is in the kernel (the guest must panic) */
+
+static const struct flag_name injector_flags[] = {
+	{I_HOST, "host"}, {I_SYNC, "synchronous"}, {I_SRAO, "srao"}, {I_SRAR, "srar"},
+	{I_KERNEL, "in_kernel"},
+};
 
 static int timeout_s = 20;	/* --timeout: how long a host injection may take to arrive */
 
@@ -764,17 +789,18 @@ static int inject_mce(const struct injector *inj, struct target *t, long hc_befo
 	return -r;
 }
 
-/* Ask the host to inject at the page's guest-physical address, from this vCPU. */
-static void request_host(const char *mode, struct target *t)
+/* Ask the host to inject at the page's guest-physical address, from this vCPU: the host
+ * finds the machine check in the injector's row. */
+static void request_host(const struct injector *inj, struct target *t)
 {
-	emit("{\"event\":\"inject-request\",\"mode\":\"%s\",\"gpa\":\"%#llx\",\"cpu\":%d}",
-	     mode, (unsigned long long)(t->pfn * PAGE), pin_here());
+	emit("{\"event\":\"inject-request\",\"injector\":\"%s\",\"gpa\":\"%#llx\",\"cpu\":%d}",
+	     inj->name, (unsigned long long)(t->pfn * PAGE), pin_here());
 }
 
 static int inject_host_srao(const struct injector *inj, struct target *t, long hc_before)
 {
 	char line[64] = "";
-	request_host("srao", t);
+	request_host(inj, t);
 	if (read(chan, line, sizeof(line) - 1) <= 0)
 		fail("handshake");
 	wait_counted(hc_before, timeout_s);
@@ -785,7 +811,7 @@ static int inject_host_srar(const struct injector *inj, struct target *t, long h
 {
 	double end = now() + timeout_s;
 	unsigned long sum = 0;
-	request_host("srar", t);
+	request_host(inj, t);
 	/* A clean page may be dropped without a signal and read back into a new frame: stop
 	 * spinning when the PFN changes. */
 	while (now() < end && pfn_of(t->page) == t->pfn)
@@ -796,7 +822,7 @@ static int inject_host_srar(const struct injector *inj, struct target *t, long h
 
 static int inject_host_srar_kernel(const struct injector *inj, struct target *t, long hc_before)
 {
-	request_host("srar-kernel", t);
+	request_host(inj, t);
 	sleep(timeout_s);	/* in the kernel: the host injects while the CPU is at CPL 0 */
 	return ETIMEDOUT;
 }
@@ -813,9 +839,9 @@ static const struct injector injectors[] = {
 	{"hard-offline", inject_offline, I_SYNC},
 	{"soft-offline", inject_offline, I_SYNC},
 	{"mce-inject", inject_mce, 0},
-	{"host-srao", inject_host_srao, I_HOST},
-	{"host-srar", inject_host_srar, I_HOST},
-	{"host-srar-kernel", inject_host_srar_kernel, I_HOST},
+	{"host-srao", inject_host_srao, I_HOST | I_SRAO},
+	{"host-srar", inject_host_srar, I_HOST | I_SRAR},
+	{"host-srar-kernel", inject_host_srar_kernel, I_HOST | I_SRAR | I_KERNEL},
 };
 
 /* "none" (a selftest's or a setup-only case) poisons nothing; it is not in the registry. */
@@ -823,10 +849,8 @@ static const struct injector no_injector = {"none", inject_none, I_SYNC};
 
 static const struct injector *injector_of(const char *name)
 {
-	for (size_t i = 0; i < N(injectors); i++)
-		if (!strcmp(injectors[i].name, name))
-			return &injectors[i];
-	return strcmp(name, "none") ? NULL : &no_injector;
+	const struct injector *inj = ROW_OF(injectors, name);
+	return inj || strcmp(name, "none") ? inj : &no_injector;
 }
 
 /* Poison t's page with a synchronous injector (a race's, or a second poisoning): the errno,
@@ -837,31 +861,7 @@ static int poison_once(const char *name, struct target *t)
 	return inj && inj->flags & I_SYNC ? inj->inject(inj, t, 0) : EINVAL;
 }
 
-/* --list: the registry as one JSON object on stdout. */
-static void list_registry(void)
-{
-	printf("{\"kinds\":[");
-	for (size_t i = 0; i < N(kinds); i++)
-		printf("%s{\"name\":\"%s\",\"disk\":%s,\"swap\":%s,\"unmapped\":%s,"
-		       "\"untouched\":%s,\"file\":%s,\"race\":%s,\"hugetlb\":%s,\"thp\":%s}",
-		       i ? "," : "", kinds[i].name,
-		       kinds[i].flags & K_DISK ? "true" : "false",
-		       kinds[i].flags & K_SWAP ? "true" : "false",
-		       kinds[i].flags & K_UNMAPPED ? "true" : "false",
-		       kinds[i].flags & K_UNTOUCHED ? "true" : "false",
-		       kinds[i].flags & K_FILE ? "true" : "false",
-		       kinds[i].flags & K_RACE ? "true" : "false",
-		       kinds[i].flags & K_HUGETLB ? "true" : "false",
-		       kinds[i].flags & K_THP ? "true" : "false");
-	printf("],\"injectors\":[");
-	for (size_t i = 0; i < N(injectors); i++)
-		printf("%s{\"name\":\"%s\",\"host\":%s,\"synchronous\":%s}", i ? "," : "",
-		       injectors[i].name, injectors[i].flags & I_HOST ? "true" : "false",
-		       injectors[i].flags & I_SYNC ? "true" : "false");
-	printf("]}\n");
-}
-
-/* ---- access steps: each one way a program meets the page again, with its own observables ---- */
+/* ---- access steps: one row each, one way a program meets the page again ---- */
 
 /* What the page should hold now: the pattern of the last write, or zeros (a hole). */
 static unsigned cur_seed = 0x5a;
@@ -944,50 +944,77 @@ static int remap(struct target *t)
 	return 0;
 }
 
-/* A new process meets the page: it opens and maps the file (or attaches the segment), or,
- * for anonymous kinds, touches what it inherited. It reports on a pipe. */
-static void child_read(struct target *t)
+/* In a forked child: map the page again (the file, the segment, or what it inherited),
+ * touch it and say on the pipe what it saw. */
+static void child_side(struct target *t, int out)
 {
-	int fds[2], status;
 	char buf[128] = "";
-	if (pipe(fds)) {
-		so.err = errno;
-		return;
+	unsigned char *p = t->page;
+	step_reset();
+	if (t->fd >= 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", t->fd);
+		int fd = open(path, O_RDONLY);
+		p = fd < 0 ? MAP_FAILED : mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
+		p = p == MAP_FAILED ? NULL : p + t->off;
+	} else if (t->shmid >= 0) {
+		p = shmat(t->shmid, NULL, SHM_RDONLY);
+		p = p == (void *)-1 ? NULL : p;
 	}
+	if (p)
+		touch(p, 0, cur_zero);
+	snprintf(buf, sizeof(buf), "%d %d %s %d\n", so.sig ? so.code : 0, so.lsb, so.data,
+		 p ? 0 : errno);
+	if (write(out, buf, strlen(buf)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+/* Run fn in a forked child, which says what it has to say on a pipe (fn writes to `out`):
+ * what it wrote, NUL-terminated, into buf, and its wait status. Returns the bytes it wrote
+ * (0 when it said nothing), or -1 with errno when there is no child. */
+static ssize_t in_child(void (*fn)(void *arg, int out), void *arg, char *buf, size_t len,
+			int *status)
+{
+	int fds[2];
+	if (pipe(fds))
+		return -1;
 	pid_t pid = fork();
-	if (pid < 0) {
-		so.err = errno;
-		return;
-	}
+	if (pid < 0)
+		return -1;
 	if (pid == 0) {
-		unsigned char *p = t->page;
 		close(fds[0]);
-		step_reset();
-		if (t->fd >= 0) {
-			char path[64];
-			snprintf(path, sizeof(path), "/proc/self/fd/%d", t->fd);
-			int fd = open(path, O_RDONLY);
-			p = fd < 0 ? MAP_FAILED : mmap(NULL, t->map_len, PROT_READ, MAP_SHARED, fd, 0);
-			p = p == MAP_FAILED ? NULL : p + t->off;
-		} else if (t->shmid >= 0) {
-			p = shmat(t->shmid, NULL, SHM_RDONLY);
-			p = p == (void *)-1 ? NULL : p;
-		}
-		if (p)
-			touch(p, 0, cur_zero);
-		snprintf(buf, sizeof(buf), "%d %d %s %d\n", so.sig ? so.code : 0, so.lsb, so.data,
-			 p ? 0 : errno);
-		if (write(fds[1], buf, strlen(buf)) < 0)
-			_exit(1);
+		fn(arg, fds[1]);
 		_exit(0);
 	}
 	close(fds[1]);
 	ssize_t n;
-	while ((n = read(fds[0], buf, sizeof(buf) - 1)) < 0 && errno == EINTR)
+	while ((n = read(fds[0], buf, len - 1)) < 0 && errno == EINTR)
 		;
+	n = n > 0 ? n : 0;
+	buf[n] = 0;
 	close(fds[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
 		;
+	return n;
+}
+
+static void child_side_of(void *arg, int out)
+{
+	child_side(arg, out);
+}
+
+/* A new process meets the page: it opens and maps the file (or attaches the segment), or,
+ * for anonymous kinds, touches what it inherited. It reports on a pipe. */
+static void child_read(struct target *t)
+{
+	int status = 0;
+	char buf[128] = "";
+	ssize_t n = in_child(child_side_of, t, buf, sizeof(buf), &status);
+	if (n < 0) {
+		so.err = errno;
+		return;
+	}
 	static char data[32];
 	int code = 0, lsb = 0, err = 0;
 	if (n > 0 && sscanf(buf, "%d %d %31s %d", &code, &lsb, data, &err) == 4) {
@@ -1004,71 +1031,136 @@ static void child_read(struct target *t)
 /* The errno of an fsync step: fsync_errno, the error "a later fsync" reports, is then that
  * one (an error is reported once per open file, so a second fsync would say 0). */
 static int fsync_step_errno = -1;
+static unsigned char step_buf[PAGE];	/* what pread reads into and pwrite writes from */
 
-static void run_step(const char *step, struct target *t)
+#define S_CLASSIC 1	/* read or write: as the first step, the classic access (access_signal, data) */
+#define S_MAPPING 2	/* every kind with a mapping takes it (without: only a kind with a file) */
+#define S_SEGMENT 4	/* a SysV segment takes it too (attached again) */
+
+static const struct flag_name step_flags[] = {
+	{S_CLASSIC, "classic"}, {S_MAPPING, "mapping"}, {S_SEGMENT, "segment"},
+};
+
+struct step;
+typedef void step_fn(const struct step *s, struct target *t);
+
+struct step {
+	const char *name;
+	step_fn *run;
+	unsigned flags;
+};
+
+static void step_touch(const struct step *s, struct target *t)
 {
-	static unsigned char buf[PAGE];
-	step_reset();
-	if (!strcmp(step, "read") || !strcmp(step, "write")) {
-		touch(t->page, step[0] == 'w', cur_zero);
-	} else if (!strcmp(step, "remap-read") || !strcmp(step, "remap-write")) {
-		so.err = remap(t);
-		if (!so.err)
-			touch(t->page, step[6] == 'w', cur_zero);
-	} else if (!strcmp(step, "private-read")) {
-		unsigned char *p = mmap(NULL, t->map_len, PROT_READ, MAP_PRIVATE, t->fd, 0);
-		so.err = p == MAP_FAILED ? errno : 0;
-		if (!so.err) {
-			touch(p + t->off, 0, cur_zero);
-			munmap(p, t->map_len);
-		}
-	} else if (!strcmp(step, "pread")) {
-		ssize_t n = pread(t->fd, buf, PAGE, t->off);
-		so.err = n < 0 ? errno : 0;
-		so.bytes = n;
-		so.data = n == (ssize_t)PAGE ? check(buf, cur_seed, cur_zero) :
-			  n < 0 ? "unreadable" : "short";
-	} else if (!strcmp(step, "pwrite")) {
-		fill(buf, seed + 2);
-		ssize_t n = pwrite(t->fd, buf, PAGE, t->off);
-		so.err = n < 0 ? errno : 0;
-		so.bytes = n;
-		if (n == (ssize_t)PAGE) {
-			so.data = "written";
-			cur_seed = seed + 2;
-			cur_zero = 0;
-		}
-	} else if (!strcmp(step, "child-read")) {
-		child_read(t);
-	} else if (!strcmp(step, "populate-read")) {
-		memset((void *)&last_sig, 0, sizeof(last_sig));
-		if (sigsetjmp(jump, 1) == 0) {
-			armed = 1;
-			so.err = madvise(t->page, PAGE, MADV_POPULATE_READ) ? errno : 0;
-			armed = 0;
-		} else {
-			so.sig = 1;
-			so.code = last_sig.code;
-			so.lsb = last_sig.lsb;
-		}
-	} else if (!strcmp(step, "after-drop-caches")) {
-		sync();
-		so.err = -write_str("/proc/sys/vm/drop_caches", "3\n");
-		touch(t->page, 0, cur_zero);
-	} else if (!strcmp(step, "truncate-extend")) {
-		so.err = ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
-		/* data: "zeroed" when the page now reads as the hole truncation leaves */
-		touch(t->page, 0, 0);
-		if (!so.err)
-			cur_zero = 1;
-	} else if (!strcmp(step, "fsync")) {
-		so.err = fsync(t->fd) ? errno : 0;
-		fsync_step_errno = so.err;
-	} else if (strcmp(step, "none")) {
-		errno = EINVAL;
-		fail("unknown access step");
+	touch(t->page, s->name[0] == 'w', cur_zero);
+}
+
+static void step_remap(const struct step *s, struct target *t)
+{
+	so.err = remap(t);
+	if (!so.err)
+		touch(t->page, !strcmp(s->name, "remap-write"), cur_zero);
+}
+
+static void step_private_read(const struct step *s, struct target *t)
+{
+	unsigned char *p = mmap(NULL, t->map_len, PROT_READ, MAP_PRIVATE, t->fd, 0);
+	so.err = p == MAP_FAILED ? errno : 0;
+	if (!so.err) {
+		touch(p + t->off, 0, cur_zero);
+		munmap(p, t->map_len);
 	}
-	emit_step(step);
+}
+
+static void step_pread(const struct step *s, struct target *t)
+{
+	ssize_t n = pread(t->fd, step_buf, PAGE, t->off);
+	so.err = n < 0 ? errno : 0;
+	so.bytes = n;
+	so.data = n == (ssize_t)PAGE ? check(step_buf, cur_seed, cur_zero) :
+		  n < 0 ? "unreadable" : "short";
+}
+
+static void step_pwrite(const struct step *s, struct target *t)
+{
+	fill(step_buf, seed + 2);
+	ssize_t n = pwrite(t->fd, step_buf, PAGE, t->off);
+	so.err = n < 0 ? errno : 0;
+	so.bytes = n;
+	if (n == (ssize_t)PAGE) {
+		so.data = "written";
+		cur_seed = seed + 2;
+		cur_zero = 0;
+	}
+}
+
+static void step_child_read(const struct step *s, struct target *t)
+{
+	child_read(t);
+}
+
+static void step_populate_read(const struct step *s, struct target *t)
+{
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		so.err = madvise(t->page, PAGE, MADV_POPULATE_READ) ? errno : 0;
+		armed = 0;
+	} else {
+		so.sig = 1;
+		so.code = last_sig.code;
+		so.lsb = last_sig.lsb;
+	}
+}
+
+static void step_after_drop_caches(const struct step *s, struct target *t)
+{
+	sync();
+	so.err = -write_str("/proc/sys/vm/drop_caches", "3\n");
+	touch(t->page, 0, cur_zero);
+}
+
+static void step_truncate_extend(const struct step *s, struct target *t)
+{
+	so.err = ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
+	/* data: "zeroed" when the page now reads as the hole truncation leaves */
+	touch(t->page, 0, 0);
+	if (!so.err)
+		cur_zero = 1;
+}
+
+static void step_fsync(const struct step *s, struct target *t)
+{
+	so.err = fsync(t->fd) ? errno : 0;
+	fsync_step_errno = so.err;
+}
+
+/* In the order the scenario docs list them. */
+static const struct step steps[] = {
+	{"read", step_touch, S_CLASSIC | S_MAPPING},
+	{"write", step_touch, S_CLASSIC | S_MAPPING},
+	{"remap-read", step_remap, S_SEGMENT},
+	{"remap-write", step_remap, S_SEGMENT},
+	{"private-read", step_private_read, 0},
+	{"pread", step_pread, 0},
+	{"pwrite", step_pwrite, 0},
+	{"child-read", step_child_read, S_MAPPING},
+	{"populate-read", step_populate_read, S_MAPPING},
+	{"after-drop-caches", step_after_drop_caches, S_MAPPING},
+	{"truncate-extend", step_truncate_extend, 0},
+	{"fsync", step_fsync, 0},
+};
+
+static const struct step *step_of(const char *name)
+{
+	return ROW_OF(steps, name);
+}
+
+static void run_step(const struct step *s, struct target *t)
+{
+	step_reset();
+	s->run(s, t);
+	emit_step(s->name);
 }
 
 /* ---- race mode: poison a page while another thread does something to it ----
@@ -1077,13 +1169,14 @@ static void run_step(const char *step, struct target *t)
  * each, the workload (on the last vCPU) poisons the page with its injector while a racer
  * thread (on vCPU 0) does ACTION to it; a barrier releases both at once and a delay drawn
  * from the seed holds one of them back, so the rounds walk over the orders the two can take.
- * After both, the workload reads the page (and, for ACTION unpoison, unpoisons it if it is
- * still poisoned) and reports the round as raw facts: the host judges them (parse.py).
- *   actions: truncate punch-hole munmap fork pageout compact poison2 unpoison soft-offline */
+ * After both, the workload reads the page (and, for an action that unpoisons, unpoisons it
+ * if it is still poisoned) and reports the round as raw facts: the host judges them. */
 #define RACE_BITS 22	/* a delay is up to 2^21 spins, log-uniform: short ones as often as long */
 
+struct action;
+
 static struct race {
-	const char *action;
+	const struct action *action;
 	struct target *t;
 	unsigned delay;		/* the racer's, this round */
 	int err;		/* errno of the racer's action, 0 on success, -1 when none */
@@ -1123,62 +1216,109 @@ static void pin_to(int cpu)
 	sched_setaffinity(0, sizeof(set), &set);	/* a one-vCPU guest: stays where it is */
 }
 
-/* fork: a child reads the page while it is being poisoned, and says what it read. */
-static int race_fork(struct target *t, char *out, size_t len)
+/* ---- race actions: one row each, with the function the racer runs ---- */
+#define R_FILE 1	/* it needs a file behind the page */
+#define R_HOLES 2	/* ... on a file system that punches holes (not the ext2 disk) */
+#define R_NOT_HUGETLB 4	/* not for a hugetlb page (MADV_PAGEOUT leaves those alone) */
+#define R_CUTS 8	/* it cuts the page out of its file: the round may read zeros */
+#define R_UNPOISONS 16	/* it unpoisons the frame: the workload unpoisons what is left after
+			 * the round, and counts the poisoned frames again */
+
+static const struct flag_name action_flags[] = {
+	{R_FILE, "file"}, {R_HOLES, "holes"}, {R_NOT_HUGETLB, "not_hugetlb"}, {R_CUTS, "cuts"},
+	{R_UNPOISONS, "unpoisons"},
+};
+
+/* The racer's action on r's page: the errno, 0 on success. */
+typedef int action_fn(struct race *r);
+
+struct action {
+	const char *name;
+	action_fn *run;
+	unsigned flags;
+};
+
+static int race_truncate(struct race *r)	/* to the page's offset, and back to the old size */
 {
-	int fds[2], status;
-	if (pipe(fds))
+	struct target *t = r->t;
+	return ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
+}
+
+static int race_punch_hole(struct race *r)
+{
+	struct target *t = r->t;
+	size_t unit = t->map_len >= HUGE && t->fd >= 0 ? HUGE : PAGE;	/* hugetlb-file */
+	return fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			 t->off & ~(off_t)(unit - 1), unit) ? errno : 0;
+}
+
+static int race_munmap(struct race *r)
+{
+	struct target *t = r->t;
+	int err = munmap(t->map ? t->map : t->page, t->map ? t->map_len : PAGE) ? errno : 0;
+	r->unmapped = !err;
+	return err;
+}
+
+static void say_what_it_reads(void *page, int out)
+{
+	const char *d = read_page(page);
+	if (write(out, d, strlen(d)) < 0)
+		_exit(1);
+}
+
+/* fork: a child reads the page while it is being poisoned, and says what it read. */
+static int race_fork(struct race *r)
+{
+	int status;
+	ssize_t n = in_child(say_what_it_reads, r->t->page, r->child, sizeof(r->child), &status);
+	if (n < 0)
 		return errno;
-	pid_t pid = fork();
-	if (pid < 0)
-		return errno;
-	if (pid == 0) {
-		const char *d = read_page(t->page);
-		if (write(fds[1], d, strlen(d)) < 0)
-			_exit(1);
-		_exit(0);
-	}
-	close(fds[1]);
-	ssize_t n;
-	while ((n = read(fds[0], out, len - 1)) < 0 && errno == EINTR)
-		;
-	out[n > 0 ? n : 0] = 0;
-	if (n <= 0)
-		snprintf(out, len, "child-killed");
-	close(fds[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	if (n == 0)
+		snprintf(r->child, sizeof(r->child), "child-killed");
 	return 0;
 }
 
-static int race_action(struct race *r)
+static int race_pageout(struct race *r)
 {
-	struct target *t = r->t;
-	const char *a = r->action;
-	size_t unit = t->map_len >= HUGE && t->fd >= 0 ? HUGE : PAGE;	/* hugetlb-file */
-	if (!strcmp(a, "truncate"))	/* to the page's offset, and back to the old size */
-		return ftruncate(t->fd, t->off) || ftruncate(t->fd, t->map_len) ? errno : 0;
-	if (!strcmp(a, "punch-hole"))
-		return fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				 t->off & ~(off_t)(unit - 1), unit) ? errno : 0;
-	if (!strcmp(a, "munmap")) {
-		int err = munmap(t->map ? t->map : t->page, t->map ? t->map_len : PAGE) ? errno : 0;
-		r->unmapped = !err;
-		return err;
-	}
-	if (!strcmp(a, "fork"))
-		return race_fork(t, r->child, sizeof(r->child));
-	if (!strcmp(a, "pageout"))
-		return madvise(t->page, PAGE, MADV_PAGEOUT) ? errno : 0;
-	if (!strcmp(a, "compact"))
-		return -write_str("/proc/sys/vm/compact_memory", "1\n");
-	if (!strcmp(a, "poison2"))
-		return poison_once("corrupt-pfn", t);
-	if (!strcmp(a, "unpoison"))
-		return -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", t->pfn);
-	if (!strcmp(a, "soft-offline"))
-		return poison_once("soft-offline", t);
-	return EINVAL;
+	return madvise(r->t->page, PAGE, MADV_PAGEOUT) ? errno : 0;
+}
+
+static int race_compact(struct race *r)
+{
+	return -write_str("/proc/sys/vm/compact_memory", "1\n");
+}
+
+static int race_poison2(struct race *r)	/* corrupt-pfn of the same page at once */
+{
+	return poison_once("corrupt-pfn", r->t);
+}
+
+static int race_unpoison(struct race *r)
+{
+	return -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", r->t->pfn);
+}
+
+static int race_soft_offline(struct race *r)
+{
+	return poison_once("soft-offline", r->t);
+}
+
+static const struct action actions[] = {
+	{"truncate", race_truncate, R_FILE | R_CUTS},
+	{"punch-hole", race_punch_hole, R_FILE | R_HOLES | R_CUTS},
+	{"munmap", race_munmap, 0},
+	{"fork", race_fork, 0},
+	{"pageout", race_pageout, R_NOT_HUGETLB},
+	{"compact", race_compact, 0},
+	{"poison2", race_poison2, 0},
+	{"unpoison", race_unpoison, R_UNPOISONS},
+	{"soft-offline", race_soft_offline, 0},
+};
+
+static const struct action *action_of(const char *name)
+{
+	return ROW_OF(actions, name);
 }
 
 static void *racer(void *arg)
@@ -1191,7 +1331,7 @@ static void *racer(void *arg)
 		if (r->stop)
 			return NULL;
 		spin(r->delay);
-		r->err = race_action(r);
+		r->err = r->action->run(r);
 		set_flag(&r->done, round);
 	}
 }
@@ -1209,246 +1349,312 @@ static void teardown(struct target *t, int unmapped)
 	}
 }
 
-static int race_main(const char *kind, const char *injector, const char *action,
+/* One round's state. Static: it lives across siglongjmp out of the poisoning. */
+static struct round {
+	struct target t;
+	unsigned rs;		/* the seed's state */
+	int n, err, sig;	/* the round's number; the injector's errno and signal */
+	unsigned delay, main_delay;
+	int racer_waits;
+	long frames, frames0, hc0;	/* poisoned frames now and before, HardwareCorrupted before */
+	const char *data;	/* what a program reads of the page after the round */
+} rd = { .frames = -1 };
+
+/* The round's page, set up afresh, and who waits how long. */
+static void round_begin(const struct kind *k, const char *dir, int rescan)
+{
+	memset(&rd.t, 0, sizeof(rd.t));
+	setup(k->name, dir, &rd.t);
+	race.t = &rd.t;
+	race.unmapped = 0;
+	race.err = -1;
+	race.child[0] = 0;
+	rd.delay = rand_r(&rd.rs) % (1U << (rand_r(&rd.rs) % RACE_BITS));
+	rd.racer_waits = rand_r(&rd.rs) & 1;
+	race.delay = rd.racer_waits ? rd.delay : 0;
+	rd.main_delay = rd.racer_waits ? 0 : rd.delay;
+	/* The frames poisoned before the round: as the last round left them, unless its
+	 * end may have changed them (an unpoison, a huge page dissolved when freed). */
+	rd.hc0 = hardware_corrupted_kb();
+	if (rescan && rd.n > 0)
+		rd.frames = poisoned_frames();
+	rd.frames0 = rd.frames;
+}
+
+/* Release the racer, poison the page at the same time, and wait for the racer. */
+static void round_poison(const char *injector)
+{
+	wait_for(&race.ready, rd.n + 1);
+	set_flag(&race.go, rd.n + 1);
+	spin(rd.main_delay);
+	memset((void *)&last_sig, 0, sizeof(last_sig));
+	rd.err = -1;
+	rd.sig = 0;
+	if (sigsetjmp(jump, 1) == 0) {
+		armed = 1;
+		rd.err = poison_once(injector, &rd.t);
+		armed = 0;
+	} else {
+		rd.sig = last_sig.code;
+	}
+	wait_for(&race.done, rd.n + 1);
+	/* what a program reads of the page now: through a new mapping if it is gone */
+	rd.data = "unchecked";
+	if (!race.unmapped) {
+		rd.data = read_page(rd.t.page);
+	} else if (rd.t.fd >= 0) {
+		unsigned char *p = mmap(NULL, rd.t.map_len, PROT_READ, MAP_SHARED, rd.t.fd, 0);
+		if (p != MAP_FAILED) {
+			rd.data = read_page(p + rd.t.off);
+			munmap(p, rd.t.map_len);
+		}
+	}
+}
+
+/* The round's raw facts: what was counted, what is still poisoned, what each side got. */
+static void round_report(const struct action *act)
+{
+	long hc1 = hardware_corrupted_kb(), frames1 = rd.frames = poisoned_frames();
+	int poisoned = !!(kpageflags(rd.t.pfn) & (1ULL << KPF_HWPOISON));
+	int unpoison_errno = -1;
+	if (act->flags & R_UNPOISONS && poisoned)
+		unpoison_errno = -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn",
+					    "%#llx\n", rd.t.pfn);
+	long hc2 = hardware_corrupted_kb();
+	int poisoned_after = !!(kpageflags(rd.t.pfn) & (1ULL << KPF_HWPOISON));
+	char child[48] = "null";
+	if (race.child[0])
+		snprintf(child, sizeof(child), "\"%s\"", race.child);
+	emit("{\"event\":\"race-round\",\"round\":%d,\"racer_delayed\":%s,\"delay\":%u,"
+	     "\"inject_errno\":%d,\"inject_signal\":%s%s%s,\"racer_errno\":%d,"
+	     "\"data\":\"%s\",\"child_data\":%s,\"hc_delta\":%ld,\"frames_delta\":%ld,"
+	     "\"poisoned\":%s,"
+	     "\"unpoison_errno\":%d,\"hc_delta_end\":%ld,\"poisoned_end\":%s}",
+	     rd.n, rd.racer_waits ? "true" : "false", rd.delay, rd.err, rd.sig ? "\"" : "",
+	     rd.sig ? code_name(rd.sig) : "null", rd.sig ? "\"" : "", race.err, rd.data, child,
+	     hc1 - rd.hc0, frames1 - rd.frames0, poisoned ? "true" : "false", unpoison_errno,
+	     hc2 - rd.hc0, poisoned_after ? "true" : "false");
+}
+
+static int race_main(const struct kind *k, const char *injector, const struct action *act,
 		     const char *dir, int rounds, unsigned seed_arg)
 {
-	static struct target t;
-	static unsigned rs;
-	static int round, err, sig;
-	static unsigned main_delay;
-	static long frames = -1;
-	int rescan = !strcmp(action, "unpoison") || kind_of(kind)->flags & K_HUGETLB;
+	int rescan = act->flags & R_UNPOISONS || k->flags & K_HUGETLB;
 	pthread_t th;
-	rs = seed_arg;
-	race.action = action;
+	rd.rs = seed_arg;
+	race.action = act;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	double t0 = now();
-	frames = poisoned_frames();	/* what one scan costs is in the race's event */
+	rd.frames = poisoned_frames();	/* what one scan costs is in the race's event */
 	emit("{\"event\":\"race\",\"kind\":\"%s\",\"injector\":\"%s\",\"action\":\"%s\","
-	     "\"rounds\":%d,\"seed\":%u,\"cpus\":%ld,\"scan_ms\":%.1f}", kind, injector, action,
-	     rounds, seed_arg, ncpu, (now() - t0) * 1e3);
+	     "\"rounds\":%d,\"seed\":%u,\"cpus\":%ld,\"scan_ms\":%.1f}", k->name, injector,
+	     act->name, rounds, seed_arg, ncpu, (now() - t0) * 1e3);
 	pin_here();
 	race.spin_wait = ncpu > 1;
-	if (kind_of(kind)->flags & K_HUGETLB)	/* a poisoned huge page leaves the pool: one a round */
+	if (k->flags & K_HUGETLB)	/* a poisoned huge page leaves the pool: one a round */
 		write_num("/proc/sys/vm/nr_hugepages", "%llu", (unsigned long long)rounds + 2);
 	if ((errno = pthread_create(&th, NULL, racer, &race)))
 		fail("pthread_create");
-	for (round = 0; round < rounds; round++) {
-		memset(&t, 0, sizeof(t));
-		setup(kind, dir, &t);
-		race.t = &t;
-		race.unmapped = 0;
-		race.err = -1;
-		race.child[0] = 0;
-		unsigned d = rand_r(&rs) % (1U << (rand_r(&rs) % RACE_BITS));
-		int racer_waits = rand_r(&rs) & 1;
-		race.delay = racer_waits ? d : 0;
-		main_delay = racer_waits ? 0 : d;
-		/* The frames poisoned before the round: as the last round left them, unless its
-		 * end may have changed them (an unpoison, a huge page dissolved when freed). */
-		long hc0 = hardware_corrupted_kb();
-		if (rescan && round > 0)
-			frames = poisoned_frames();
-		long frames0 = frames;
-		wait_for(&race.ready, round + 1);
-		set_flag(&race.go, round + 1);
-		spin(main_delay);
-		memset((void *)&last_sig, 0, sizeof(last_sig));
-		err = -1;
-		sig = 0;
-		if (sigsetjmp(jump, 1) == 0) {
-			armed = 1;
-			err = poison_once(injector, &t);
-			armed = 0;
-		} else {
-			sig = last_sig.code;
-		}
-		wait_for(&race.done, round + 1);
-
-		/* what a program reads of the page now: through a new mapping if it is gone */
-		const char *data = "unchecked";
-		if (!race.unmapped) {
-			data = read_page(t.page);
-		} else if (t.fd >= 0) {
-			unsigned char *p = mmap(NULL, t.map_len, PROT_READ, MAP_SHARED, t.fd, 0);
-			if (p != MAP_FAILED) {
-				data = read_page(p + t.off);
-				munmap(p, t.map_len);
-			}
-		}
-		long hc1 = hardware_corrupted_kb(), frames1 = frames = poisoned_frames();
-		int poisoned = !!(kpageflags(t.pfn) & (1ULL << KPF_HWPOISON));
-		int unpoison_errno = -1;
-		if (!strcmp(action, "unpoison") && poisoned)
-			unpoison_errno = -write_num("/sys/kernel/debug/hwpoison/unpoison-pfn",
-						    "%#llx\n", t.pfn);
-		long hc2 = hardware_corrupted_kb();
-		int poisoned_after = !!(kpageflags(t.pfn) & (1ULL << KPF_HWPOISON));
-		char child[48] = "null";
-		if (race.child[0])
-			snprintf(child, sizeof(child), "\"%s\"", race.child);
-		emit("{\"event\":\"race-round\",\"round\":%d,\"racer_delayed\":%s,\"delay\":%u,"
-		     "\"inject_errno\":%d,\"inject_signal\":%s%s%s,\"racer_errno\":%d,"
-		     "\"data\":\"%s\",\"child_data\":%s,\"hc_delta\":%ld,\"frames_delta\":%ld,"
-		     "\"poisoned\":%s,"
-		     "\"unpoison_errno\":%d,\"hc_delta_end\":%ld,\"poisoned_end\":%s}",
-		     round, racer_waits ? "true" : "false", d, err, sig ? "\"" : "",
-		     sig ? code_name(sig) : "null", sig ? "\"" : "", race.err, data, child,
-		     hc1 - hc0, frames1 - frames0, poisoned ? "true" : "false", unpoison_errno, hc2 - hc0,
-		     poisoned_after ? "true" : "false");
-		teardown(&t, race.unmapped);
+	for (rd.n = 0; rd.n < rounds; rd.n++) {
+		round_begin(k, dir, rescan);
+		round_poison(injector);
+		round_report(act);
+		teardown(&rd.t, race.unmapped);
 	}
-	wait_for(&race.ready, round + 1);
+	wait_for(&race.ready, rd.n + 1);
 	race.stop = 1;
-	set_flag(&race.go, round + 1);
+	set_flag(&race.go, rd.n + 1);
 	pthread_join(th, NULL);
 	emit("{\"event\":\"result\",\"kind\":\"%s\",\"injector\":\"%s\",\"access\":\"race\","
-	     "\"race\":\"%s\",\"rounds\":%d}", kind, injector, action, round);
+	     "\"race\":\"%s\",\"rounds\":%d}", k->name, injector, act->name, rd.n);
 	return 0;
 }
 
-int main(int argc, char **argv)
-{
-	/* static: these live across siglongjmp */
-	static const char *kind = "anon", *injector = "madvise", *access_mode = "read";
-	static const char *dir = "/mnt", *cleanup = "none";
-	static int rounds = 10;
-	static const char *race_action_name;
-	static unsigned race_seed = 1;
-	static struct target t;
+/* ---- --list: the registry as one JSON object on stdout ---- */
 
-	if (argc == 2 && !strcmp(argv[1], "--list")) {
-		list_registry();
-		return 0;
-	}
+static void print_flags(unsigned flags, const struct flag_name *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf(",\"%s\":%s", names[i].name, flags & names[i].flag ? "true" : "false");
+}
+
+#define LIST(key, rows, names) do {							\
+	printf("%s\"" key "\":[", !strcmp(key, "kinds") ? "" : ",");			\
+	for (size_t i = 0; i < N(rows); i++) {						\
+		printf("%s{\"name\":\"%s\"", i ? "," : "", rows[i].name);		\
+		print_flags(rows[i].flags, names, N(names));				\
+		printf("}");								\
+	}										\
+	printf("]");									\
+} while (0)
+
+static void list_registry(void)
+{
+	printf("{");
+	LIST("kinds", kinds, kind_flags);
+	LIST("injectors", injectors, injector_flags);
+	LIST("steps", steps, step_flags);
+	LIST("races", actions, action_flags);
+	printf("}\n");
+}
+
+/* ---- one case: set the page up, poison it, meet it again by each access step ---- */
+
+static struct args {
+	const char *kind, *injector, *access, *dir, *cleanup, *race;
+	int rounds;
+	unsigned seed;
+} a = { "anon", "madvise", "read", "/mnt", "none", NULL, 10, 1 };
+
+static int parse_args(int argc, char **argv)
+{
 	for (int i = 1; i + 1 < argc; i += 2) {
-		if (!strcmp(argv[i], "--kind")) kind = argv[i + 1];
-		else if (!strcmp(argv[i], "--injector")) injector = argv[i + 1];
-		else if (!strcmp(argv[i], "--access")) access_mode = argv[i + 1];
-		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+		if (!strcmp(argv[i], "--kind")) a.kind = argv[i + 1];
+		else if (!strcmp(argv[i], "--injector")) a.injector = argv[i + 1];
+		else if (!strcmp(argv[i], "--access")) a.access = argv[i + 1];
+		else if (!strcmp(argv[i], "--dir")) a.dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--timeout")) timeout_s = atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--cleanup")) cleanup = argv[i + 1];
-		else if (!strcmp(argv[i], "--race")) race_action_name = argv[i + 1];
-		else if (!strcmp(argv[i], "--rounds")) rounds = atoi(argv[i + 1]);
-		else if (!strcmp(argv[i], "--seed")) race_seed = strtoul(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--cleanup")) a.cleanup = argv[i + 1];
+		else if (!strcmp(argv[i], "--race")) a.race = argv[i + 1];
+		else if (!strcmp(argv[i], "--rounds")) a.rounds = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--seed")) a.seed = strtoul(argv[i + 1], NULL, 10);
 		else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
 	}
-	if (fcntl(chan, F_GETFD) < 0)
-		chan = STDOUT_FILENO;
-	/* the access steps: the first, when it is read, write or none, is the classic access */
-	static char access_list[512];
-	static char *steps[MAX_STEPS];
-	static int nsteps, first_step;
-	snprintf(access_list, sizeof(access_list), "%s", access_mode);
-	for (char *save = NULL, *w = strtok_r(access_list, ",", &save); w && nsteps < MAX_STEPS;
-	     w = strtok_r(NULL, ",", &save))
-		steps[nsteps++] = w;
-	if (nsteps && (!strcmp(steps[0], "read") || !strcmp(steps[0], "write") ||
-		       !strcmp(steps[0], "none")))
-		first_step = 1;
-	static const char *classic;
-	classic = first_step ? steps[0] : "none";
+	return 0;
+}
 
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+/* The access, split into its steps: the first, when it is read, write or none, is the
+ * classic access, the others each a row of steps[]; one that is not is refused. */
+static const char *classic = "none";
+static const struct step *later[MAX_STEPS];
+static int nlater;
 
-	static const struct injector *inj;
-	inj = injector_of(injector);
-	errno = EINVAL;
-	if (!kind_of(kind))
-		fail("unknown kind");
-	if (!inj)
-		fail("unknown injector");
-	if (race_action_name)
-		return race_main(kind, injector, race_action_name, dir, rounds, race_seed);
-	setup(kind, dir, &t);
-	long huge_before = meminfo("HugePages_Total");
-	static uintptr_t addr;
-	addr = (uintptr_t)t.page;
-	static uint64_t pfn_before;
-	pfn_before = t.pfn;
-	uint64_t flags_before = kpageflags(pfn_before);
-	long hc_before = hardware_corrupted_kb();
+static void parse_access(const char *access)
+{
+	static char list[512];
+	int first = 1;
+	snprintf(list, sizeof(list), "%s", access);
+	for (char *save = NULL, *w = strtok_r(list, ",", &save); w && nlater < MAX_STEPS;
+	     w = strtok_r(NULL, ",", &save), first = 0) {
+		const struct step *s = step_of(w);
+		if (first && (!strcmp(w, "none") || (s && s->flags & S_CLASSIC))) {
+			classic = w;
+			continue;
+		}
+		if (!s) {
+			errno = EINVAL;
+			fail("unknown access step");
+		}
+		later[nlater++] = s;
+	}
+}
+
+/* What one case found, for its result event. Static: it lives across siglongjmp. */
+static struct outcome {
+	struct target t;
+	uintptr_t addr;
+	uint64_t pfn_before, pfn_after;
+	long hc_before, hc_after_inject, hc_after, huge_before, huge_after, hc_after_unpoison;
+	int inject_rc, inject_errno, inject_sig, access_sig, fsync_errno, unpoison_errno;
+	const char *data;
+	char sig_inject[256], sig_access[256], sig_early[256], sibling[160];
+} o = { .data = "unchecked", .unpoison_errno = -1, .hc_after_unpoison = -1 };
+
+/* The page set up and announced, with what the kernel says of it before the poison. */
+static void announce_page(void)
+{
+	setup(a.kind, a.dir, &o.t);
+	o.huge_before = meminfo("HugePages_Total");
+	o.addr = (uintptr_t)o.t.page;
+	o.pfn_before = o.t.pfn;
+	uint64_t flags_before = kpageflags(o.pfn_before);
+	o.hc_before = hardware_corrupted_kb();
 	emit("{\"event\":\"page\",\"kind\":\"%s\",\"vaddr\":\"%#lx\",\"pfn\":\"%#llx\","
 	     "\"gpa\":\"%#llx\",\"kpageflags\":\"%#llx\",\"hardware_corrupted_kb\":%ld}",
-	     kind, (unsigned long)addr, (unsigned long long)pfn_before,
-	     (unsigned long long)(pfn_before * PAGE), (unsigned long long)flags_before, hc_before);
+	     a.kind, (unsigned long)o.addr, (unsigned long long)o.pfn_before,
+	     (unsigned long long)(o.pfn_before * PAGE), (unsigned long long)flags_before,
+	     o.hc_before);
+}
 
-	/* inject */
-	static int inject_rc, inject_errno, inject_sig;
-	char sig_inject[256], sig_access[256], sig_early[256];
+static void poison(const struct injector *inj)
+{
 	memset((void *)&last_sig, 0, sizeof(last_sig));
 	if (sigsetjmp(jump, 1) == 0) {
 		armed = 1;
-		inject_errno = inj->inject(inj, &t, hc_before);
-		inject_rc = inject_errno ? -1 : 0;
+		o.inject_errno = inj->inject(inj, &o.t, o.hc_before);
+		o.inject_rc = o.inject_errno ? -1 : 0;
 		armed = 0;
 	} else {
-		inject_sig = 1;
+		o.inject_sig = 1;
 	}
-	sig_json(sig_inject, sizeof(sig_inject), inject_sig, last_sig.code, last_sig.addr,
-		 last_sig.lsb, addr);
-	static long hc_after_inject;
-	hc_after_inject = hardware_corrupted_kb();
+	sig_json(o.sig_inject, sizeof(o.sig_inject), o.inject_sig, last_sig.code, last_sig.addr,
+		 last_sig.lsb, o.addr);
+	o.hc_after_inject = hardware_corrupted_kb();
+}
 
-	/* access */
-	static int access_sig;
-	static const char *data = "unchecked";
+/* The classic access: read the page (compare), write it, or leave it. */
+static void access_page(void)
+{
 	memset((void *)&last_sig, 0, sizeof(last_sig));
-	if (t.page && sigsetjmp(jump, 1) == 0) {
+	if (o.t.page && sigsetjmp(jump, 1) == 0) {
 		armed = 1;
 		if (!strcmp(classic, "read"))
-			data = check(t.page, seed, t.zero);
+			o.data = check(o.t.page, seed, o.t.zero);
 		else if (!strcmp(classic, "write")) {
-			fill(t.page, seed + 1);
-			data = "written";
+			fill(o.t.page, seed + 1);
+			o.data = "written";
 			cur_seed = seed + 1;
 		}
 		armed = 0;
-	} else if (t.page) {
-		access_sig = 1;
-		data = "unreadable";
+	} else if (o.t.page) {
+		o.access_sig = 1;
+		o.data = "unreadable";
 	}
-	sig_json(sig_access, sizeof(sig_access), access_sig, last_sig.code, last_sig.addr,
-		 last_sig.lsb, addr);
-	sig_json(sig_early, sizeof(sig_early), early_sig.signo, early_sig.code, early_sig.addr,
-		 early_sig.lsb, addr);
+	sig_json(o.sig_access, sizeof(o.sig_access), o.access_sig, last_sig.code, last_sig.addr,
+		 last_sig.lsb, o.addr);
+	sig_json(o.sig_early, sizeof(o.sig_early), early_sig.signo, early_sig.code,
+		 early_sig.addr, early_sig.lsb, o.addr);
+	o.pfn_after = (o.t.page && !o.access_sig) ? pfn_of(o.t.page) : 0;
+}
 
-	uint64_t pfn_after = (t.page && !access_sig) ? pfn_of(t.page) : 0;
-	cur_zero = t.zero;
-	for (int i = first_step; i < nsteps; i++)
-		run_step(steps[i], &t);
-	int fsync_errno = fsync_step_errno;
-	if (t.fd >= 0 && fsync_errno < 0)
-		fsync_errno = fsync(t.fd) ? errno : 0;
+/* anon-shared-fork: what the child sharing the page saw. */
+static void ask_sibling(void)
+{
+	snprintf(o.sibling, sizeof(o.sibling), "null");
+	if (o.t.sibling <= 0)
+		return;
+	char buf[128] = "", early[32], late[32], sdata[32];
+	int status = 0;
+	if (write(o.t.to_sibling, "x", 1) == 1 &&
+	    read(o.t.from_sibling, buf, sizeof(buf) - 1) > 0 &&
+	    sscanf(buf, "%31s %31s %31s", early, late, sdata) == 3)
+		snprintf(o.sibling, sizeof(o.sibling),
+			 "{\"early_signal\":\"%s\",\"access_signal\":\"%s\",\"data\":\"%s\"}",
+			 early, late, sdata);
+	waitpid(o.t.sibling, &status, 0);
+}
 
-	char sibling_json[160] = "null";
-	if (t.sibling > 0) {
-		char buf[128] = "", early[32], late[32], sdata[32];
-		int status = 0;
-		if (write(t.to_sibling, "x", 1) == 1 && read(t.from_sibling, buf, sizeof(buf) - 1) > 0 &&
-		    sscanf(buf, "%31s %31s %31s", early, late, sdata) == 3)
-			snprintf(sibling_json, sizeof(sibling_json),
-				 "{\"early_signal\":\"%s\",\"access_signal\":\"%s\",\"data\":\"%s\"}",
-				 early, late, sdata);
-		waitpid(t.sibling, &status, 0);
+/* After the steps: fsync's error, the sibling, the huge page freed, the clean-up. */
+static void finish(const struct kind *k)
+{
+	o.fsync_errno = fsync_step_errno;
+	if (o.t.fd >= 0 && o.fsync_errno < 0)
+		o.fsync_errno = fsync(o.t.fd) ? errno : 0;
+	ask_sibling();
+	if (o.t.page && k->flags & (K_HUGETLB | K_THP))
+		munmap(o.t.page, HUGE);	/* a poisoned huge page leaves the pool when freed */
+	o.huge_after = meminfo("HugePages_Total");
+	o.hc_after = hardware_corrupted_kb();
+	if (!strcmp(a.cleanup, "unpoison")) {
+		int r = write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n",
+				  o.pfn_before);
+		o.unpoison_errno = -r;
+		o.hc_after_unpoison = hardware_corrupted_kb();
 	}
+}
 
-	if (t.page && kind_of(kind)->flags & (K_HUGETLB | K_THP))
-		munmap(t.page, HUGE);	/* a poisoned huge page leaves the pool when freed */
-	long huge_after = meminfo("HugePages_Total");
-	long hc_after = hardware_corrupted_kb();
-
-	int unpoison_errno = -1;
-	long hc_after_unpoison = -1;
-	if (!strcmp(cleanup, "unpoison")) {
-		int r = write_num("/sys/kernel/debug/hwpoison/unpoison-pfn", "%#llx\n", pfn_before);
-		unpoison_errno = -r;
-		hc_after_unpoison = hardware_corrupted_kb();
-	}
-
+static void emit_result(void)
+{
 	emit("{\"event\":\"result\",\"kind\":\"%s\",\"injector\":\"%s\",\"access\":\"%s\","
 	     "\"inject_rc\":%d,\"inject_errno\":%d,\"inject_signal\":%s,\"access_signal\":%s,"
 	     "\"early_signal\":%s,\"sibling\":%s,"
@@ -1457,9 +1663,48 @@ int main(int argc, char **argv)
 	     "\"hardware_corrupted_kb_after\":%ld,\"huge_pages_before\":%ld,"
 	     "\"huge_pages_after\":%ld,\"fsync_errno\":%d,\"unpoison_errno\":%d,"
 	     "\"hardware_corrupted_kb_after_unpoison\":%ld}",
-	     kind, injector, access_mode, inject_rc, inject_errno, sig_inject, sig_access,
-	     sig_early, sibling_json, data, (unsigned long long)pfn_before,
-	     (unsigned long long)pfn_after, hc_before, hc_after_inject, hc_after, huge_before,
-	     huge_after, fsync_errno, unpoison_errno, hc_after_unpoison);
+	     a.kind, a.injector, a.access, o.inject_rc, o.inject_errno, o.sig_inject,
+	     o.sig_access, o.sig_early, o.sibling, o.data, (unsigned long long)o.pfn_before,
+	     (unsigned long long)o.pfn_after, o.hc_before, o.hc_after_inject, o.hc_after,
+	     o.huge_before, o.huge_after, o.fsync_errno, o.unpoison_errno, o.hc_after_unpoison);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "--list")) {
+		list_registry();
+		return 0;
+	}
+	if (parse_args(argc, argv))
+		return 2;
+	if (fcntl(chan, F_GETFD) < 0)
+		chan = STDOUT_FILENO;
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	const struct kind *k = kind_of(a.kind);
+	const struct injector *inj = injector_of(a.injector);
+	errno = EINVAL;
+	if (!k)
+		fail("unknown kind");
+	if (!inj)
+		fail("unknown injector");
+	if (a.race) {
+		const struct action *act = action_of(a.race);
+		if (!act)
+			fail("unknown race action");
+		return race_main(k, a.injector, act, a.dir, a.rounds, a.seed);
+	}
+	parse_access(a.access);
+	announce_page();
+	poison(inj);
+	access_page();
+	cur_zero = o.t.zero;
+	for (int i = 0; i < nlater; i++)
+		run_step(later[i], &o.t);
+	finish(k);
+	emit_result();
 	return 0;
 }

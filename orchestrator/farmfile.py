@@ -1,0 +1,395 @@
+"""farm.yaml: what a farm is (the kernel source, its variants, the guest, the pool of hosts)
+and its loading, every value checked before anything is built (with the scenario file it
+names), every problem reported at once as file:line: message."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigErrors
+from .qemu import known_names
+from .registry import COVERAGE_DEFAULT, FAIL_ON, TIERS, coverage_file_ok
+from .runner import SSH_TARGET
+from .scenarios import MAX_CPUS, NAME_RE, Scenario, load_scenarios
+from .yamlcheck import Checker
+
+ACCELS = ("auto", "tcg", "kvm")
+BASE_CONFIGS = ("tinyconfig", "allnoconfig", "defconfig")
+# Bounds of the guest's settings: below 64 MB the kernel does not boot; above, a typo.
+GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400), "cpus": (1, MAX_CPUS)}
+CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
+MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
+REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")  # a host's dir:
+TOP_KEYS = {"source": True, **dict.fromkeys(
+    ("config", "base", "guest", "scenarios", "guest_tests", "jobs", "repeat", "confirm",
+     "fail_on", "cache", "hosts", "tier", "coverage", "layers", "kcidb"), False),
+    "variants": True}
+FARM_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # tarball | dir | git
+    path: Path
+    ref: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.path}" + (f"@{self.ref}" if self.ref else "")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    patches: tuple[Path, ...] = ()
+    fragments: tuple[Path, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    memory_mb: int = 256
+    timeout: int = 90
+    cpus: int = 1  # vCPUs of every guest unless a scenario says cpus:
+    accel: str = "auto"
+    cpu: str = "Skylake-Server"
+    machine: str = "pc"
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine of the pool: reached over SSH, it runs one shard of the matrix."""
+    ssh: str  # [user@]host[:port]
+    dir: str = "hwpoison-farm"  # where the farm is copied on the host (relative to its home)
+    jobs: int | None = None  # guests at once there (default: its CPUs)
+    key: Path | None = None  # SSH identity file (default: the SSH agent and ~/.ssh keys)
+    known_hosts: Path | None = None  # the host keys trusted (default: ~/.ssh/known_hosts)
+    accept_new: bool = False  # trust a host key seen for the first time (and remember it)
+
+
+@dataclass(frozen=True)
+class FarmConfig:
+    path: Path
+    source: Source
+    base_config: str
+    fragments: tuple[Path, ...]
+    variants: dict[str, Variant]
+    base: str
+    guest: GuestSettings
+    scenarios_path: Path
+    guest_tests: Path  # the agent and the workloads that go into the guest image
+    scenarios: tuple[Scenario, ...]
+    jobs: int
+    repeat: int
+    cache: Path
+    hosts: tuple[Host, ...] = ()
+    confirm: int = 2  # more runs of base and variant for each verdict other than `same`
+    tier: str = "default"  # the scenarios a run covers: default, or full (all of them)
+    fail_on: tuple[str, ...] = ()  # verdicts that fail the run beside regression
+    coverage: tuple[str, ...] = ()  # files profiled with gcov in every case (docs: coverage)
+    # Named layers of config fragments a run may add to every variant (--layer NAME).
+    layers: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    kcidb: dict[str, str] = field(default_factory=dict)  # origin, url of kcidb.json
+
+
+def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
+    """Load and validate farm.yaml and the scenario file it names; raise ConfigErrors
+    listing every problem."""
+    path = Path(path).resolve()
+    c = Checker(path)
+    root = c.load()
+    if root is None:
+        raise ConfigErrors(c.problems)
+    where = path.parent
+    top = c.mapping(root, "farm.yaml", TOP_KEYS)
+    source = _source(c, top["source"], where) if "source" in top else None
+    base_config, fragments = _config(c, top["config"], where) if "config" in top else (
+        "tinyconfig", ())
+    variants = _variants(c, top["variants"], where) if "variants" in top else {}
+    base = _base(c, top["base"], variants) if "base" in top else next(iter(variants), "")
+    guest = _guest(c, top["guest"]) if "guest" in top else GuestSettings()
+    settings = _settings(c, top, where)
+    hosts = _hosts(c, top["hosts"], where) if "hosts" in top else ()
+    coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
+    layers = _layers(c, top["layers"], where) if "layers" in top else {}
+    kcidb = _kcidb(c, top["kcidb"]) if "kcidb" in top else {}
+    scenarios_path, guest_tests = _guest_files(c, top, root, where)
+    problems = list(c.problems)
+    scenarios: tuple[Scenario, ...] = ()
+    if check_scenarios:
+        try:
+            scenarios = load_scenarios(scenarios_path)
+        except ConfigErrors as e:
+            problems += e.problems
+    if problems:
+        raise ConfigErrors(problems)
+    return FarmConfig(path=path, source=source, base_config=base_config, fragments=fragments,
+                      variants=variants, base=base, guest=guest, scenarios_path=scenarios_path,
+                      guest_tests=guest_tests, scenarios=scenarios, hosts=hosts,
+                      coverage=coverage, layers=layers, kcidb=kcidb, **settings)
+
+
+def _source(c: Checker, node, where: Path) -> Source | None:
+    """source: exactly one of tarball, dir, git (with its ref)."""
+    s = c.mapping(node, "source", {"tarball": False, "dir": False, "git": False, "ref": False})
+    kinds = [k for k in ("tarball", "dir", "git") if k in s]
+    if len(kinds) != 1:
+        c.err(node, "source needs exactly one of: tarball, dir, git")
+        return None
+    kind = kinds[0]
+    p = c.file(s[kind], f"source.{kind}", where, "file" if kind == "tarball" else "dir")
+    ref = c.value(s["ref"], "source.ref", (str,)) if "ref" in s else None
+    if ref is not None and not GIT_REF_RE.match(ref):
+        c.err(s["ref"], f"source.ref: {ref[:80]!r} is not a git ref (a branch, tag or commit; "
+                        "it may not start with '-')")
+        ref = None
+    if "ref" in s and kind != "git":
+        c.err(s["ref"], "source.ref only goes with source.git")
+    if not p:
+        if kind == "tarball":
+            c.problems[-1] += " (Debian: apt-get install linux-source-6.12)"
+        return None
+    if kind == "git" and not (p / ".git").exists():
+        c.err(s[kind], f"source.git: not a git repository: {p}")
+    return Source(kind, p, ref or ("HEAD" if kind == "git" else None))
+
+
+def _config(c: Checker, node, where: Path) -> tuple[str, tuple[Path, ...]]:
+    """config: the make target the config starts from, and the fragments merged into it."""
+    cfg = c.mapping(node, "config", {"base": False, "fragments": False})
+    base = "tinyconfig"
+    if "base" in cfg:
+        base = c.choice(cfg["base"], "config.base", BASE_CONFIGS) or base
+    frags = c.files(cfg["fragments"], "config.fragments", where) if "fragments" in cfg else ()
+    return base, frags
+
+
+def _variants(c: Checker, node, where: Path) -> dict[str, Variant]:
+    """variants: name -> {patches, fragments, description}, or nothing (the bare source)."""
+    variants: dict[str, Variant] = {}
+    for _, name, v in c.named(node, "variants", "variant", "name: {patches: [...]}", NAME_RE,
+                              "it names directories and JUnit suites"):
+        if isinstance(v, yaml.ScalarNode) and v.value in ("", "~", "null"):
+            variants[name] = Variant(name)
+            continue
+        f = c.mapping(v, f"variant '{name}'", {"patches": False, "fragments": False,
+                                               "description": False})
+        patches = c.files(f["patches"], f"variants.{name}.patches", where) \
+            if "patches" in f else ()
+        frags = c.files(f["fragments"], f"variants.{name}.fragments", where) \
+            if "fragments" in f else ()
+        desc = c.value(f["description"], f"variants.{name}.description", (str,)) \
+            if "description" in f else ""
+        variants[name] = Variant(name, patches, frags, desc or "")
+    if isinstance(node, yaml.MappingNode) and not node.value:
+        c.err(node, "variants: at least one variant is needed")
+    return variants
+
+
+def _base(c: Checker, node, variants: dict[str, Variant]) -> str:
+    base = next(iter(variants), "")
+    b = c.value(node, "base", (str,))
+    if b is not None and variants and b not in variants:
+        c.err(node, f"base '{b}' is not a variant (variants: {', '.join(variants)})")
+    elif b:
+        base = b
+    return base
+
+
+def _guest(c: Checker, node) -> GuestSettings:
+    g = c.mapping(node, "guest", {"memory_mb": False, "timeout": False, "accel": False,
+                                  "cpu": False, "machine": False, "cpus": False})
+    kw: dict[str, Any] = {}
+    for key, (low, high) in GUEST_BOUNDS.items():
+        if key in g:
+            kw[key] = c.bounded(g[key], f"guest.{key}", low, high)
+    if "accel" in g:
+        kw["accel"] = c.choice(g["accel"], "guest.accel", ACCELS)
+    if "cpu" in g:
+        kw["cpu"] = _qemu_name(c, g["cpu"], "guest.cpu", "cpu", CPU_RE)
+    if "machine" in g:
+        kw["machine"] = _qemu_name(c, g["machine"], "guest.machine", "machine", MACHINE_RE)
+    return GuestSettings(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _settings(c: Checker, top: dict, where: Path) -> dict[str, Any]:
+    """How runs go by default: jobs, repeat, tier, confirm, fail_on, and the cache."""
+    jobs = c.bounded(top["jobs"], "jobs", 1, 256) if "jobs" in top else None
+    repeat = c.bounded(top["repeat"], "repeat", 1, 100) if "repeat" in top else None
+    tier = c.choice(top["tier"], "tier", TIERS) if "tier" in top else None
+    confirm = c.bounded(top["confirm"], "confirm", 0, 20) if "confirm" in top else None
+    fail_on: tuple[str, ...] = ()
+    if "fail_on" in top:
+        if not isinstance(top["fail_on"], yaml.SequenceNode):
+            c.err(top["fail_on"], f"fail_on must be a list of verdicts ({', '.join(FAIL_ON)})")
+        else:
+            fail_on = tuple(v for v in (c.choice(n, "fail_on", FAIL_ON)
+                                        for n in top["fail_on"].value) if v)
+    cache = Path(os.environ.get("FARM_CACHE", "~/.cache/hwpoison-farm")).expanduser()
+    if "cache" in top:
+        cv = c.value(top["cache"], "cache", (str,))
+        if cv:
+            cache = (where / os.path.expanduser(cv)).resolve()
+    return {"jobs": jobs or (os.cpu_count() or 1), "repeat": repeat or 1,
+            "tier": tier or "default", "confirm": 2 if confirm is None else confirm,
+            "fail_on": fail_on, "cache": cache}
+
+
+def _guest_files(c: Checker, top: dict, root, where: Path) -> tuple[Path, Path | None]:
+    """The scenario file, and the guest-tests directory (the agent and the workloads)."""
+    scenarios = where / "guest-tests" / "scenarios.yaml"
+    if "scenarios" in top:
+        scenarios = c.file(top["scenarios"], "scenarios", where) or scenarios
+    if "guest_tests" in top:
+        guest_tests = c.file(top["guest_tests"], "guest_tests", where, "dir")
+        if guest_tests and not (guest_tests / "agent" / "init").is_file():
+            c.err(top["guest_tests"], f"guest_tests: {guest_tests} has no agent/init")
+        return scenarios, guest_tests
+    # beside farm.yaml, else the scenario file's own directory, else the farm's own (a
+    # farm.yaml elsewhere still gets the shipped agent and workloads)
+    for d in (where / "guest-tests", scenarios.parent, FARM_ROOT / "guest-tests"):
+        if (d / "agent" / "init").is_file():
+            return scenarios, d.resolve()
+    c.err(root, "no guest-tests directory (with agent/init) beside farm.yaml or the "
+                "scenario file: name one with guest_tests:")
+    return scenarios, None
+
+
+# kcidb: KCIDB's origin pattern (bounded), and where a lab publishes its result directories.
+ORIGIN_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d+)?(/[A-Za-z0-9._~%/+-]*)?$")
+
+
+def _kcidb(c: Checker, node) -> dict[str, str]:
+    """kcidb: the origin the run's kcidb.json names (KCIDB's pattern: lower-case letters,
+    digits, _) and the URL its result directory is published at (log and file links)."""
+    f = c.mapping(node, "kcidb", {"origin": False, "url": False})
+    out = {}
+    for key, pattern, like in (("origin", ORIGIN_RE, "my_lab"),
+                               ("url", URL_RE, "https://ci.example.org/farm/run-42")):
+        if key in f:
+            val = c.value(f[key], f"kcidb.{key}", (str,))
+            if val is not None and not pattern.match(val):
+                c.err(f[key], f"kcidb.{key}: {val[:80]!r} must look like {like} "
+                              f"({pattern.pattern})")
+            elif val is not None:
+                out[key] = val
+    return out
+
+
+def _layers(c: Checker, node, where: Path) -> dict[str, tuple[Path, ...]]:
+    """layers: name -> the config fragments it adds to every variant of a run that asks."""
+    out: dict[str, tuple[Path, ...]] = {}
+    for _, name, v in c.named(node, "layers", "layer", "name: [fragment, ...]", NAME_RE,
+                              "it names builds and reports"):
+        frags = c.files(v, f"layers.{name}", where)
+        if isinstance(v, yaml.SequenceNode) and not v.value:
+            c.err(v, f"layers.{name}: a layer needs at least one fragment")
+        out[name] = frags
+    return out
+
+
+def _coverage(c: Checker, node) -> tuple[str, ...]:
+    """coverage: a list of the tree's C files to profile in every case, or true for the
+    default ones."""
+    if isinstance(node, yaml.ScalarNode):
+        on = c.value(node, "coverage", (bool, list))
+        return COVERAGE_DEFAULT if on else ()
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        c.err(node, "coverage must be true, false or a list of C files of the kernel tree "
+                    f"(default: {', '.join(COVERAGE_DEFAULT)})")
+        return ()
+    out = []
+    for i, n in enumerate(node.value):
+        rel = c.value(n, f"coverage[{i}]", (str,))
+        if rel is None:
+            continue
+        if not coverage_file_ok(rel):
+            c.err(n, f"coverage[{i}]: {rel[:80]!r} is not a C file of the kernel tree as a "
+                     "relative path (e.g. mm/memory-failure.c)")
+        elif rel in out:
+            c.err(n, f"coverage[{i}]: {rel} is listed twice")
+        else:
+            out.append(rel)
+    return tuple(out)
+
+
+def _qemu_name(c: Checker, node, what: str, kind: str, pattern: re.Pattern) -> str | None:
+    """A CPU model or machine type for QEMU: plain words, and one this QEMU knows
+    (`qemu-system-x86_64 -cpu help`, `-machine help`), checked before anything is built."""
+    val = c.value(node, what, (str,))
+    if val is None:
+        return None
+    if not pattern.match(val):
+        c.err(node, f"{what}: {val!r} is not a {kind} name (letters, digits, ._-)")
+        return None
+    known = known_names(kind)
+    name = val.split(",")[0]
+    if known is not None and name not in known:
+        near = [k for k in sorted(known) if k.lower().startswith(name[:3].lower())][:6]
+        c.err(node, f"{what}: QEMU knows no {kind} '{name}' (qemu-system-x86_64 -{kind} "
+                    "help lists them" + (f"; e.g. {', '.join(near)}" if near else "") + ")")
+        return None
+    return val
+
+
+def _hosts(c: Checker, node, where: Path) -> tuple[Host, ...]:
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        c.err(node, "hosts must be a list of {ssh: [user@]host[:port], dir: ..., jobs: N}")
+        return ()
+    hosts: list[Host] = []
+    for i, n in enumerate(node.value):
+        host = _host(c, n, f"hosts[{i}]", where)
+        if host is None:
+            continue
+        if any((x.ssh, x.dir) == (host.ssh, host.dir) for x in hosts):
+            c.err(n, f"hosts[{i}]: {host.ssh} with dir {host.dir} is listed twice")
+            continue
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _host(c: Checker, n, what: str, where: Path) -> Host | None:
+    h = c.mapping(n, what, {"ssh": True, "dir": False, "jobs": False, "key": False,
+                            "known_hosts": False, "accept_new": False})
+    ssh = c.value(h["ssh"], f"{what}.ssh", (str,)) if "ssh" in h else None
+    if ssh is not None and not SSH_TARGET.match(ssh):
+        c.err(h["ssh"], f"{what}.ssh: not [user@]host[:port]: {ssh!r}")
+        ssh = None
+    kw: dict[str, Any] = {}
+    if "dir" in h:
+        d = c.value(h["dir"], f"{what}.dir", (str,))
+        if d is not None and not REMOTE_DIR_RE.match(d):
+            c.err(h["dir"], f"{what}.dir: use letters, digits and ._/- only (a relative "
+                            f"path is under the home directory there): {d!r}")
+        elif d is not None and _unsafe_remote_dir(d):
+            c.err(h["dir"], f"{what}.dir: {d!r} would be the farm's own directory on the "
+                            "host, which it empties: name a directory of its own, e.g. "
+                            "hwpoison-farm")
+        elif d:
+            kw["dir"] = d
+    if "jobs" in h:
+        kw["jobs"] = c.positive(h["jobs"], f"{what}.jobs")
+    if "key" in h:
+        kw["key"] = c.file(h["key"], f"{what}.key", where)
+    if "known_hosts" in h:
+        kh = c.value(h["known_hosts"], f"{what}.known_hosts", (str,))
+        if kh:
+            kw["known_hosts"] = (where / os.path.expanduser(kh)).resolve()
+    if "accept_new" in h:
+        kw["accept_new"] = c.value(h["accept_new"], f"{what}.accept_new", (bool,))
+    if ssh is None:
+        return None
+    return Host(ssh, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _unsafe_remote_dir(d: str) -> bool:
+    """/, the home directory, or anything with .. in it: never a farm directory."""
+    parts = [p for p in d.split("/") if p not in ("", ".")]
+    return not parts or ".." in parts

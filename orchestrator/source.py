@@ -1,0 +1,191 @@
+"""The kernel source and a variant's tree: the source unpacked once into the cache (or used
+in place), its digest, and for each build a private tree of hard links to it with the
+variant's patch series applied strictly (and, for a coverage build, its profiled files'
+Makefiles written anew). The patched tree is also where a variant's own selftests come
+from (kselftests.py); the kernel build (build.py) compiles it out of tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InfraError, UserError
+from .farmfile import Source, Variant
+from .files import OwnedDir, locked, prune, write_json
+from .progress import Progress
+from .runner import Runner
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    path: Path
+    digest: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_digest(source: Source, cache: Path, runner: Runner) -> str:
+    """A digest of the kernel source: the tarball's sha256 (remembered by size and mtime),
+    a git commit, or a walk of a directory's names, sizes and mtimes."""
+    if source.kind == "tarball":
+        st = source.path.stat()
+        memo = cache / "sources" / "digests.json"
+        try:
+            seen = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
+        if stamp not in seen:
+            seen[stamp] = "sha256:" + sha256_file(source.path)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_json(memo, seen)
+        return seen[stamp]
+    if source.kind == "git":
+        out = runner.run(["git", "-C", source.path, "rev-parse", "--verify",
+                          f"{source.ref}^{{commit}}"], check=False)
+        if out.returncode:
+            raise UserError(f"source.git: {source.path}: no commit '{source.ref}'")
+        return "git:" + out.output.strip()
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(source.path):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            p = Path(root, name)
+            st = p.lstat()
+            h.update(f"{p.relative_to(source.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "dir:" + h.hexdigest()
+
+
+def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progress) -> SourceTree:
+    """The pristine tree, unpacked once into the cache (a directory source is used in place)."""
+    digest = source_digest(source, cache, runner)
+    if source.kind == "dir":
+        return SourceTree(source.path, digest)
+    dest = cache / "sources" / digest.replace(":", "-")[:40]
+    with locked(cache / "locks" / f"{dest.name}.lock"):
+        if (dest / "Makefile").is_file():
+            return SourceTree(dest, digest)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        progress.say(f"unpacking {source.describe()} into {dest}")
+        if source.kind == "tarball":
+            runner.run(["tar", "-xf", source.path, "-C", tmp])
+        else:
+            archive = tmp / "src.tar"
+            runner.run(["git", "-C", source.path, "archive", "--format=tar", "-o", archive,
+                        digest.split(":", 1)[1]])
+            (tmp / "src").mkdir()
+            runner.run(["tar", "-xf", archive, "-C", tmp / "src"])
+            archive.unlink()
+        tops = [p for p in tmp.iterdir() if p.is_dir()]
+        if len(tops) != 1 or not (tops[0] / "Makefile").is_file():
+            raise InfraError(f"{source.describe()}: expected one kernel tree with a Makefile")
+        tops[0].rename(dest)
+        shutil.rmtree(tmp)
+    return SourceTree(dest, digest)
+
+
+def _hunk_failures(output: str) -> list[str]:
+    """'file X, hunk #N at line L' for each hunk GNU patch could not apply."""
+    failures, current = [], "?"
+    for line in output.splitlines():
+        m = re.match(r"(?:patching|checking) file (.+)", line)
+        if m:
+            current = m.group(1).strip("'")
+            continue
+        m = re.match(r"Hunk #(\d+) FAILED at (\d+)", line)
+        if m:
+            failures.append(f"file {current}, hunk #{m.group(1)} (at line {m.group(2)})")
+            continue
+        if "can't find file to patch" in line:
+            failures.append("a file it patches does not exist in the tree")
+        elif "Reversed (or previously applied) patch detected" in line:
+            failures.append(f"file {current}: already applied (or reversed)")
+    return failures
+
+
+def apply_patch(tree: Path, patch: Path, runner: Runner, log: Path | None = None) -> str:
+    """Apply one patch strictly (no fuzz), as every build does: '' when it applied, else
+    where it did not (file and hunk)."""
+    out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
+                      "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i", patch],
+                     check=False, log_path=log)
+    if not out.returncode:
+        return ""
+    return "; ".join(_hunk_failures(out.output)) or out.output.strip()[-300:]
+
+
+def apply_patches(tree: Path, patches: tuple[Path, ...], runner: Runner, log: Path) -> None:
+    """Apply a patch series strictly (no fuzz); a patch that does not apply is bad input."""
+    for i, patch in enumerate(patches, 1):
+        where = apply_patch(tree, patch, runner, log)
+        if where:
+            raise UserError(f"patch {i}/{len(patches)} does not apply: {patch}: {where}")
+
+
+def variant_tree(source: SourceTree, variant: Variant, coverage: tuple[str, ...], cache: Path,
+                 key: str, log: Path, runner: Runner, progress: Progress) -> OwnedDir:
+    """A tree of this run's own for the variant: hard links to the pristine source (GNU patch
+    replaces the files it changes, so the source stays pristine), with the patch series
+    applied. Private, so two runs never touch each other's trees; a run that was killed
+    leaves one behind, which the next run removes."""
+    prune(cache / "work")
+    for old in (cache / "work").glob("[0-9a-f]" * 20):  # trees of farm 0.1's layout
+        shutil.rmtree(old, ignore_errors=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    work = OwnedDir(cache / "work", key)
+    try:
+        (work.path / "obj").mkdir()
+        progress.say(f"{variant.name}: preparing tree with {len(variant.patches)} "
+                     f"patch(es) in {work.path}")
+        copy = ["cp", "-al"] if _same_fs(source.path, work.path) else ["cp", "-a"]
+        runner.run([*copy, source.path, work.path / "src"], log_path=log)
+        apply_patches(work.path / "src", variant.patches, runner, log)
+        profile(work.path / "src", coverage)
+    except UserError as e:
+        work.remove()
+        raise UserError(f"{variant.name}: {e}") from None
+    except BaseException:
+        work.remove()
+        raise
+    return work
+
+
+def profile_lines(stem: str) -> str:
+    """What a profiled object's Makefile gets: gcov, and its notes naming the source by its
+    path in the tree (not the run's private tree, which is gone when a report reads them)."""
+    return (f"\nGCOV_PROFILE_{stem}.o := y\n"
+            f"CFLAGS_{stem}.o += -fprofile-prefix-map=$(srctree)/=\n")
+
+
+def profile(src: Path, files: tuple[str, ...]) -> None:
+    """Build each file with gcov: `GCOV_PROFILE_<stem>.o := y` in its directory's Makefile.
+    The tree is hard links to the pristine source, so the Makefile is written anew, never
+    in place."""
+    for rel in files:
+        path = src / rel
+        if not path.is_file():
+            raise UserError(f"coverage: {rel} is not a file of the kernel tree")
+        makefile = path.parent / "Makefile"
+        if not makefile.is_file():
+            raise UserError(f"coverage: {rel}: its directory has no Makefile (is it built?)")
+        text = makefile.read_text()
+        makefile.unlink()
+        makefile.write_text(text + profile_lines(path.stem))
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    b.mkdir(parents=True, exist_ok=True)
+    return a.stat().st_dev == b.stat().st_dev

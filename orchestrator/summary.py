@@ -1,0 +1,124 @@
+"""summary.md, the run at a glance in Markdown (what `farm run` prints at its end): the
+scenarios by variants with each A/B verdict, the builds, the totals, the cases that did not
+pass and the verdicts other than same."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .caserecords import CaseRecord
+from .coverage_report import summary_lines
+from .results import Results, RunInfo
+from .verdicts import Comparison, by_case
+
+
+def builds_text(doc: Results) -> list[str]:
+    out = []
+    for v, info in doc.variants.items():
+        b = info.build
+        if not b:
+            out.append(f"- {v}: not built (the run stopped before)")
+        elif b.status == "failed":
+            out.append(f"- {v}: **build FAILED** — {b.error}; log {b.log}")
+            out += [f"  - `{ln}`" for ln in (b.error_lines or [])[:5]]
+        else:
+            out.append(f"- {v}: {b.status} {b.release} ({b.key})")
+    return out
+
+
+def race_note(race: dict) -> str:
+    """A race's rounds at a glance: '10 rounds: data=unreadable 7, data=intact 3'."""
+    data = Counter()
+    for outcome, n in (race.get("outcomes") or {}).items():
+        word = next((w for w in outcome.split() if w.startswith("data=")), "data=?")
+        data[word] += n
+    return f"{race.get('rounds')} rounds" + "".join(
+        f"{', ' if i else ': '}{w} {n}" for i, (w, n) in enumerate(data.most_common()))
+
+
+def cell(cases: list[CaseRecord]) -> str:
+    """What a variant's runs of a scenario gave: their status, and what the kernel did."""
+    if not cases:
+        return "-"
+    statuses = [c.status for c in cases]
+    text = statuses[0] if len(set(statuses)) == 1 else "/".join(statuses)
+    obs = cases[0].obs
+    notes = list(obs.get("recovery") or [])
+    if isinstance(obs.get("race"), dict):
+        notes = [race_note(obs["race"])]
+    if obs.get("guest") not in (None, "survived"):
+        notes.insert(0, f"guest {obs['guest']}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
+    return text
+
+
+class Grid:
+    """The results document as a table: scenarios (in order) by variants, each variant's
+    cases of a scenario, and the verdict of each compared variant."""
+
+    def __init__(self, doc: Results):
+        self.variants = list(doc.variants)
+        self.scenarios = list(dict.fromkeys(c.scenario for c in doc.cases))
+        self.by = by_case(doc.cases)
+        self.verdicts: dict[tuple[str, str], Comparison] = {
+            (c.variant, c.scenario): c for c in doc.comparison}
+        self.compared = [v for v in self.variants
+                         if any(c.variant == v for c in doc.comparison)]
+
+    def cases(self, variant: str, scenario: str) -> list[CaseRecord]:
+        return self.by.get((variant, scenario), [])
+
+
+def source_text(run: RunInfo) -> str:
+    src = run.source  # absent when a run stopped before the source was ready
+    return f"{src.describe} ({src.digest[:23]})" if src else "not prepared"
+
+
+def _header(run: RunInfo) -> list[str]:
+    accel = run.accel_reason if run.accel_reason is not None else run.accelerator
+    out = [f"# hwpoison farm run {run.id}", "",
+           f"- kernel source: {source_text(run)}",
+           f"- accelerator: {accel}",
+           f"- config layers: {', '.join(run.layers or []) or 'none'}",
+           f"- jobs: {run.jobs}, repeats: {run.repeat}, wall time: {run.seconds or 0:.0f}s"
+           + (", INTERRUPTED" if run.interrupted else "")]
+    if run.seed is not None:
+        out.append(f"- race seed: {run.seed} (the same races again: --seed {run.seed})")
+    if run.affected:  # the headline of --affected's account (all of it: run.json)
+        lines = run.affected.splitlines()
+        out.append("- " + next((ln for ln in lines if ln.startswith("--affected:")),
+                               "--affected: " + lines[0]).rstrip(":"))
+    return out
+
+
+def summary(doc: Results, code: int) -> str:
+    run, g = doc.run, Grid(doc)
+    out = [*_header(run), ""]
+    head = ["scenario", *g.variants, *[f"{run.base} → {v}" for v in g.compared]]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for s in g.scenarios:
+        row = [s, *[cell(g.cases(v, s)) for v in g.variants],
+               *[g.verdicts[(v, s)].verdict if (v, s) in g.verdicts else "-"
+                 for v in g.compared]]
+        out.append("| " + " | ".join(r.replace("|", "\\|") for r in row) + " |")
+    out += ["", "## Builds", "", *builds_text(doc), ""]
+    for v, t in doc.totals.items():
+        out.append(f"- {v}: " + ", ".join(f"{n} {k}" for k, n in t.items()))
+    counts = Counter(c.verdict for c in doc.comparison)
+    if counts:
+        out.append("- verdicts: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    notable = [c for c in doc.cases if c.status in ("fail", "error", "skip")]
+    if notable:
+        out += ["", "## Not passed", ""]
+        out += [f"- {c.variant} / {c.scenario} r{c.repeat}: **{c.status}** — {c.message} "
+                f"({c.log_paths.get('console', 'no log')})" for c in notable]
+    changes = [c for c in doc.comparison if c.verdict != "same"]
+    if changes:
+        out += ["", "## A/B verdicts other than same", ""]
+        out += [f"- {c.scenario}: {c.base} → {c.variant}: **{c.verdict}** "
+                f"({c.runs_text()}) — {c.detail}" for c in changes]
+    out += summary_lines(doc.coverage)
+    out += ["", f"exit code {code}"]
+    return "\n".join(out) + "\n"
