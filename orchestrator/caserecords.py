@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from types import NoneType, UnionType
 from typing import Any, ClassVar
 
@@ -110,7 +110,6 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 @functools.cache
 def _required(cls: type) -> frozenset[str]:
-    from dataclasses import MISSING
     return frozenset(f.name for f in fields(cls)
                      if f.default is MISSING and f.default_factory is MISSING)
 

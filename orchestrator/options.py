@@ -90,14 +90,15 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(("--variants",), "variants", "comma-separated variants (default: all)", words,
-           to_host=_joined),
+           "A,B", to_host=_joined),
     Option(("--scenarios",), "scenarios", "comma-separated name patterns, e.g. 'anon-*'",
-           to_host=str),
+           metavar="PATTERNS", to_host=str),
     Option(("--page-kind",), "page_kinds", "comma-separated page kinds, e.g. anon,hugetlb-anon",
-           words, to_host=_joined),
+           words, "KINDS", to_host=_joined),
     Option(("--injector",), "injectors", "comma-separated injectors, e.g. host-srao,host-srar",
-           words, to_host=_joined),
-    Option(("--repeat",), "repeat", "runs of each case (default: 1)", number(1), to_host=str),
+           words, "INJECTORS", to_host=_joined),
+    Option(("--repeat",), "repeat", "runs of each case (default: 1)", number(1), "N",
+           to_host=str),
     Option(("--tier",), "tier", "default: the scenarios every run covers; race: the race "
            "scenarios (also run when --scenarios names them); full: all of them (default: "
            "farm.yaml's tier, else default)", choices=TIERS, to_host=str),
@@ -113,7 +114,7 @@ OPTIONS: tuple[Option, ...] = (
            "lines and functions each scenario reaches (FILES: comma-separated tree paths; "
            "default: farm.yaml's coverage, else mm/memory-failure.c,mm/madvise.c)",
            metavar="FILES", to_host=_joined),
-    Option(("-j", "--jobs"), "jobs", "guests at once (default: CPUs)", number(1),
+    Option(("-j", "--jobs"), "jobs", "guests at once (default: CPUs)", number(1), "N",
            commands=("run",)),
     Option(("--confirm",), "confirm", "runs of base and variant again N more times for every "
            "verdict other than same before it is final (default: 2; 0: off)", number(0, 20),
@@ -122,7 +123,7 @@ OPTIONS: tuple[Option, ...] = (
            "(comma-separated; a regression always fails)", fail_on, "VERDICTS",
            to_host=_joined, commands=("run",)),
     Option(("--results",), "results", "result directory (default: results/<run-id>)", Path,
-           commands=("run",)),
+           "DIR", commands=("run",)),
 )
 BY_FIELD = {o.field: o for o in OPTIONS}
 
