@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 
+from .build import BuildResult
 from .caserecords import CaseRecord
 from .registry import INJECTORS, PAGE_KINDS
 from .results import Results
@@ -70,20 +71,15 @@ def _side_by_side(doc: Results, g: Grid) -> list[str]:
     return out
 
 
-def _build_items(doc: Results) -> list[str]:
-    out = []
-    for v, info in doc.variants.items():
-        b = info.build
-        if not b:
-            out.append(f"<li>{e(v)}: not built (the run stopped before)</li>")
-        elif b.status == "failed":
-            lines = "\n".join(b.error_lines or [])
-            out.append(f'<li class="s-fail">{e(v)}: <b>build failed</b>: {e(str(b.error))}'
-                       f'; log {e(str(b.log))}<pre>{e(lines)}</pre></li>')
-        else:
-            out.append(f"<li>{e(v)}: {e(str(b.status))} {e(str(b.release))} "
-                       f"({e(str(b.key))}, boot {e(str(b.boot_via))})</li>")
-    return out
+def _build_item(v: str, b: BuildResult | None) -> str:
+    """A variant's kernel: not built, failed with its error lines, or built and booted how."""
+    if b is None:
+        return f"<li>{e(v)}: not built (the run stopped before)</li>"
+    if b.status == "failed":
+        return (f'<li class="s-fail">{e(v)}: <b>build failed</b>: {e(str(b.error))}; log '
+                f'{e(str(b.log))}<pre>{e(chr(10).join(b.error_lines or []))}</pre></li>')
+    return (f"<li>{e(v)}: {e(str(b.status))} {e(str(b.release))} ({e(str(b.key))}, boot "
+            f"{e(str(b.boot_via))})</li>")
 
 
 def _coverage_html(cov: dict | None) -> str:
@@ -221,6 +217,7 @@ def report_html(doc: Results) -> str:
     layers = e(', '.join(run.layers or []) or 'none')
     seed = f" race seed {e(str(run.seed))};" if run.seed is not None else ""
     n_attention = sum(c.verdict != "same" for c in doc.comparison)
+    builds = "".join(_build_item(v, info.build) for v, info in doc.variants.items())
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hwpoison farm {e(run.id)}</title>
 <style>{style}</style></head><body>
@@ -238,7 +235,7 @@ wall time {run.seconds or 0:.0f}s</p>
 <input type="checkbox" id="notsame"><label for="notsame"> only what is not same (or not
 passing)</label>
 <table id="matrix"><tr>{head}</tr>{''.join(_matrix_row(doc, g, s) for s in g.scenarios)}</table>
-<h2>Builds</h2><ul id="builds">{''.join(_build_items(doc))}</ul>
+<h2>Builds</h2><ul id="builds">{builds}</ul>
 {_coverage_html(doc.coverage)}
 <h2>Cases that did not pass</h2>{''.join(_not_passed(doc)) or '<p>none</p>'}
 </body></html>
