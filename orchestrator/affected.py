@@ -26,7 +26,7 @@ from .errors import UserError
 from .farmfile import FarmConfig
 from .files import OwnedDir, locked, write_json
 from .options import RunOptions
-from .plan import Matrix, fragments_with, layers_of, select
+from .plan import Matrix, base_of, fragments_with, layers_of, select
 from .progress import Progress
 from .registry import COVERAGE_DEFAULT
 from .results import load_cases
@@ -69,7 +69,7 @@ def affected(cfg: FarmConfig, opts: RunOptions, progress: Progress, *,
     saved coverage of (`farm plan` measures nothing)."""
     runner = Runner()
     variants, scenarios = select(cfg, replace(opts, names=None))
-    base = cfg.base if cfg.base in variants else variants[0]
+    base = base_of(cfg, variants)
     files = opts.coverage or cfg.coverage or COVERAGE_DEFAULT
     src = prepare_source(cfg.source, cfg.cache, runner, progress)
     key = coverage_key(cfg, base, files, src, runner, layers_of(cfg, opts.layers or ()))

@@ -95,22 +95,25 @@ def shard_meta(scenarios: list[Scenario], shard: tuple[int, int] | None) -> dict
     return {"index": shard[0], "count": shard[1], "scenarios": [asdict(s) for s in scenarios]}
 
 
+def base_of(cfg: FarmConfig, variants: list[str]) -> str:
+    """The variant the others are compared with: farm.yaml's base when the run has it, else
+    the run's first variant."""
+    return cfg.base if cfg.base in variants else variants[0]
+
+
 def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
     """What a run with these options would execute; builds and boots nothing."""
-    variants, every = select(cfg, opts)
-    scenarios = shard_of(every, opts.shard)
-    repeat = opts.repeat or cfg.repeat
+    m = Matrix.of(cfg, opts)
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
              "expect": s.expect, "why": s.why, "tier": s.tier,
              **({"race": s.race, "rounds": s.rounds, "cpus": s.cpus} if s.race else {})}
-            for s in scenarios]
-    return {"config": str(cfg.path), "variants": variants,
-            "layers": list(layers_of(cfg, opts.layers or ())),
-            "base": cfg.base if cfg.base in variants else variants[0], "repeat": repeat,
+            for s in m.scenarios]
+    return {"config": str(cfg.path), "variants": m.variants, "layers": list(m.layers),
+            "base": m.base, "repeat": m.repeat,
             "shard": f"{opts.shard[0]}/{opts.shard[1]}" if opts.shard else None,
-            "cases": len(variants) * len(scenarios) * repeat, "scenarios": rows}
+            "cases": len(m.variants) * len(m.scenarios) * m.repeat, "scenarios": rows}
 
 
 def plan_text(doc: dict) -> str:
@@ -205,7 +208,7 @@ class Matrix:
         seed = opts.seed if opts.seed is not None else secrets.randbelow(2**31)
         every = [replace(s, seed=seed) if s.race else s for s in every]
         return cls(variants, every, shard_of(every, opts.shard),
-                   cfg.base if cfg.base in variants else variants[0], opts.jobs or cfg.jobs,
+                   base_of(cfg, variants), opts.jobs or cfg.jobs,
                    opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
                    else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
                    cfg.coverage if opts.coverage is None else opts.coverage,
