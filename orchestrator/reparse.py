@@ -17,6 +17,7 @@ from .files import claim, write_json
 from .judge import expected_of, judge_logs, ktap_subcases
 from .outputs import report_dir
 from .progress import say
+from .results import read_case
 from .scenarios import Scenario
 from .verdicts import signature, signature_diff
 
@@ -73,10 +74,7 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
         changed, observed, kept, same = [], [], [], 0
         files = sorted((results / "cases").glob("*/*/r*/case.json"))
         for path in files:
-            try:
-                rec = CaseRecord.from_json(json.loads(path.read_text()), str(path))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{path}: not a case record ({e})") from None
+            rec = read_case(path)
             new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.id))
             label = f"{rec.variant} / {rec.scenario} r{rec.repeat}"
             if why:

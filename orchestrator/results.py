@@ -139,18 +139,23 @@ def read_plan_of(d: Path) -> list[CaseSpec]:
     return read_plan(load_json(d, "plan.json"), str(d / "plan.json"))
 
 
+def read_case(p: Path) -> CaseRecord:
+    """One case.json, checked, or bad input naming it and what to do."""
+    try:
+        return CaseRecord.from_json(json.loads(p.read_text()), str(p))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: damaged case record ({e}); move it away and run "
+                        f"`farm report` again to count the case as not run") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read: {e.strerror}") from None
+
+
 def load_cases(results: Path) -> list[CaseRecord]:
     """The case records of a result directory, each checked, as the results document holds
     them: a selftest program's KTAP tests follow it, each a case of its own."""
     cases = []
     for p in sorted((results / "cases").glob("*/*/*/case.json")):
-        try:
-            rec = CaseRecord.from_json(json.loads(p.read_text()), str(p))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"{p}: damaged case record ({e}); move it away and run "
-                            f"`farm report` again to count the case as not run") from None
-        except OSError as e:
-            raise UserError(f"{p}: cannot read: {e.strerror}") from None
+        rec = read_case(p)
         cases.append(replace(rec, subcases=None))
         cases.extend(rec.subcases or ())
     return cases
