@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from .errors import UserError
 from .qemu import Machine
 from .registry import STATUSES
-from .scenarios import Scenario
+from .scenarios import Older, Scenario
 
 
 class Record:
@@ -192,8 +192,9 @@ def parse_case_id(cid: str) -> tuple[str, str, str]:
 def scenario_from_json(d: Any, where: str) -> Scenario:
     """A scenario as a plan or a shard's record holds it (dataclasses.asdict of it)."""
     try:
-        return Scenario(**d)
-    except TypeError as e:
+        older = tuple(Older(**o) for o in d.get("older") or ())
+        return Scenario(**{**d, "older": older})
+    except (TypeError, AttributeError) as e:
         raise UserError(f"{where}: not a scenario ({e})") from None
 
 

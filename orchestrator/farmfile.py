@@ -13,11 +13,11 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .farmhosts import Host, hosts
 from .qemu import known_names
 from .registry import COVERAGE_DEFAULT, FAIL_ON, TIERS, coverage_file_ok
-from .runner import SSH_TARGET
 from .scenarios import MAX_CPUS, NAME_RE, Scenario, load_scenarios
-from .yamlcheck import Checker
+from .yamlcheck import Checker, scalar
 
 ACCELS = ("auto", "tcg", "kvm")
 BASE_CONFIGS = ("tinyconfig", "allnoconfig", "defconfig")
@@ -26,12 +26,12 @@ GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400), "cpus": (1, MAX
 CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
 MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
-REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")  # a host's dir:
 TOP_KEYS = {"source": True, **dict.fromkeys(
     ("config", "base", "guest", "scenarios", "guest_tests", "jobs", "repeat", "confirm",
      "fail_on", "cache", "hosts", "tier", "coverage", "layers", "kcidb"), False),
     "variants": True}
 FARM_ROOT = Path(__file__).resolve().parent.parent
+DEBIAN_SOURCE = re.compile(r"linux-source-(\d+\.\d+)\.tar")  # Debian's linux-source-X.Y
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class Variant:
     patches: tuple[Path, ...] = ()
     fragments: tuple[Path, ...] = ()
     description: str = ""
+    source: Source | None = None  # its own kernel source (default: farm.yaml's source:)
+    base: str = ""  # the variant it is compared with, built from the same source
 
 
 @dataclass(frozen=True)
@@ -60,17 +62,6 @@ class GuestSettings:
     accel: str = "auto"
     cpu: str = "Skylake-Server"
     machine: str = "pc"
-
-
-@dataclass(frozen=True)
-class Host:
-    """A machine of the pool: reached over SSH, it runs one shard of the matrix."""
-    ssh: str  # [user@]host[:port]
-    dir: str = "hwpoison-farm"  # where the farm is copied on the host (relative to its home)
-    jobs: int | None = None  # guests at once there (default: its CPUs)
-    key: Path | None = None  # SSH identity file (default: the SSH agent and ~/.ssh keys)
-    known_hosts: Path | None = None  # the host keys trusted (default: ~/.ssh/known_hosts)
-    accept_new: bool = False  # trust a host key seen for the first time (and remember it)
 
 
 @dataclass(frozen=True)
@@ -97,6 +88,25 @@ class FarmConfig:
     layers: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     kcidb: dict[str, str] = field(default_factory=dict)  # origin, url of kcidb.json
 
+    def source_of(self, variant: str) -> Source:
+        """The kernel source a variant builds: its own, else farm.yaml's."""
+        return self.variants[variant].source or self.source
+
+    def base_for(self, variant: str, run: list[str] | tuple[str, ...] = ()) -> str:
+        """The variant a variant is compared with, built from the same source: its `base:`,
+        else farm.yaml's base when that builds the same source, else the first variant of its
+        source (itself, when it is that first one: a base of its own kernel). Within a run
+        (its variants in `run`), a base the run does not have gives way to the run's first
+        variant of that source."""
+        run = tuple(run) or tuple(self.variants)
+        v = self.variants[variant]
+        source = self.source_of(variant)
+        same = [n for n in self.variants if n in run and self.source_of(n) == source]
+        for want in (v.base, self.base):
+            if want and want in run and self.source_of(want) == source:
+                return want
+        return same[0] if same else variant
+
 
 def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     """Load and validate farm.yaml and the scenario file it names; raise ConfigErrors
@@ -113,9 +123,11 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         "tinyconfig", ())
     variants = _variants(c, top["variants"], where) if "variants" in top else {}
     base = _base(c, top["base"], variants) if "base" in top else next(iter(variants), "")
+    if "variants" in top:
+        _variant_bases(c, top["variants"], variants, source)
     guest = _guest(c, top["guest"]) if "guest" in top else GuestSettings()
     settings = _settings(c, top, where)
-    hosts = _hosts(c, top["hosts"], where) if "hosts" in top else ()
+    pool = hosts(c, top["hosts"], where) if "hosts" in top else ()
     coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
     layers = _layers(c, top["layers"], where) if "layers" in top else {}
     kcidb = _kcidb(c, top["kcidb"]) if "kcidb" in top else {}
@@ -131,32 +143,34 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
         raise ConfigErrors(problems)
     return FarmConfig(path=path, source=source, base_config=base_config, fragments=fragments,
                       variants=variants, base=base, guest=guest, scenarios_path=scenarios_path,
-                      guest_tests=guest_tests, scenarios=scenarios, hosts=hosts,
+                      guest_tests=guest_tests, scenarios=scenarios, hosts=pool,
                       coverage=coverage, layers=layers, kcidb=kcidb, **settings)
 
 
-def _source(c: Checker, node, where: Path) -> Source | None:
+def _source(c: Checker, node, where: Path, what: str = "source") -> Source | None:
     """source: exactly one of tarball, dir, git (with its ref)."""
-    s = c.mapping(node, "source", {"tarball": False, "dir": False, "git": False, "ref": False})
+    s = c.mapping(node, what, {"tarball": False, "dir": False, "git": False, "ref": False})
     kinds = [k for k in ("tarball", "dir", "git") if k in s]
     if len(kinds) != 1:
-        c.err(node, "source needs exactly one of: tarball, dir, git")
+        c.err(node, f"{what} needs exactly one of: tarball, dir, git")
         return None
     kind = kinds[0]
-    p = c.file(s[kind], f"source.{kind}", where, "file" if kind == "tarball" else "dir")
-    ref = c.value(s["ref"], "source.ref", (str,)) if "ref" in s else None
+    p = c.file(s[kind], f"{what}.{kind}", where, "file" if kind == "tarball" else "dir")
+    ref = c.value(s["ref"], f"{what}.ref", (str,)) if "ref" in s else None
     if ref is not None and not GIT_REF_RE.match(ref):
-        c.err(s["ref"], f"source.ref: {ref[:80]!r} is not a git ref (a branch, tag or commit; "
+        c.err(s["ref"], f"{what}.ref: {ref[:80]!r} is not a git ref (a branch, tag or commit; "
                         "it may not start with '-')")
         ref = None
     if "ref" in s and kind != "git":
-        c.err(s["ref"], "source.ref only goes with source.git")
+        c.err(s["ref"], f"{what}.ref only goes with {what}.git")
     if not p:
+        m = DEBIAN_SOURCE.search(str(scalar(s[kind]) or ""))
         if kind == "tarball":
-            c.problems[-1] += " (Debian: apt-get install linux-source-6.12)"
+            c.problems[-1] += (f" (Debian: apt-get install linux-source-{m.group(1)})" if m
+                               else " (Debian 12 has linux-source-6.12 and linux-source-6.1)")
         return None
     if kind == "git" and not (p / ".git").exists():
-        c.err(s[kind], f"source.git: not a git repository: {p}")
+        c.err(s[kind], f"{what}.git: not a git repository: {p}")
     return Source(kind, p, ref or ("HEAD" if kind == "git" else None))
 
 
@@ -179,17 +193,40 @@ def _variants(c: Checker, node, where: Path) -> dict[str, Variant]:
             variants[name] = Variant(name)
             continue
         f = c.mapping(v, f"variant '{name}'", {"patches": False, "fragments": False,
-                                               "description": False})
+                                               "description": False, "source": False,
+                                               "base": False})
         patches = c.files(f["patches"], f"variants.{name}.patches", where) \
             if "patches" in f else ()
         frags = c.files(f["fragments"], f"variants.{name}.fragments", where) \
             if "fragments" in f else ()
         desc = c.value(f["description"], f"variants.{name}.description", (str,)) \
             if "description" in f else ""
-        variants[name] = Variant(name, patches, frags, desc or "")
+        source = _source(c, f["source"], where, f"variants.{name}.source") \
+            if "source" in f else None
+        base = c.value(f["base"], f"variants.{name}.base", (str,)) if "base" in f else ""
+        variants[name] = Variant(name, patches, frags, desc or "", source, base or "")
     if isinstance(node, yaml.MappingNode) and not node.value:
         c.err(node, "variants: at least one variant is needed")
     return variants
+
+
+def _variant_bases(c: Checker, node, variants: dict[str, Variant], source: Source | None) -> None:
+    """A variant's `base:` names another variant built from the same source."""
+    if not isinstance(node, yaml.MappingNode):
+        return
+    where = {scalar(k): v for k, v in node.value}
+    for name, v in variants.items():
+        if not v.base:
+            continue
+        at = where.get(name, node)
+        if v.base not in variants:
+            c.err(at, f"variants.{name}.base: '{v.base}' is not a variant (variants: "
+                      f"{', '.join(variants)})")
+        elif v.base == name:
+            c.err(at, f"variants.{name}.base: a variant is not compared with itself")
+        elif (variants[v.base].source or source) != (v.source or source):
+            c.err(at, f"variants.{name}.base: '{v.base}' builds another kernel source; a "
+                      "variant is compared with a variant of its own source")
 
 
 def _base(c: Checker, node, variants: dict[str, Variant]) -> str:
@@ -337,59 +374,3 @@ def _qemu_name(c: Checker, node, what: str, kind: str, pattern: re.Pattern) -> s
                     "help lists them" + (f"; e.g. {', '.join(near)}" if near else "") + ")")
         return None
     return val
-
-
-def _hosts(c: Checker, node, where: Path) -> tuple[Host, ...]:
-    if not isinstance(node, yaml.SequenceNode) or not node.value:
-        c.err(node, "hosts must be a list of {ssh: [user@]host[:port], dir: ..., jobs: N}")
-        return ()
-    hosts: list[Host] = []
-    for i, n in enumerate(node.value):
-        host = _host(c, n, f"hosts[{i}]", where)
-        if host is None:
-            continue
-        if any((x.ssh, x.dir) == (host.ssh, host.dir) for x in hosts):
-            c.err(n, f"hosts[{i}]: {host.ssh} with dir {host.dir} is listed twice")
-            continue
-        hosts.append(host)
-    return tuple(hosts)
-
-
-def _host(c: Checker, n, what: str, where: Path) -> Host | None:
-    h = c.mapping(n, what, {"ssh": True, "dir": False, "jobs": False, "key": False,
-                            "known_hosts": False, "accept_new": False})
-    ssh = c.value(h["ssh"], f"{what}.ssh", (str,)) if "ssh" in h else None
-    if ssh is not None and not SSH_TARGET.match(ssh):
-        c.err(h["ssh"], f"{what}.ssh: not [user@]host[:port]: {ssh!r}")
-        ssh = None
-    kw: dict[str, Any] = {}
-    if "dir" in h:
-        d = c.value(h["dir"], f"{what}.dir", (str,))
-        if d is not None and not REMOTE_DIR_RE.match(d):
-            c.err(h["dir"], f"{what}.dir: use letters, digits and ._/- only (a relative "
-                            f"path is under the home directory there): {d!r}")
-        elif d is not None and _unsafe_remote_dir(d):
-            c.err(h["dir"], f"{what}.dir: {d!r} would be the farm's own directory on the "
-                            "host, which it empties: name a directory of its own, e.g. "
-                            "hwpoison-farm")
-        elif d:
-            kw["dir"] = d
-    if "jobs" in h:
-        kw["jobs"] = c.positive(h["jobs"], f"{what}.jobs")
-    if "key" in h:
-        kw["key"] = c.file(h["key"], f"{what}.key", where)
-    if "known_hosts" in h:
-        kh = c.value(h["known_hosts"], f"{what}.known_hosts", (str,))
-        if kh:
-            kw["known_hosts"] = (where / os.path.expanduser(kh)).resolve()
-    if "accept_new" in h:
-        kw["accept_new"] = c.value(h["accept_new"], f"{what}.accept_new", (bool,))
-    if ssh is None:
-        return None
-    return Host(ssh, **{k: v for k, v in kw.items() if v is not None})
-
-
-def _unsafe_remote_dir(d: str) -> bool:
-    """/, the home directory, or anything with .. in it: never a farm directory."""
-    parts = [p for p in d.split("/") if p not in ("", ".")]
-    return not parts or ".." in parts

@@ -12,8 +12,8 @@ from collections import Counter
 from .build import BuildResult
 from .caserecords import CaseRecord
 from .registry import INJECTORS, PAGE_KINDS
-from .results import Results
-from .summary import Grid, cell, source_text
+from .results import Results, bases_of
+from .summary import Grid, cell, kernels_text, source_text
 from .verdicts import signature
 
 e = html.escape
@@ -124,7 +124,7 @@ def _totals_html(doc: Results) -> str:
         verdict = (", ".join(f'<span class="v-{e(k)}">{n} {e(k)}</span>'
                              for k, n in sorted(vs.items(),
                                                 key=lambda kv: rank(VERDICT_RANK, kv[0])))
-                   if vs else ("base" if v == doc.run.base else "-"))
+                   if vs else ("base" if v in bases_of(doc.run, doc.variants).values() else "-"))
         rows.append(f"<tr><th>{e(v)}</th>{cells}<td>{verdict}</td></tr>")
     return f'<table id="totals">{"".join(rows)}</table>'
 
@@ -209,7 +209,8 @@ def _not_passed(doc: Results) -> list[str]:
 def report_html(doc: Results) -> str:
     run, g = doc.run, Grid(doc)
     head = "".join(f"<th>{e(h)}</th>" for h in
-                   ["scenario", *g.variants, *[f"{run.base} → {v}" for v in g.compared]])
+                   ["scenario", *map(g.column, g.variants), *map(g.pair, g.compared)])
+    kernels = f" kernels {e(kernels_text(doc))};" if kernels_text(doc) else ""
     errors = "".join(f"<li>{e(c.variant)} / {e(c.scenario)} r{c.repeat}: {e(c.message)}</li>"
                      for c in doc.cases if c.status == "error")
     n_errors = sum(c.status == "error" for c in doc.cases)
@@ -222,7 +223,7 @@ def report_html(doc: Results) -> str:
 <html><head><meta charset="utf-8"><title>hwpoison farm {e(run.id)}</title>
 <style>{style}</style></head><body>
 <h1>hwpoison farm run {e(run.id)}</h1>
-<p class=meta>kernel source {e(source_text(run))}; config layers {layers};
+<p class=meta>kernel source {e(source_text(run))};{kernels} config layers {layers};
 accelerator {e(str(run.accel_reason))};{seed}
 wall time {run.seconds or 0:.0f}s</p>
 {_totals_html(doc)}

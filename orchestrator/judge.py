@@ -143,8 +143,8 @@ def judge_kselftest(s: Scenario, obs: Observed, ktap: KtapResult, *, missing: st
                     infra_error: str | None = None, timeout: float = 0) -> tuple[str, str]:
     """A selftest program's verdict, the way kselftest's runner judges it (exit code and
     top-level KTAP results), after the same checks for a guest that gave no answer."""
-    if missing:
-        return "skip", f"{s.kselftest}: {missing}"
+    if missing:  # a program of another kernel's tree: cannot run on this one
+        return "skip", f"{s.kselftest}: {missing}" + (f" (kernel {s.kernel})" if s.kernel else "")
     exp = expected_of(s)
     early = _no_answer(exp, obs, infra_error, timeout)
     if early:

@@ -74,7 +74,8 @@ def _properties(doc: Results, name: str, variant: VariantInfo) -> dict[str, str]
     release = build.release if build else None
     return {"variant": name, "kernel_version": release or (
                 "not built" if build and build.status == "failed" else "?"),
-            "kernel_source": run.source.digest if run.source else "?",
+            "kernel_source": (variant.source or run.source).digest
+            if (variant.source or run.source) else "?",
             "build_key": build.key if build else "?", "patch_digest": patch_digest(variant),
             "patches": " ".join(Path(p["path"]).name for p in (build.patches if build else [])),
             "accelerator": run.accelerator or "?",
@@ -152,8 +153,11 @@ def compare_junit(doc: Results) -> str:
             elif c.verdict == "flaky":
                 tc.add_skipped_info(message=xml_text(f"flaky: {c.detail}"))
             cases.append(tc)
+        kernels = [doc.variants[v].kernel for v in (base, variant) if v in doc.variants]
         props = {"base": base, "variant": variant, "accelerator": run.accelerator or "?",
-                 "farm_version": run.farm_version}
+                 "farm_version": run.farm_version,
+                 **({"kernel": " → ".join(dict.fromkeys(kernels))} if all(kernels) and kernels
+                    else {})}
         suites.append(TestSuite(f"{base}..{variant}", cases, hostname=run.host,
                                 timestamp=run.started_iso, properties=props))
     return junit_text(suites)

@@ -99,15 +99,17 @@ def _not_applied(build: BuildResult | None) -> bool:
 def _checkout(origin: str, run: RunInfo, name: str, variant: VariantInfo, urls: _Urls) -> dict:
     build = variant.build
     patches = [p.get("path") for p in (build.patches if build else [])] or variant.patches or []
+    source = variant.source or run.source  # a variant of a run of several sources has its own
     out = {"id": f"{origin}:{run.id}:{name}", "origin": origin,
-           "comment": f"{run.source.describe if run.source else 'kernel source'}"
+           "comment": f"{source.describe if source else 'kernel source'}"
                       + (f" with the {len(patches)} patch(es) of variant {name}" if patches
                          else f" (variant {name}, no patches)"),
            "start_time": _iso(run.started),
            "patchset_files": urls.files(patches),
            "misc": {"variant": name, "description": variant.description or "",
-                    "source": run.source.describe if run.source else None,
-                    "source_digest": run.source.digest if run.source else None}}
+                    "source": source.describe if source else None,
+                    "source_digest": source.digest if source else None,
+                    **({"kernel_version": variant.kernel} if variant.kernel else {})}}
     shas = _patch_shas(variant)
     if shas is not None:
         out["patchset_hash"] = patchset_hash(shas)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import secrets
 import socket
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -18,8 +18,10 @@ from .errors import UserError
 from .farmfile import FarmConfig
 from .options import RunOptions
 from .registry import ACCESS_STEPS, CONFIRMED, INJECTORS, PAGE_KINDS, steps_for
-from .results import RunInfo, VariantInfo
+from .results import RunInfo, SourceInfo, VariantInfo
+from .runner import Runner
 from .scenarios import Scenario
+from .source import source_version
 from .verdicts import compare
 
 
@@ -102,38 +104,64 @@ def base_of(cfg: FarmConfig, variants: list[str]) -> str:
 
 
 def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
-    """What a run with these options would execute; builds and boots nothing."""
+    """What a run with these options would execute; builds and boots nothing. Each row says
+    which expectation each variant's kernel gets where a scenario's kernels differ."""
     m = Matrix.of(cfg, opts)
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
              "expect": s.expect, "why": s.why, "tier": s.tier,
-             **({"race": s.race, "rounds": s.rounds, "cpus": s.cpus} if s.race else {})}
+             **({"race": s.race, "rounds": s.rounds, "cpus": s.cpus} if s.race else {}),
+             **({"before": {o.before: {"why": o.why, "expect": o.expect} for o in s.older},
+                 "expect_for": {v: s.for_kernel(m.kernels.get(v)).expect_for
+                                for v in m.variants}} if s.older else {})}
             for s in m.scenarios]
     return {"config": str(cfg.path), "variants": m.variants, "layers": list(m.layers),
             "base": m.base, "repeat": m.repeat,
             "shard": f"{opts.shard[0]}/{opts.shard[1]}" if opts.shard else None,
-            "cases": len(m.variants) * len(m.scenarios) * m.repeat, "scenarios": rows}
+            "cases": len(m.variants) * len(m.scenarios) * m.repeat, "scenarios": rows,
+            "kernels": m.kernels, "bases": m.bases}
 
 
 def plan_text(doc: dict) -> str:
-    """`farm plan`: what the matrix is, and a line per scenario."""
+    """`farm plan`: what the matrix is, each variant's kernel (and base, where a run has
+    several kernels), and a line per scenario, with the expectation of another release where
+    a variant's kernel gets one."""
+    kernels, bases = doc.get("kernels") or {}, doc.get("bases") or {}
+    own = {v: b for v, b in bases.items() if b != doc["base"]}
     out = [f"{len(doc['scenarios'])} scenarios x {len(doc['variants'])} variants "
            f"({', '.join(doc['variants'])}; base {doc['base']}) x {doc['repeat']} "
            f"repeat(s) = {doc['cases']} cases"
            + (f" (shard {doc['shard']})" if doc.get("shard") else "")
-           + (f", layers: {', '.join(doc['layers'])}" if doc.get("layers") else ""), ""]
+           + (f", layers: {', '.join(doc['layers'])}" if doc.get("layers") else ""),
+           "kernels: " + ", ".join(
+               f"{v} {kernels[v]}" + (f" (base {own[v]})" if v in own and own[v] != v else
+                                      " (a base)" if v in own else "")
+               for v in doc["variants"] if v in kernels), ""]
     head = ("scenario", "page kind", "injector", "access", "policy")
+    older = any(r.get("before") for r in doc["scenarios"])
     rows = [(r["scenario"], r["page_kind"], r["injector"],
              f"race {r['race']} x{r['rounds']}" if r.get("race") else r["access"],
              f"early_kill={r['policy']['early_kill']}"
              + ("" if r["policy"]["recovery"] else " recovery=0")
              + ("" if r["cleanup"] == "none" else f" cleanup={r['cleanup']}"))
+            + ((_expect_for(r),) if older else ())
             for r in doc["scenarios"]]
+    head += ("expectation",) if older else ()
     widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=False)]
     for row in (head, *rows):
         out.append("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(out) + "\n"
+
+
+def _expect_for(row: dict) -> str:
+    """'before 6.12: baseline-6.1' for the variants whose kernel gets an older release's
+    expectation of this scenario; '' when each gets the scenario's own."""
+    by: dict[str, list[str]] = {}
+    for v, label in (row.get("expect_for") or {}).items():
+        if label:
+            by.setdefault(label, []).append(v)
+    return "; ".join(f"{label}: {', '.join(vs)}" for label, vs in by.items())
 
 
 def steps_table(scenarios: list[Scenario]) -> str:
@@ -164,11 +192,25 @@ def takes(s: Scenario, step: str) -> bool:
 
 
 def skeleton(variants: list[str], scenarios: list[Scenario], repeat: int,
-             **extra) -> list[CaseSpec]:
+             kernels: dict[str, str] | None = None, **extra) -> list[CaseSpec]:
     """Every case of a run, known before anything is built, so that a run stopped at any
-    point (or a host that never answered) still accounts for each one."""
-    return [CaseSpec.planned(v, s, r, **extra)
+    point (or a host that never answered) still accounts for each one; each scenario as its
+    variant's kernel is held to it (kernels: variant -> version)."""
+    kernels = kernels or {}
+    return [CaseSpec.planned(v, s.for_kernel(kernels.get(v)), r, **extra)
             for v in variants for s in scenarios for r in range(1, repeat + 1)]
+
+
+def kernel_versions(cfg: FarmConfig, variants: list[str]) -> dict[str, str]:
+    """The kernel version of each variant's source, from its own Makefile (nothing built)."""
+    runner, memo = Runner(), {}
+    out = {}
+    for v in variants:
+        source = cfg.source_of(v)
+        if source not in memo:
+            memo[source] = source_version(source, cfg.cache, runner)
+        out[v] = memo[source]
+    return out
 
 
 def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> RunInfo:
@@ -181,10 +223,16 @@ def run_meta(cfg: FarmConfig, m: Matrix, run_id: str, started: datetime) -> RunI
                    kcidb=cfg.kcidb or None)
 
 
-def variant_docs(cfg: FarmConfig, variants: list[str]) -> dict[str, VariantInfo]:
-    """The variants in run.json, before any is built."""
+def variant_docs(cfg: FarmConfig, m: Matrix) -> dict[str, VariantInfo]:
+    """The variants in run.json, before any is built: their patches, their kernel's version
+    and, in a run of several kernel sources, each one's own base and source."""
+    several = len({cfg.source_of(v) for v in m.variants}) > 1
     return {v: VariantInfo(cfg.variants[v].description,
-                           [str(p) for p in cfg.variants[v].patches]) for v in variants}
+                           [str(p) for p in cfg.variants[v].patches], kernel=m.kernels.get(v),
+                           base=m.bases.get(v) if several else None,
+                           source=SourceInfo(cfg.source_of(v).describe(), "")
+                           if several else None)
+            for v in m.variants}
 
 
 @dataclass(frozen=True)
@@ -201,6 +249,8 @@ class Matrix:
     coverage: tuple[str, ...] = ()  # the tree's files profiled with gcov in every case
     layers: tuple[str, ...] = ()  # farm.yaml's layers added to every variant, in order
     seed: int = 0  # the seed of every race scenario of the run, its variants and repeats
+    kernels: dict[str, str] = field(default_factory=dict)  # variant -> its kernel's version
+    bases: dict[str, str] = field(default_factory=dict)  # variant -> the one it is compared with
 
     @classmethod
     def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
@@ -212,11 +262,12 @@ class Matrix:
                    opts.repeat or cfg.repeat, cfg.confirm if opts.confirm is None
                    else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
                    cfg.coverage if opts.coverage is None else opts.coverage,
-                   layers_of(cfg, opts.layers or ()), seed)
+                   layers_of(cfg, opts.layers or ()), seed, kernel_versions(cfg, variants),
+                   {v: cfg.base_for(v, variants) for v in variants})
 
 
 def confirmations(cases: list[CaseRecord], plan: list[CaseSpec], base: str,
-                  n: int) -> list[CaseSpec]:
+                  n: int, bases: dict[str, str] | None = None) -> list[CaseSpec]:
     """Plan entries that run again, n more times each, the base's and the variant's cases of
     every scenario whose verdict is regression, fixed or changed: a verdict is final only
     once its repeats agree (else it is flaky). Errors and flaky verdicts are not re-run:
@@ -228,9 +279,9 @@ def confirmations(cases: list[CaseRecord], plan: list[CaseSpec], base: str,
         key = (s.variant, s.scenario.name)
         last[key] = max(last.get(key, 0), s.repeat)
     want: list[tuple[str, str]] = []
-    for c in compare(cases, base, variants):
+    for c in compare(cases, base, variants, bases):
         if c.verdict in CONFIRMED:
-            for key in ((base, c.scenario), (c.variant, c.scenario)):
+            for key in ((c.base, c.scenario), (c.variant, c.scenario)):
                 if key in runnable and key not in want:
                     want.append(key)
     out = []

@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 
 from .caserecords import plan_json
 from .errors import FarmError, InfraError, UserError
-from .farmfile import FarmConfig, Host
+from .farmfile import FarmConfig
+from .farmhosts import Host
 from .files import results_for, write_json
 from .options import RunOptions, host_args
 from .outputs import report_dir
@@ -231,9 +232,9 @@ def _nothing_came_back(cfg: FarmConfig, m: Matrix, results: Path, run_id: str,
     n = len(cfg.hosts)
     plan = [entry for k in range(1, n + 1)
             for entry in skeleton(m.variants, shard_of(m.every, (k, n)), m.repeat,
-                                  not_run=why.get(k, "not run"))]
+                                  m.kernels, not_run=why.get(k, "not run"))]
     meta = replace(run_meta(cfg, m, run_id, started), hosts=[h.ssh for h in cfg.hosts],
                    seconds=0.0, interrupted=interrupted or False)
     write_json(results / "plan.json", plan_json(plan))
-    write_run_json(results, meta, variant_docs(cfg, m.variants))
+    write_run_json(results, meta, variant_docs(cfg, m))
     return report_dir(results)

@@ -134,8 +134,8 @@ OBSERVABLES: dict[str, tuple[type, ...]] = {
     "recovery": (list,),
     "inject_signal": (str, type(None)),
     "access_signal": (str, type(None)),
-    "si_addr_is_page": (bool,),
-    "si_addr_lsb": (int,),
+    "si_addr_is_page": (bool, type(None)),  # null: no signal came
+    "si_addr_lsb": (int, type(None)),
     "data": (str,),
     "pfn_changed": (bool,),
     "hardware_corrupted_kb": (int,),

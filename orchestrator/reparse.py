@@ -7,6 +7,7 @@ status and why. It boots nothing."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .files import claim, write_json
 from .judge import expected_of, judge_logs, ktap_subcases
 from .outputs import report_dir
 from .progress import say
-from .results import read_case
+from .results import read_case, read_run
 from .scenarios import Scenario
 from .verdicts import signature, signature_diff
 
@@ -36,13 +37,36 @@ def _specs(results: Path) -> dict[str, CaseSpec]:
     return out
 
 
+BANNER = re.compile(r"Linux version (\d+\.\d+\.\d+[A-Za-z0-9_.+~-]{0,32}) ")
+
+
+def kernel_of(rec: CaseRecord, spec: CaseSpec | None, kernels: dict[str, str],
+              console: Path) -> str | None:
+    """The version of the kernel a saved case ran: its variant's record in run.json, else its
+    planned case's, else (a run of a farm that recorded none) the kernel's own banner at the
+    top of its console log."""
+    if kernels.get(rec.variant):
+        return kernels[rec.variant]
+    if spec and spec.scenario.kernel:
+        return spec.scenario.kernel
+    try:
+        with open(console, errors="replace") as f:
+            m = BANNER.search(f.read(1 << 16))
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def reparse_case(path: Path, rec: CaseRecord, cfg: FarmConfig, scenarios: dict[str, Scenario],
-                 spec: CaseSpec | None) -> tuple[CaseRecord, str]:
-    """A saved case judged again: (its new record, '' or why it was kept as it was)."""
+                 spec: CaseSpec | None, kernels: dict[str, str] | None = None
+                 ) -> tuple[CaseRecord, str]:
+    """A saved case judged again, as its kernel's version is held to its scenario: (its new
+    record, '' or why it was kept as it was)."""
     s = scenarios.get(rec.scenario.split("/")[0])
     if s is None:
         return rec, f"its scenario is not in {cfg.scenarios_path}: kept as it was"
     d = path.parent
+    s = s.for_kernel(kernel_of(rec, spec, kernels or {}, d / "console.log"))
     if not (d / "console.log").is_file() or not (d / "agent.log").is_file():
         return rec, "no logs (it never ran): kept as it was"
     if s.race:  # the seed it ran with, whatever the file says now
@@ -71,11 +95,12 @@ def reparse_dir(results: Path, cfg: FarmConfig) -> int:
     try:
         specs = _specs(results)
         scenarios = {s.name: s for s in cfg.scenarios}
+        kernels = {v: info.kernel for v, info in read_run(results)[1].items() if info.kernel}
         changed, observed, kept, same = [], [], [], 0
         files = sorted((results / "cases").glob("*/*/r*/case.json"))
         for path in files:
             rec = read_case(path)
-            new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.id))
+            new, why = reparse_case(path, rec, cfg, scenarios, specs.get(rec.id), kernels)
             label = f"{rec.variant} / {rec.scenario} r{rec.repeat}"
             if why:
                 kept.append(f"- {label}: {why}")

@@ -79,6 +79,9 @@ class VariantInfo(Record):
     patches: list[str] | None = None
     build: BuildResult | None = None
     compared_from: str | None = None  # `farm compare`: the result directory it came from
+    kernel: str | None = None  # the version its source's Makefile gives: 6.12.118
+    base: str | None = None  # the variant it is compared with (itself: a base); None: run's
+    source: SourceInfo | None = None  # its own kernel source, where it is not the run's
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,14 @@ def assemble(run: RunInfo, variants: dict[str, VariantInfo], cases: list[CaseRec
                 sorder.get(c.scenario, len(sorder)), c.scenario, c.repeat)
 
     cases = sorted(cases, key=key)
-    return Results(SCHEMA, run, variants, tuple(cases), compare(cases, run.base, order),
-                   totals(cases))
+    return Results(SCHEMA, run, variants, tuple(cases),
+                   compare(cases, run.base, order, bases_of(run, variants)), totals(cases))
+
+
+def bases_of(run: RunInfo, variants: dict[str, VariantInfo]) -> dict[str, str]:
+    """Each variant's base: the one it names (a run of several kernel sources), else the
+    run's."""
+    return {v: info.base or run.base for v, info in variants.items()}
 
 
 def exit_code(doc: Results) -> int:
@@ -204,8 +213,9 @@ def exit_code(doc: Results) -> int:
                 if (c.variant, c.scenario) not in flaky or "flaky" in fail_on}
     verdicts = {c.verdict for c in doc.comparison}
     broken = doc.builds_failed()
-    if "fail" in statuses or {"regression", *fail_on} & verdicts or (
-            broken and doc.run.base not in broken):
+    bases = bases_of(doc.run, doc.variants)
+    if "fail" in statuses or {"regression", *fail_on} & verdicts or any(
+            bases.get(v, doc.run.base) not in broken for v in broken):
         return 1
     if "error" in statuses or "error" in verdicts or doc.run.interrupted or broken:
         return 3

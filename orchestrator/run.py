@@ -20,7 +20,7 @@ from .build import BuildRequest, BuildResult, compile_kernel, plan_build, prepar
 from .case import kernel_cmdline
 from .caserecords import CaseSpec, plan_json
 from .errors import FarmError, InfraError
-from .farmfile import FarmConfig
+from .farmfile import FarmConfig, Source
 from .files import OwnedDir, prune, results_for, write_json
 from .image import GuestImage, build_image, with_kselftests
 from .kselftests import kselftests_of
@@ -88,8 +88,9 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
                            scenarios_file=str(cfg.scenarios_path),
                            guest_tests=str(cfg.guest_tests), argv=sys.argv,
                            affected=opts.affected, shard=shard_meta(m.every, opts.shard))
-            state = _Run(results, meta, variant_docs(cfg, m.variants),
-                         skeleton(m.variants, m.scenarios, m.repeat, results=str(results),
+            state = _Run(results, meta, variant_docs(cfg, m),
+                         skeleton(m.variants, m.scenarios, m.repeat, m.kernels,
+                                  results=str(results),
                                   sockets=str(sockets.path)), sockets.path)
             return _run(cfg, m, state, progress)
         finally:
@@ -107,9 +108,8 @@ def _run(cfg: FarmConfig, m: Matrix, state: _Run, progress: Progress) -> int:
     t0 = time.monotonic()
     try:
         progress.say(f"results: {state.results}")
-        src = prepare_source(cfg.source, cfg.cache, runner, progress)
-        state.note(source=SourceInfo(cfg.source.describe(), src.digest, str(src.path)))
-        _build(cfg, m, src, state, runner, progress)
+        trees = _sources(cfg, m, state, runner, progress)
+        _build(cfg, m, trees, state, runner, progress)
         if any(v.build.ok for v in state.variants.values()):
             _guests(cfg, state, m, runner, progress)
         why_missing = "not run: a pytest worker died before the case finished"
@@ -137,11 +137,29 @@ def _run(cfg: FarmConfig, m: Matrix, state: _Run, progress: Progress) -> int:
     return code
 
 
-def _build(cfg: FarmConfig, m: Matrix, src: SourceTree, state: _Run, runner: Runner,
-           progress: Progress) -> None:
+def _sources(cfg: FarmConfig, m: Matrix, state: _Run, runner: Runner,
+             progress: Progress) -> dict[Source, SourceTree]:
+    """Each kernel source of the run's variants, unpacked once (the base's is the run's
+    source in run.json; a variant with a source of its own has it in its record)."""
+    trees: dict[Source, SourceTree] = {}
+    for v in m.variants:
+        source = cfg.source_of(v)
+        if source not in trees:
+            trees[source] = prepare_source(source, cfg.cache, runner, progress)
+        tree = trees[source]
+        info = SourceInfo(source.describe(), tree.digest, str(tree.path))
+        if v == m.base:
+            state.note(source=info)
+        if state.variants[v].source is not None:
+            state.variants[v] = state.variants[v].but(source=info)
+    return trees
+
+
+def _build(cfg: FarmConfig, m: Matrix, trees: dict[Source, SourceTree], state: _Run,
+           runner: Runner, progress: Progress) -> None:
     """Every variant's kernel, in run.json as soon as all are; the cases of a variant whose
     kernel did not build are planned as not run, saying why."""
-    builds = build_variants(cfg, m, src, runner, progress, state.results)
+    builds = build_variants(cfg, m, trees, runner, progress, state.results)
     state.variants = {v: info.but(build=builds[v]) for v, info in state.variants.items()}
     state.save()
     state.plan = [spec if builds[spec.variant].ok else replace(
@@ -150,15 +168,16 @@ def _build(cfg: FarmConfig, m: Matrix, src: SourceTree, state: _Run, runner: Run
         for spec in state.plan]
 
 
-def build_variants(cfg: FarmConfig, m: Matrix, src: SourceTree, runner: Runner,
-                   progress: Progress, results: Path) -> dict[str, BuildResult]:
+def build_variants(cfg: FarmConfig, m: Matrix, trees: dict[Source, SourceTree],
+                   runner: Runner, progress: Progress, results: Path) -> dict[str, BuildResult]:
     """Every variant's kernel (and its own selftest binaries), built or found in the cache.
     Every patch series is applied before anything is compiled, so a patch that does not
     apply stops the run at once. A kernel that does not build is a result of its own: the
     other variants still build and run."""
     kselftests = tuple(sorted({s.kselftest for s in m.scenarios if s.kselftest}))
     (results / "builds").mkdir(exist_ok=True)
-    reqs = {v: BuildRequest(cfg.variants[v], src, cfg.base_config, fragments_with(cfg, m.layers),
+    reqs = {v: BuildRequest(cfg.variants[v], trees[cfg.source_of(v)], cfg.base_config,
+                            fragments_with(cfg, m.layers),
                             cfg.cache, (os.cpu_count() or 1) + 1, kselftests,
                             log=results / "builds" / f"{v}.log", coverage=m.coverage,
                             layers=m.layers)
@@ -229,7 +248,7 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
                  f"{len({s.scenario.name for s in state.plan})} scenarios x "
                  f"{m.repeat}), {m.jobs} guests at a time")
     run_cases(results, results / "plan.json", m.jobs, len(todo), runner, progress)
-    extra = confirmations(load_cases(results), state.plan, m.base, m.confirm) \
+    extra = confirmations(load_cases(results), state.plan, m.base, m.confirm, m.bases) \
         if m.confirm > 0 else []
     if not extra:
         return

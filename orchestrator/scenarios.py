@@ -5,7 +5,7 @@ against the registry's words (every problem reported at once, file:line: message
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from .registry import (
     own_steps,
     steps_for,
 )
+from .versions import VERSION_RE, before, text_for
+from .versions import key as version_key
 from .yamlcheck import Checker, scalar
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")  # scenarios, variants, layers
@@ -44,6 +46,16 @@ SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 MAX_SYSCTLS = 16
 MAX_CPUS = 4  # vCPUs a guest may have: kernels/base.config's CONFIG_NR_CPUS
+
+
+@dataclass(frozen=True)
+class Older:
+    """What a scenario expects of kernels older than a release, where they differ from its
+    own `expect` (which is the newest kernels'): the observables that differ, and the why,
+    naming the function of those kernels that decides it."""
+    before: str  # '6.12': kernels older than 6.12
+    why: str
+    expect: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,22 @@ class Scenario:
     race: str = ""  # a racer's action (RACES): poison while it runs, `rounds` times
     rounds: int = 0
     seed: int = 0  # the race's seed: the run's (--seed), set when the run is planned
+    older: tuple[Older, ...] = ()  # `before:` what older kernels do where they differ
+    kernel: str = ""  # the kernel version it was planned for ('6.1.192'), from the tree
+    expect_for: str = ""  # which expectation that kernel gets: '' (its own) or 'before 6.12'
+
+    def for_kernel(self, version: str | None) -> Scenario:
+        """The scenario as a kernel of this version is held to it: its own expectations,
+        then, oldest last, those of every `before:` release the kernel is older than."""
+        if not version:
+            return self
+        expect, why, applies = dict(self.expect), self.why, ""
+        for o in sorted(self.older, key=lambda o: version_key(o.before), reverse=True):
+            if before(version, o.before):
+                expect.update(o.expect)
+                why, applies = o.why, f"before {o.before}"
+        return replace(self, expect=expect, why=text_for(why, version), older=(),
+                       kernel=version, expect_for=applies)
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -110,7 +138,7 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
 def _keys(kself: bool, racing: bool) -> dict[str, bool]:
     """A scenario's keys (key -> required): a kselftest's, a race's or a page scenario's."""
     common = {"name": True, "why": True, "policy": False, "sysctl": False, "tier": False,
-              "cpus": False}
+              "cpus": False, "before": False}
     if kself:
         return {**common, "kselftest": True}
     if racing:
@@ -153,12 +181,13 @@ def _scenario(c: Checker, item, seen: set[str]) -> Scenario | None:
     cleanup = c.choice(f["cleanup"], f"{label}: cleanup", CLEANUPS) if "cleanup" in f \
         else "none"
     expect = _expect(c, f["expect"], label, acc, racing) if "expect" in f else {}
+    older = _older(c, f["before"], label, acc, racing) if "before" in f else ()
     if not (name and page and inj and acc and why and prog is not None and tier
             and (race or not racing)):
         return None
     return Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
                     policy["recovery"], cleanup or "none", prog, sysctl, tier, cpus, race,
-                    rounds)
+                    rounds, older=older)
 
 
 def _name(c: Checker, f: dict, seen: set[str]) -> str | None:
@@ -271,6 +300,35 @@ def _race(c: Checker, f: dict, label: str, page: str | None,
                              f"(their poisoning is over when the call returns), not {injector}")
         return "", 0
     return race or "", rounds
+
+
+def _older(c: Checker, node, label: str, access: str | None,
+           racing: bool) -> tuple[Older, ...]:
+    """`before`: release -> {why, expect}: what kernels older than that release expect
+    where they differ, each with the why of its own kernels."""
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        c.err(node, f"{label}: before must map a release to what older kernels do, e.g. "
+                    "'6.12': {why: ..., expect: {...}}")
+        return ()
+    out: list[Older] = []
+    for knode, vnode in node.value:
+        release = scalar(knode)
+        if release is None or not VERSION_RE.match(release):
+            c.err(knode, f"{label}: before: {str(release)[:40]!r} is not a kernel release "
+                         "(like 6.12 or 6.1.50)")
+            continue
+        if any(version_key(o.before) == version_key(release) for o in out):
+            c.err(knode, f"{label}: before: {release} is listed twice")
+            continue
+        what = f"{label}: before {release}"
+        f = c.mapping(vnode, what, {"why": True, "expect": True})
+        why = c.value(f["why"], f"{what}: why", (str,)) if "why" in f else None
+        expect = _expect(c, f["expect"], what, access, racing) if "expect" in f else {}
+        if why and expect:
+            out.append(Older(release, why, expect))
+        elif why:
+            c.err(vnode, f"{what}: expect names no observable that differs")
+    return tuple(out)
 
 
 def _expect(c: Checker, node, label: str, access: str | None,

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .farmfile import Source, Variant
 from .files import OwnedDir, locked, prune, write_json
 from .progress import Progress
 from .runner import Runner
+from .versions import version_of_makefile
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,59 @@ def source_digest(source: Source, cache: Path, runner: Runner) -> str:
             st = p.lstat()
             h.update(f"{p.relative_to(source.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return "dir:" + h.hexdigest()
+
+
+def source_version(source: Source, cache: Path, runner: Runner) -> str:
+    """The kernel version a source holds ('6.12.118'), from its own top Makefile: a
+    directory's, the commit's (`git show`), or a tarball's, read from the archive alone and
+    remembered by its size and mtime. Nothing is unpacked; a source that is no kernel tree is
+    bad input."""
+    if source.kind == "dir":
+        text = _read(source.path / "Makefile")
+    elif source.kind == "git":
+        out = runner.run(["git", "-C", source.path, "show", f"{source.ref}:Makefile"],
+                         check=False)
+        text = out.output if not out.returncode else ""
+    else:
+        memo = cache / "sources" / "versions.json"
+        try:
+            seen = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        st = source.path.stat()
+        stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
+        if stamp in seen:
+            return seen[stamp]
+        text = _tarball_makefile(source.path)
+    version = version_of_makefile(text)
+    if version is None:
+        raise UserError(f"source {source.describe()}: no kernel version in its top Makefile "
+                        "(VERSION, PATCHLEVEL, SUBLEVEL): is it a kernel tree?")
+    if source.kind == "tarball":
+        seen[stamp] = version
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_json(memo, seen)
+    return version
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tarball_makefile(path: Path) -> str:
+    """The top Makefile of the one tree in a tarball, read as the archive streams by."""
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for m in tar:
+                if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/Makefile"):
+                    f = tar.extractfile(m)
+                    return f.read(8192).decode(errors="replace") if f else ""
+    except (OSError, tarfile.TarError) as e:
+        raise UserError(f"source tarball {path}: cannot read it ({e})") from None
+    return ""
 
 
 def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progress) -> SourceTree:

@@ -8,7 +8,7 @@ from collections import Counter
 
 from .caserecords import CaseRecord
 from .coverage_report import summary_lines
-from .results import Results, RunInfo
+from .results import Results, RunInfo, bases_of
 from .verdicts import Comparison, by_case
 
 
@@ -65,6 +65,20 @@ class Grid:
             (c.variant, c.scenario): c for c in doc.comparison}
         self.compared = [v for v in self.variants
                          if any(c.variant == v for c in doc.comparison)]
+        self.bases = bases_of(doc.run, doc.variants)
+        # each variant's kernel, named where a run has several (a record of an older farm
+        # has none)
+        kernels = {v: info.kernel for v, info in doc.variants.items() if info.kernel}
+        self.kernels = kernels if len(set(kernels.values())) > 1 else {}
+
+    def column(self, variant: str) -> str:
+        """A variant's column: its name, and its kernel where the run has several."""
+        k = self.kernels.get(variant)
+        return f"{variant} ({k})" if k else variant
+
+    def pair(self, variant: str) -> str:
+        """A compared variant's verdict column: 'baseline → my-fix'."""
+        return f"{self.bases.get(variant, variant)} → {variant}"
 
     def cases(self, variant: str, scenario: str) -> list[CaseRecord]:
         return self.by.get((variant, scenario), [])
@@ -75,10 +89,22 @@ def source_text(run: RunInfo) -> str:
     return f"{src.describe} ({src.digest[:23]})" if src else "not prepared"
 
 
-def _header(run: RunInfo) -> list[str]:
+def kernels_text(doc: Results) -> str | None:
+    """'baseline 6.12.118, baseline-6.1 6.1.192 (tarball:...)': each variant's kernel, and
+    the source of one that has its own; None for a run of one source whose record has none."""
+    if not any(info.kernel for info in doc.variants.values()):
+        return None
+    return ", ".join(f"{v} {info.kernel or '?'}" + (
+        f" ({info.source.describe})" if info.source else "") for v, info in doc.variants.items())
+
+
+def _header(doc: Results) -> list[str]:
+    run = doc.run
     accel = run.accel_reason if run.accel_reason is not None else run.accelerator
+    kernels = kernels_text(doc)
     out = [f"# hwpoison farm run {run.id}", "",
            f"- kernel source: {source_text(run)}",
+           *([f"- kernels: {kernels}"] if kernels else []),
            f"- accelerator: {accel}",
            f"- config layers: {', '.join(run.layers or []) or 'none'}",
            f"- jobs: {run.jobs}, repeats: {run.repeat}, wall time: {run.seconds or 0:.0f}s"
@@ -93,9 +119,9 @@ def _header(run: RunInfo) -> list[str]:
 
 
 def summary(doc: Results, code: int) -> str:
-    run, g = doc.run, Grid(doc)
-    out = [*_header(run), ""]
-    head = ["scenario", *g.variants, *[f"{run.base} → {v}" for v in g.compared]]
+    g = Grid(doc)
+    out = [*_header(doc), ""]
+    head = ["scenario", *map(g.column, g.variants), *map(g.pair, g.compared)]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for s in g.scenarios:

@@ -73,22 +73,25 @@ def by_case(cases: Iterable[CaseRecord]) -> dict[tuple[str, str], list[CaseRecor
     return by
 
 
-def compare(cases: list[CaseRecord], base: str, variants: list[str]) -> tuple[Comparison, ...]:
-    """One verdict per scenario and compared variant (every variant but the base), where
-    both ran it (a case that was planned but not run is already an error case)."""
+def compare(cases: list[CaseRecord], base: str, variants: list[str],
+            bases: dict[str, str] | None = None) -> tuple[Comparison, ...]:
+    """One verdict per scenario and compared variant (every variant but a base, each with
+    its own base where `bases` names one: a run of several kernels), where both ran it (a
+    case that was planned but not run is already an error case)."""
     by = by_case(cases)
     scenarios = list(dict.fromkeys(c.scenario for c in cases))
     out = []
     for v in variants:
-        if v == base:
+        b = (bases or {}).get(v, base)
+        if v == b:
             continue
         for s in scenarios:
-            a, b = by.get((base, s), []), by.get((v, s), [])
-            if not a or not b:
+            ca, cb = by.get((b, s), []), by.get((v, s), [])
+            if not ca or not cb:
                 continue
-            verdict, detail = _verdict(a, b, base, v)
-            out.append(Comparison(s, base, v, verdict, detail, Runs(_repeats(a), _repeats(b)),
-                                  any(c.confirm for c in a + b)))
+            verdict, detail = _verdict(ca, cb, b, v)
+            out.append(Comparison(s, b, v, verdict, detail, Runs(_repeats(ca), _repeats(cb)),
+                                  any(c.confirm for c in ca + cb)))
     return tuple(out)
 
 

@@ -112,7 +112,10 @@ def test_base_must_be_a_variant(farm_dir):
 def test_missing_tarball_says_how_to_install_it(farm_dir):
     path = write_farm(farm_dir, "source: {tarball: /nonexistent/linux.tar.xz}\n"
                                 "variants: {baseline: {}}\n")
-    assert "apt-get install linux-source-6.12" in problems(path)[0]
+    assert "linux-source-6.12 and linux-source-6.1" in problems(path)[0]
+    path = write_farm(farm_dir, "source: {tarball: /nowhere/linux-source-6.1.tar.xz}\n"
+                                "variants: {baseline: {}}\n")
+    assert "apt-get install linux-source-6.1)" in problems(path)[0]
 
 
 def test_yaml_syntax_error_names_the_line(farm_dir):

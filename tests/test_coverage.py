@@ -23,6 +23,7 @@ from orchestrator.progress import Progress
 from orchestrator.registry import coverage_files
 from orchestrator.runner import Runner
 from orchestrator.source import prepare_source
+from orchestrator.versions import short, version_of_makefile
 
 REPO = Path(__file__).parent.parent
 MF = "mm/memory-failure.c"
@@ -32,9 +33,12 @@ MF_SHA256 = "76d96f207be19f15535b6b0c11a1e74bdb8542adba5d1af7cb5c875c138273e8"
 
 
 def kernel_file(rel: str, dest: Path) -> None:
-    """A file of Debian's 6.12 source: from a tree the farm unpacked, else the tarball."""
+    """A file of Debian's 6.12 source: from a 6.12 tree the farm unpacked (the cache may
+    hold other kernels' too), else the tarball."""
     cache = Path(os.environ.get("FARM_CACHE", "~/.cache/hwpoison-farm")).expanduser()
-    found = [p for p in (cache / "sources").glob(f"*/{rel}") if p.is_file()]
+    found = [p for p in (cache / "sources").glob(f"*/{rel}") if p.is_file()
+             and short(version_of_makefile(_text(p.parents[len(Path(rel).parts) - 1]
+                                                 / "Makefile")) or "0.0") == "6.12"]
     if found:
         dest.write_bytes(found[0].read_bytes())
     else:
@@ -44,6 +48,13 @@ def kernel_file(rel: str, dest: Path) -> None:
             subprocess.run(["tar", "-xJOf", TARBALL, f"linux-source-6.12/{rel}"], stdout=out,
                            check=True)
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == MF_SHA256
+
+
+def _text(p: Path) -> str:
+    try:
+        return p.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 # ---- gcovr on data recorded from real guests -----------------------------------------------
