@@ -11,6 +11,7 @@ from collections import Counter
 
 from .build import BuildResult
 from .caserecords import CaseRecord
+from .kernel_changes import kernel_pairs, scenario_list
 from .registry import INJECTORS, PAGE_KINDS
 from .results import Results, bases_of
 from .summary import Grid, cell, kernels_text, source_text
@@ -69,6 +70,22 @@ def _side_by_side(doc: Results, g: Grid) -> list[str]:
             f"({e(a[0].status)})</th><th>{e(c.variant)} ({e(b[0].status)})</th></tr>"
             f"{rows}</table>")
     return out
+
+
+def _kernels_html(doc: Results) -> str:
+    """What memory failure does differently on the run's kernels: a table per pair."""
+    out = []
+    for p in kernel_pairs(doc):
+        rows = "".join(f"<tr><td>{e(scenario_list(ss)) if i == 0 else ''}</td><td>{e(obs)}"
+                       f"</td><td>{e(repr(a))}</td><td>{e(repr(b))}</td></tr>"
+                       for ss, diff in p.groups() for i, (obs, a, b) in enumerate(diff))
+        out.append(f'<h2 id="kernels">What memory failure does differently: '
+                   f"{e(p.older_kernel)} → {e(p.newer_kernel)}</h2><p>{e(p.older)} against "
+                   f"{e(p.newer)}: {len({c.scenario for c in p.changes})} scenario(s) differ, "
+                   f"{p.same} behave alike, {len(p.unjudged)} not compared</p>"
+                   + (f"<table><tr><th>scenarios</th><th>observable</th><th>{e(p.older_kernel)}"
+                      f"</th><th>{e(p.newer_kernel)}</th></tr>{rows}</table>" if rows else ""))
+    return "".join(out)
 
 
 def _build_item(v: str, b: BuildResult | None) -> str:
@@ -237,7 +254,7 @@ wall time {run.seconds or 0:.0f}s</p>
 passing)</label>
 <table id="matrix"><tr>{head}</tr>{''.join(_matrix_row(doc, g, s) for s in g.scenarios)}</table>
 <h2>Builds</h2><ul id="builds">{builds}</ul>
-{_coverage_html(doc.coverage)}
+{_kernels_html(doc)}{_coverage_html(doc.coverage)}
 <h2>Cases that did not pass</h2>{''.join(_not_passed(doc)) or '<p>none</p>'}
 </body></html>
 """

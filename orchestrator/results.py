@@ -83,6 +83,11 @@ class VariantInfo(Record):
     base: str | None = None  # the variant it is compared with (itself: a base); None: run's
     source: SourceInfo | None = None  # its own kernel source, where it is not the run's
 
+    def version(self) -> str | None:
+        """Its kernel's version: as recorded, else (a run of an older farm) its build's
+        release."""
+        return self.kernel or (self.build.release if self.build else None)
+
 
 @dataclass(frozen=True)
 class Results(Record):

@@ -81,7 +81,9 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
     cases, order = [], []
     for d, doc in docs:
         for v, info in doc.variants.items():
-            variants[f"{labels[d]}:{v}" if clash else v] = info.but(compared_from=str(d))
+            # one base for all (--base): a run's own bases of several kernels do not carry over
+            variants[f"{labels[d]}:{v}" if clash else v] = info.but(
+                compared_from=str(d), **({"base": None} if info.base else {}))
         for c in doc.cases:
             name = f"{labels[d]}:{c.variant}" if clash else c.variant
             cases.append(replace(c, variant=name, id=case_id(name, c.scenario, c.repeat),

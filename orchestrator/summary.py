@@ -8,6 +8,7 @@ from collections import Counter
 
 from .caserecords import CaseRecord
 from .coverage_report import summary_lines
+from .kernel_changes import changes_markdown
 from .results import Results, RunInfo, bases_of
 from .verdicts import Comparison, by_case
 
@@ -68,7 +69,7 @@ class Grid:
         self.bases = bases_of(doc.run, doc.variants)
         # each variant's kernel, named where a run has several (a record of an older farm
         # has none)
-        kernels = {v: info.kernel for v, info in doc.variants.items() if info.kernel}
+        kernels = {v: info.version() for v, info in doc.variants.items() if info.version()}
         self.kernels = kernels if len(set(kernels.values())) > 1 else {}
 
     def column(self, variant: str) -> str:
@@ -90,12 +91,16 @@ def source_text(run: RunInfo) -> str:
 
 
 def kernels_text(doc: Results) -> str | None:
-    """'baseline 6.12.118, baseline-6.1 6.1.192 (tarball:...)': each variant's kernel, and
-    the source of one that has its own; None for a run of one source whose record has none."""
+    """'6.12.118: baseline, my-fix; 6.1.192 (tarball:...6.1.tar.xz): baseline-6.1': the
+    variants of each kernel, with the source of those that have their own; None for a run
+    whose record names no kernel (an older farm's)."""
     if not any(info.kernel for info in doc.variants.values()):
         return None
-    return ", ".join(f"{v} {info.kernel or '?'}" + (
-        f" ({info.source.describe})" if info.source else "") for v, info in doc.variants.items())
+    by: dict[str, list[str]] = {}
+    for v, info in doc.variants.items():
+        label = (info.version() or "?") + (f" ({info.source.describe})" if info.source else "")
+        by.setdefault(label, []).append(v)
+    return "; ".join(f"{label}: {', '.join(vs)}" for label, vs in by.items())
 
 
 def _header(doc: Results) -> list[str]:
@@ -145,6 +150,7 @@ def summary(doc: Results, code: int) -> str:
         out += ["", "## A/B verdicts other than same", ""]
         out += [f"- {c.scenario}: {c.base} → {c.variant}: **{c.verdict}** "
                 f"({c.runs_text()}) — {c.detail}" for c in changes]
+    out += changes_markdown(doc)
     out += summary_lines(doc.coverage)
     out += ["", f"exit code {code}"]
     return "\n".join(out) + "\n"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set-up for the farm on Debian 12, idempotent: the Debian packages it needs (installed with
 # apt-get when missing; needs root) and the virtualenv in .venv with the farm installed.
-# --test adds what only the tests need (headless Chromium for the HTML report, cpio, and an
-# OpenSSH server that the SSH runner and the host pool are tested against on loopback).
+# --kernel X.Y adds Debian's linux-source-X.Y (6.12 is always there; Debian 12 also has 6.1).
+# --test adds what only the tests need (headless Chromium for the HTML report, cpio, an
+# OpenSSH server that the SSH runner and the host pool are tested against on loopback, and
+# the 6.1 source: the tests run both of Debian 12's kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +14,16 @@ PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs            # guests
   python3 python3-venv                                # the orchestrator
 )
-if [ "${1:-}" = --test ]; then
-  PACKAGES+=(chromium cpio openssh-server)
-fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) PACKAGES+=(chromium cpio openssh-server linux-source-6.1) ;;
+    --kernel)
+      [[ "${2:-}" =~ ^[0-9]+\.[0-9]+$ ]] || { echo "setup: --kernel X.Y, e.g. 6.1" >&2; exit 2; }
+      PACKAGES+=("linux-source-$2"); shift ;;
+    *) echo "setup: unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -197,3 +197,41 @@ def test_each_variant_is_compared_with_the_base_of_its_own_kernel():
     got = {(c.base, c.variant): c.verdict
            for c in compare(cases, "baseline", list(bases), bases)}
     assert got == {("baseline", "fix"): "regression", ("baseline-6.1", "fix-6.1"): "regression"}
+
+
+def test_the_table_of_what_two_kernels_do_differently():
+    """The bare kernels of a run, older to newer, observable by observable (values of the
+    real 6.1 and 6.12 runs of anon-madvise and ksm-corrupt-pfn)."""
+    from orchestrator.kernel_changes import changes_markdown, kernel_pairs
+    from orchestrator.results import RunInfo, VariantInfo, assemble
+
+    cases = [record("baseline", "anon-madvise", "pass", inject_signal="BUS_MCEERR_AR",
+                    access_signal="BUS_MCEERR_AR"),
+             record("baseline-6.1", "anon-madvise", "pass", inject_signal=None,
+                    access_signal="BUS_MCEERR_AR"),
+             record("baseline", "ksm-corrupt-pfn", "pass", recovery=["dirty LRU page: Recovered"],
+                    data="unreadable"),
+             record("baseline-6.1", "ksm-corrupt-pfn", "pass",
+                    recovery=["unmapping failed page: Ignored"], data="intact"),
+             record("baseline", "anon-corrupt-pfn", "pass", data="unreadable"),
+             record("baseline-6.1", "anon-corrupt-pfn", "pass", data="unreadable"),
+             record("baseline", "kselftest-x", "pass"), record("baseline-6.1", "kselftest-x",
+                                                               "skip"),
+             record("fix", "anon-madvise", "fail", inject_signal=None)]
+    variants = {"baseline": VariantInfo("", [], kernel="6.12.118"),
+                "fix": VariantInfo("", ["fix.patch"], kernel="6.12.118"),
+                "baseline-6.1": VariantInfo("", [], kernel="6.1.192", base="baseline-6.1")}
+    run = RunInfo("r", "0", 0.0, "", "h", "farm.yaml", "baseline")
+    doc = assemble(run, variants, cases)
+    pair, = kernel_pairs(doc)
+    assert (pair.older, pair.newer, pair.same, pair.unjudged) == (
+        "baseline-6.1", "baseline", 1, ("kselftest-x",))
+    assert [(c.scenario, c.observable, c.older, c.newer) for c in pair.changes] == [
+        ("anon-madvise", "inject_signal", None, "BUS_MCEERR_AR"),
+        ("ksm-corrupt-pfn", "recovery", ["unmapping failed page: Ignored"],
+         ["dirty LRU page: Recovered"]),
+        ("ksm-corrupt-pfn", "data", "intact", "unreadable")]
+    text = "\n".join(changes_markdown(doc))
+    assert "## What memory failure does differently: 6.1.192 → 6.12.118" in text
+    assert "| anon-madvise | inject_signal | None | 'BUS_MCEERR_AR' |" in text
+    assert [c.variant for c in doc.comparison] == ["fix"]  # the 6.1 base is no A/B pair
