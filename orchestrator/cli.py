@@ -25,6 +25,16 @@ def _config(p: argparse.ArgumentParser, help: str = "farm file (default: ./farm.
     p.add_argument("-c", "--config", type=Path, default=FARM_YAML, help=help)
 
 
+def _branch(p: argparse.ArgumentParser) -> None:
+    """A git branch against its base, with no farm.yaml edited (farm.yaml's other settings
+    apply): --git ~/linux --commits v6.12..my-fix."""
+    p.add_argument("--git", type=Path, metavar="REPO",
+                   help="a kernel git repository: its --commits are the variant, their base "
+                        "the baseline (farm.yaml's source and variants give way)")
+    p.add_argument("--commits", metavar="BASE..BRANCH",
+                   help="with --git: the commits of the variant, e.g. v6.12..my-fix")
+
+
 def _fail_on(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-on", type=fail_on, metavar="VERDICTS",
                    help="also exit 1 on these verdicts: changed, flaky (comma-separated; "
@@ -38,18 +48,22 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="build the variants, run every scenario, report")
     _config(r)
+    _branch(r)
     add_options(r, "run")
     r.add_argument("--local", action="store_true",
                    help="run here even if farm.yaml lists hosts")
     pl = sub.add_parser("plan", help="print the matrix a run would execute; build nothing")
     _config(pl)
+    _branch(pl)
     add_options(pl, "plan")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.add_argument("--steps", action="store_true",
                     help="a table instead: page kind x access step, how many scenarios meet "
                          "the page that way (docs: access steps)")
-    _config(sub.add_parser("validate", help="check a farm file and its scenarios; build "
-                                            "nothing"))
+    v = sub.add_parser("validate", help="check a farm file and its scenarios (and a git "
+                                         "variant's commits); build nothing")
+    _config(v)
+    _branch(v)
     _saved_commands(sub)
     _bisect_command(sub)
     return p
@@ -90,6 +104,7 @@ def _bisect_command(sub) -> None:
     b = sub.add_parser("bisect", help="the first patch of a variant's series that makes each "
                                       "regressed scenario regress")
     _config(b)
+    _branch(b)
     b.add_argument("--variant", help="the variant whose patches to bisect (default: the only "
                                      "one beside the base)")
     b.add_argument("--scenarios", help="comma-separated name patterns (default: every scenario "
@@ -135,7 +150,11 @@ def _stderr(text: str) -> None:
 def _command(args) -> int:
     if args.command in ("report", "reparse", "kcidb", "compare", "merge"):
         return _saved(args)
+    from .gitseries import on_branch, resolve_series
     cfg = load_farm(args.config)
+    if args.git or args.commits:
+        cfg = on_branch(cfg, args.git, args.commits)
+    cfg = resolve_series(cfg)  # a git variant's commits, each a patch of its series
     if args.command == "validate":
         say(f"{cfg.path}: ok: {len(cfg.variants)} variants ({', '.join(cfg.variants)}), "
             f"{len(cfg.scenarios)} scenarios from {cfg.scenarios_path}\n")

@@ -13,19 +13,16 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .farmguest import GuestSettings, guest_settings
 from .farmhosts import Host, hosts
-from .qemu import known_names
 from .registry import COVERAGE_DEFAULT, FAIL_ON, TIERS, coverage_file_ok
-from .scenarios import MAX_CPUS, NAME_RE, Scenario, load_scenarios
+from .scenarios import NAME_RE, Scenario, load_scenarios
 from .yamlcheck import Checker, scalar
 
-ACCELS = ("auto", "tcg", "kvm")
 BASE_CONFIGS = ("tinyconfig", "allnoconfig", "defconfig")
-# Bounds of the guest's settings: below 64 MB the kernel does not boot; above, a typo.
-GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400), "cpus": (1, MAX_CPUS)}
-CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
-MACHINE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 GIT_REF_RE = re.compile(r"^[A-Za-z0-9_.@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}$")
+_REF = r"[A-Za-z0-9_@{}^~/][A-Za-z0-9_.@{}^~/+-]{0,199}"
+COMMITS_RE = re.compile(rf"^(?!.*\.\.\.){_REF}\.\.{_REF}$")  # A..B, never A...B
 TOP_KEYS = {"source": True, **dict.fromkeys(
     ("config", "base", "guest", "scenarios", "guest_tests", "jobs", "repeat", "confirm",
      "fail_on", "cache", "hosts", "tier", "coverage", "layers", "kcidb"), False),
@@ -52,16 +49,8 @@ class Variant:
     description: str = ""
     source: Source | None = None  # its own kernel source (default: farm.yaml's source:)
     base: str = ""  # the variant it is compared with, built from the same source
-
-
-@dataclass(frozen=True)
-class GuestSettings:
-    memory_mb: int = 256
-    timeout: int = 90
-    cpus: int = 1  # vCPUs of every guest unless a scenario says cpus:
-    accel: str = "auto"
-    cpu: str = "Skylake-Server"
-    machine: str = "pc"
+    ref: str = ""  # a git source's branch: its commits since the source's ref are the series
+    commits: str = ""  # a git source's range of commits, A..B: the series
 
 
 @dataclass(frozen=True)
@@ -125,7 +114,7 @@ def load_farm(path: Path | str, *, check_scenarios: bool = True) -> FarmConfig:
     base = _base(c, top["base"], variants) if "base" in top else next(iter(variants), "")
     if "variants" in top:
         _variant_bases(c, top["variants"], variants, source)
-    guest = _guest(c, top["guest"]) if "guest" in top else GuestSettings()
+    guest = guest_settings(c, top["guest"]) if "guest" in top else GuestSettings()
     settings = _settings(c, top, where)
     pool = hosts(c, top["hosts"], where) if "hosts" in top else ()
     coverage = _coverage(c, top["coverage"]) if "coverage" in top else ()
@@ -194,7 +183,7 @@ def _variants(c: Checker, node, where: Path) -> dict[str, Variant]:
             continue
         f = c.mapping(v, f"variant '{name}'", {"patches": False, "fragments": False,
                                                "description": False, "source": False,
-                                               "base": False})
+                                               "base": False, "ref": False, "commits": False})
         patches = c.files(f["patches"], f"variants.{name}.patches", where) \
             if "patches" in f else ()
         frags = c.files(f["fragments"], f"variants.{name}.fragments", where) \
@@ -204,21 +193,49 @@ def _variants(c: Checker, node, where: Path) -> dict[str, Variant]:
         source = _source(c, f["source"], where, f"variants.{name}.source") \
             if "source" in f else None
         base = c.value(f["base"], f"variants.{name}.base", (str,)) if "base" in f else ""
-        variants[name] = Variant(name, patches, frags, desc or "", source, base or "")
+        ref, commits = _commits(c, f, name)
+        variants[name] = Variant(name, patches, frags, desc or "", source, base or "", ref,
+                                 commits)
     if isinstance(node, yaml.MappingNode) and not node.value:
         c.err(node, "variants: at least one variant is needed")
     return variants
 
 
+def _commits(c: Checker, f: dict, name: str) -> tuple[str, str]:
+    """A variant's `ref:` (a branch of a git source) or `commits:` (A..B), instead of
+    patches: checked as git words here, as commits of the repository before the build."""
+    out = {}
+    for key, pattern, like in (("ref", GIT_REF_RE, "my-fix"),
+                               ("commits", COMMITS_RE, "v6.12..my-fix")):
+        if key in f:
+            val = c.value(f[key], f"variants.{name}.{key}", (str,))
+            if val is not None and not pattern.match(val):
+                c.err(f[key], f"variants.{name}.{key}: {val[:80]!r} is not "
+                              + ("a git ref" if key == "ref" else "a range of commits A..B")
+                              + f" (like {like}; it may not start with '-')")
+            elif val:
+                out[key] = val
+    given = [k for k in ("patches", "ref", "commits") if k in f]
+    if len(given) > 1:
+        c.err(f[given[1]], f"variants.{name}: a series is patches, a ref or commits: one of "
+                           f"them, not {' and '.join(given)}")
+    return out.get("ref", ""), out.get("commits", "")
+
+
 def _variant_bases(c: Checker, node, variants: dict[str, Variant], source: Source | None) -> None:
-    """A variant's `base:` names another variant built from the same source."""
+    """A variant's `base:` names another variant built from the same source; its `ref:` or
+    `commits:` are a git source's."""
     if not isinstance(node, yaml.MappingNode):
         return
     where = {scalar(k): v for k, v in node.value}
     for name, v in variants.items():
+        at = where.get(name, node)
+        kind = (v.source or source).kind if (v.source or source) else "git"
+        if (v.ref or v.commits) and kind != "git":
+            c.err(at, f"variants.{name}: ref and commits are commits of a git source "
+                      f"(source: {{git: ~/src/linux, ref: v6.12}}), not of a {kind}")
         if not v.base:
             continue
-        at = where.get(name, node)
         if v.base not in variants:
             c.err(at, f"variants.{name}.base: '{v.base}' is not a variant (variants: "
                       f"{', '.join(variants)})")
@@ -237,22 +254,6 @@ def _base(c: Checker, node, variants: dict[str, Variant]) -> str:
     elif b:
         base = b
     return base
-
-
-def _guest(c: Checker, node) -> GuestSettings:
-    g = c.mapping(node, "guest", {"memory_mb": False, "timeout": False, "accel": False,
-                                  "cpu": False, "machine": False, "cpus": False})
-    kw: dict[str, Any] = {}
-    for key, (low, high) in GUEST_BOUNDS.items():
-        if key in g:
-            kw[key] = c.bounded(g[key], f"guest.{key}", low, high)
-    if "accel" in g:
-        kw["accel"] = c.choice(g["accel"], "guest.accel", ACCELS)
-    if "cpu" in g:
-        kw["cpu"] = _qemu_name(c, g["cpu"], "guest.cpu", "cpu", CPU_RE)
-    if "machine" in g:
-        kw["machine"] = _qemu_name(c, g["machine"], "guest.machine", "machine", MACHINE_RE)
-    return GuestSettings(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _settings(c: Checker, top: dict, where: Path) -> dict[str, Any]:
@@ -355,22 +356,3 @@ def _coverage(c: Checker, node) -> tuple[str, ...]:
         else:
             out.append(rel)
     return tuple(out)
-
-
-def _qemu_name(c: Checker, node, what: str, kind: str, pattern: re.Pattern) -> str | None:
-    """A CPU model or machine type for QEMU: plain words, and one this QEMU knows
-    (`qemu-system-x86_64 -cpu help`, `-machine help`), checked before anything is built."""
-    val = c.value(node, what, (str,))
-    if val is None:
-        return None
-    if not pattern.match(val):
-        c.err(node, f"{what}: {val!r} is not a {kind} name (letters, digits, ._-)")
-        return None
-    known = known_names(kind)
-    name = val.split(",")[0]
-    if known is not None and name not in known:
-        near = [k for k in sorted(known) if k.lower().startswith(name[:3].lower())][:6]
-        c.err(node, f"{what}: QEMU knows no {kind} '{name}' (qemu-system-x86_64 -{kind} "
-                    "help lists them" + (f"; e.g. {', '.join(near)}" if near else "") + ")")
-        return None
-    return val
