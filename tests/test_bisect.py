@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -154,31 +153,6 @@ def test_reports_name_the_patch_and_the_junit_is_valid(tmp_path):
     (tmp_path / "bisect.xml").write_text(junit(doc))
     validate(tmp_path / "bisect.xml")
     assert 'name="first_bad.pagecache-clean-madvise" value="2: two"' in junit(doc)
-
-
-@pytest.mark.e2e
-def test_bisect_of_the_demo_series_names_its_second_patch(tmp_path):
-    """The real kernel: patch 1 of kernels/bisect-demo.yaml changes a comment, patch 2 is the
-    default run's demonstration patch; the clean page-cache scenario regresses at patch 2,
-    the anonymous one does not regress at all."""
-    out = tmp_path / "bisect"
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "bisect", "-c",
-         str(REPO / "kernels/bisect-demo.yaml"), "--scenarios",
-         "pagecache-clean-madvise,anon-madvise", "--repeat", "1", "--results", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=1800,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    doc = json.loads((out / "bisect.json").read_text())
-    (r,) = doc["results"]
-    assert (r["scenario"], r["status"], r["first_bad"]) == ("pagecache-clean-madvise",
-                                                            "found", 2)
-    assert r["subject"].startswith("mm/memory-failure: keep poison entries")
-    assert "access_signal: None -> 'BUS_MCEERR_AR'" in r["changed"]
-    assert doc["builds"] == [0, 1, 2]
-    assert "anon-madvise does not regress here" in proc.stderr
-    assert "| pagecache-clean-madvise | 2/2 |" in proc.stdout
-    validate(out / "bisect.xml")
 
 
 @pytest.mark.e2e
