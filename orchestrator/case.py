@@ -48,6 +48,8 @@ def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
         run = ["kselftest-all"]  # the agent runs kselftest/auto/*, one after the other
     elif s.kselftest:
         run = [kselftest_binary(s.kselftest)]
+    elif s.program:  # a program from outside the tree, under /guest-tests/program
+        run = [f"program/{s.name}", *s.args]
     elif s.race:
         run = ["hwpoison-case", "--kind", s.page, "--injector", s.injector, "--race", s.race,
                "--rounds", str(s.rounds), "--seed", str(s.seed)]
@@ -104,8 +106,9 @@ def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
         logs={name: str(Path(spec.dir) / f"{name}.log") for name in ("console", "agent", "qemu")},
         coverage=for_case(spec, v.events, case_dir) if spec.coverage_files else None,
         kselftest=s.kselftest or None)
-    if s.kselftest:
-        record = replace(record, subcases=ktap_subcases(record, v.ktap) if v.ktap else ())
+    if s.kselftest or s.program:
+        record = replace(record, subcases=ktap_subcases(record, v.ktap)
+                         if v.ktap and s.result != "exit" else ())
     write_json(case_dir / "case.json", record.to_json())
     return record
 

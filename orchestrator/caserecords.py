@@ -193,7 +193,7 @@ def scenario_from_json(d: Any, where: str) -> Scenario:
     """A scenario as a plan or a shard's record holds it (dataclasses.asdict of it)."""
     try:
         older = tuple(Older(**o) for o in d.get("older") or ())
-        return Scenario(**{**d, "older": older})
+        return Scenario(**{**d, "older": older, "args": tuple(d.get("args") or ())})
     except (TypeError, AttributeError) as e:
         raise UserError(f"{where}: not a scenario ({e})") from None
 

@@ -50,16 +50,20 @@ def write_cpio(entries: list[tuple[str, int, bytes]], dest: Path) -> None:
         f.write(_cpio_entry("TRAILER!!!", 0))
 
 
-def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) -> Path:
+def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path,
+                    programs: dict[str, str] | None = None) -> Path:
     """The image's initramfs with a variant's own selftest binaries appended as a second
     cpio archive (the kernel unpacks concatenated archives in turn) under
-    /guest-tests/kselftest/."""
-    if not kselftests:
+    /guest-tests/kselftest/, and the run's programs from outside the tree (scenario ->
+    binary) under /guest-tests/program/."""
+    programs = programs or {}
+    if not kselftests and not programs:
         return image.initrd
     # named by the image and the very binaries (each path holds its own key): another set of
     # programs is another initramfs
     which = hashlib.sha256("\0".join([image.digest, *(f"{p}={exe}" for p, exe in sorted(
-        kselftests.items()))]).encode()).hexdigest()[:20]
+        kselftests.items())), *(f"program:{p}={exe}" for p, exe in sorted(
+            programs.items()))]).encode()).hexdigest()[:20]
     where.mkdir(parents=True, exist_ok=True)
     dest = where / f"initramfs-{which}.cpio"
     if dest.is_file():
@@ -72,9 +76,18 @@ def with_kselftests(image: GuestImage, kselftests: dict[str, str], where: Path) 
             entries += [(f"guest-tests/kselftest/auto/{f.name}", stat.S_IFREG | 0o755,
                          f.read_bytes()) for f in sorted(Path(exe).iterdir())
                         if f.suffix != ".txt"]
+            not_built = Path(exe) / "not-built.txt"  # each a failed KTAP test in the guest
+            if not_built.is_file():
+                entries.append(("guest-tests/kselftest/auto.not-built", stat.S_IFREG | 0o644,
+                                "".join(ln.split(":")[0] + "\n" for ln in
+                                        not_built.read_text().splitlines()).encode()))
         else:
             entries.append((f"guest-tests/kselftest/{kselftest_file(prog)}",
                             stat.S_IFREG | 0o755, Path(exe).read_bytes()))
+    if programs:
+        entries.append(("guest-tests/program", stat.S_IFDIR | 0o755, b""))
+        entries += [(f"guest-tests/program/{name}", stat.S_IFREG | 0o755,
+                     Path(exe).read_bytes()) for name, exe in sorted(programs.items())]
     write_cpio(entries, extra)
     try:
         atomic_write(dest, image.initrd.read_bytes() + extra.read_bytes())

@@ -14,7 +14,7 @@ from .caserecords import CaseRecord
 from .kernel_reports import Report
 from .ktap import KtapResult, flatten, parse_ktap, program_result
 from .parse import Observed, observe, parse_agent, parse_console
-from .registry import GUEST_INJECTORS
+from .registry import GUEST_INJECTORS, KSELFTEST_NOT_BUILT
 from .scenarios import Scenario
 
 # Errno values the guest reports when the kernel lacks a feature rather than misbehaving.
@@ -143,8 +143,12 @@ def judge_kselftest(s: Scenario, obs: Observed, ktap: KtapResult, *, missing: st
                     infra_error: str | None = None, timeout: float = 0) -> tuple[str, str]:
     """A selftest program's verdict, the way kselftest's runner judges it (exit code and
     top-level KTAP results), after the same checks for a guest that gave no answer."""
+    label = s.kselftest or s.name  # a tree's selftest, or a program from outside it
+    on = f" (kernel {s.kernel})" if s.kernel else ""
+    if missing.startswith(KSELFTEST_NOT_BUILT):  # the program exists and did not build
+        return "error", f"{label}: {missing}{on}"
     if missing:  # a program of another kernel's tree: cannot run on this one
-        return "skip", f"{s.kselftest}: {missing}" + (f" (kernel {s.kernel})" if s.kernel else "")
+        return "skip", f"{label}: {missing}{on}"
     exp = expected_of(s)
     early = _no_answer(exp, obs, infra_error, timeout)
     if early:
@@ -152,11 +156,18 @@ def judge_kselftest(s: Scenario, obs: Observed, ktap: KtapResult, *, missing: st
     diff = _differences({k: v for k, v in exp.items() if k != "guest"}, obs)
     if obs.guest != "survived":
         return "fail", f"guest {obs.guest}" + (f": {obs.panic}" if obs.panic else "")
+    if s.result == "exit":  # a program read by its exit code alone: 0 pass, 4 skip
+        rc = obs.workload_rc
+        if rc == 4:
+            return "skip", f"{label} skipped (exit code 4)"
+        if rc != 0 or diff:
+            return "fail", "; ".join([exit_status(rc)] + diff)
+        return "pass", "exit code 0, as expected"
     status = program_result(ktap, obs.workload_rc)
     tests = flatten(ktap, numbers=True)
     failed = [f"{path} ({t.name})" for path, t in tests if t.status in ("fail", "error")]
     if status == "skip":
-        return "skip", f"{s.kselftest} skipped" + (f": {ktap.reason}" if ktap.reason else "")
+        return "skip", f"{label} skipped" + (f": {ktap.reason}" if ktap.reason else "")
     if status != "pass" or diff:
         why = [exit_status(obs.workload_rc)] + failed + diff + ktap.problems
         return "fail", "; ".join(why)
@@ -198,7 +209,7 @@ def judge_logs(s: Scenario, console_log: Path, agent_log: Path, *, timed_out: bo
     obs = replace(observe(console, events, timed_out=timed_out),
                   injections=tuple(injections))
     ktap = None
-    if s.kselftest:
+    if s.kselftest or s.program:
         ktap = parse_ktap(ln for ln in agent_lines if not ln.startswith('{"event"'))
         obs = replace(obs, ktap_tests=len(flatten(ktap)), ktap_problems=tuple(ktap.problems))
         status, message = judge_kselftest(s, obs, ktap, missing=missing,

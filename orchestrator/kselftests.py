@@ -1,22 +1,33 @@
-"""A variant's own selftests: programs of its tree's tools/testing/selftests, compiled
-statically from the patched tree so that each kernel is held to its own expectations, and
+"""A variant's own selftests: programs of its tree's tools/testing/selftests, built the way
+kselftest builds them (the directory's own Makefile, against the tree's exported headers,
+`make headers`, with the helpers the directory links: mm/ links vm_util.c and others),
+statically, from the patched tree, so that each kernel is held to its own expectations; and
 cached under keys of their own (the source, the variant's patches, the program, the
 compiler; never the kernel's config), so that a kselftest scenario added or removed rebuilds
-no kernel and a kernel change rebuilds no test."""
+no kernel and a kernel change rebuilds no test. A program its tree does not have cannot run
+there (a skip); one that does not build is an error, with the build's first error lines."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
 from .build import BuildPlan, BuildRequest, compiler_version, prepare_tree
 from .files import TOKEN
 from .progress import Progress
-from .registry import KSELFTEST_AUTO, KSELFTEST_AUTO_RE, kselftest_file
+from .registry import (
+    KSELFTEST_AUTO,
+    KSELFTEST_AUTO_RE,
+    KSELFTEST_NOT_BUILT,
+    KSELFTEST_NOT_HERE,
+    kselftest_file,
+)
 from .runner import Runner
 
 LINEBUF = Path(__file__).with_name("linebuf.c")
+ERROR_LINE = re.compile(r"\berror:|\bError \d|undefined reference|\*\*\*")
 
 
 def kselftest_key(req: BuildRequest, compiler: str, prog: str) -> str:
@@ -24,7 +35,7 @@ def kselftest_key(req: BuildRequest, compiler: str, prog: str) -> str:
     the compiler and how the farm builds it; never the kernel's config, so adding or
     removing a kselftest scenario rebuilds no kernel, and a kernel change rebuilds no test."""
     h = hashlib.sha256()
-    h.update(f"farm-kselftest-1\0{req.source.digest}\0{compiler}\0{prog}\n".encode())
+    h.update(f"farm-kselftest-2\0{req.source.digest}\0{compiler}\0{prog}\n".encode())
     h.update(LINEBUF.read_bytes())
     for p in req.variant.patches:
         h.update(b"patch\0" + p.read_bytes())
@@ -56,8 +67,9 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
     if not plan.work:  # the kernel came from the cache: the tree is prepared for them alone
         prepare_tree(req, plan, runner, progress)
     src = plan.work.path / "src"
+    headers = exported_headers(src, plan.work.path / "headers", runner, plan.log)
     for prog, out, exe in todo:
-        why = _publish(src, prog, out, exe.name, runner, plan.log)
+        why = _publish(src, headers, prog, out, exe.name, runner, plan.log)
         if why:
             failed[prog] = why
         else:
@@ -67,7 +79,18 @@ def kselftests_of(req: BuildRequest, plan: BuildPlan, runner: Runner,
     return built, failed
 
 
-def _publish(src: Path, prog: str, out: Path, name: str, runner: Runner, log: Path) -> str:
+def exported_headers(src: Path, dest: Path, runner: Runner, log: Path) -> Path | None:
+    """The tree's UAPI headers as `make headers` exports them (dest/usr/include), which
+    kselftest builds against; None when the tree cannot export them (its programs are then
+    built against this host's headers, and say so in the log)."""
+    res = runner.run(["make", "-s", "-C", src, f"O={dest}", "headers"], log_path=log,
+                     check=False)
+    inc = dest / "usr" / "include"
+    return inc if not res.returncode and inc.is_dir() else None
+
+
+def _publish(src: Path, headers: Path | None, prog: str, out: Path, name: str, runner: Runner,
+             log: Path) -> str:
     """Build one program (or `auto`'s set) aside and publish it under its key, whole: ''
     when it built, else why not (kept there as error.txt, so it is not tried again)."""
     stage = out.with_name(f".{out.name}.{TOKEN}")
@@ -75,9 +98,9 @@ def _publish(src: Path, prog: str, out: Path, name: str, runner: Runner, log: Pa
     stage.mkdir(parents=True)
     try:
         if prog == KSELFTEST_AUTO:
-            _, why = build_auto(src, stage / name, runner, log)
+            _, why = build_auto(src, headers, stage / name, runner, log)
         else:
-            _, why = build_kselftest(src, prog, stage / name, runner, log)
+            _, why = build_kselftest(src, headers, prog, stage / name, runner, log)
         if why:
             (stage / "error.txt").write_text(why)
         try:
@@ -98,9 +121,11 @@ def auto_programs(src: Path) -> list[str]:
                   if KSELFTEST_AUTO_RE.search(c.stem))
 
 
-def build_auto(src: Path, dest: Path, runner: Runner, log: Path) -> tuple[Path, str]:
+def build_auto(src: Path, headers: Path | None, dest: Path, runner: Runner,
+               log: Path) -> tuple[Path, str]:
     """The programs of `kselftest: auto` built into dest (one directory, run in name order);
-    one that does not build is left out and named in dest/not-built.txt."""
+    one that does not build is left out and named in dest/not-built.txt (the guest reports
+    it as a failed KTAP test of its own)."""
     progs = auto_programs(src)
     if not progs:
         return dest, ("no program of this tree's tools/testing/selftests names memory "
@@ -108,9 +133,9 @@ def build_auto(src: Path, dest: Path, runner: Runner, log: Path) -> tuple[Path, 
     dest.mkdir(parents=True)
     problems = []
     for prog in progs:
-        _, why = build_kselftest(src, prog, dest / kselftest_file(prog), runner, log)
+        _, why = build_kselftest(src, headers, prog, dest / kselftest_file(prog), runner, log)
         if why:
-            problems.append(f"{prog}: {why}")
+            problems.append(f"{kselftest_file(prog)}: {why}")
     if len(problems) == len(progs):
         return dest, "; ".join(problems)
     if problems:
@@ -118,17 +143,39 @@ def build_auto(src: Path, dest: Path, runner: Runner, log: Path) -> tuple[Path, 
     return dest, ""
 
 
-def build_kselftest(src: Path, prog: str, dest: Path, runner: Runner,
+def build_kselftest(src: Path, headers: Path | None, prog: str, dest: Path, runner: Runner,
                     log: Path) -> tuple[Path, str]:
-    """A static binary of one of the tree's own selftest programs, so a variant is tested
-    against its own expectations, its stdout line-buffered (LINEBUF): (binary, "") or
-    (path, why not) for one that is missing or does not build, which is reported, not fatal."""
+    """One of the tree's own selftest programs, built by its directory's Makefile as
+    kselftest builds it (`make -C tools/testing/selftests/mm OUTPUT=... .../prog`, so the
+    helpers the directory links come along), statically, against the tree's exported
+    headers, its stdout line-buffered (LINEBUF, linked in): (binary, "") or (path, why not)
+    for one that is missing or does not build."""
     top = src / "tools" / "testing" / "selftests"
     source = top / f"{prog}.c"
     if not source.is_file():
-        return dest, f"not in this kernel tree: {source.relative_to(src)}"
-    res = runner.run(["gcc", "-static", "-O2", "-I", top, "-I", source.parent, "-o", dest,
-                      source, LINEBUF], log_path=log, check=False)
-    if res.returncode:
-        return dest, "did not build: " + " | ".join(res.output.splitlines()[-3:])
-    return dest, ""
+        return dest, f"{KSELFTEST_NOT_HERE}: {source.relative_to(src)}"
+    out = dest.parent / f".{dest.name}.build"  # the build's own OUTPUT, removed after
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        linebuf = out / "linebuf.o"
+        runner.run(["gcc", "-c", "-O2", "-o", linebuf, LINEBUF], log_path=log)
+        target = out / Path(prog).name
+        res = runner.run(["make", "-C", source.parent, f"OUTPUT={out}",
+                          *([f"KHDR_INCLUDES=-isystem {headers}"] if headers else []),
+                          f"EXTRA_CFLAGS=-static {linebuf}", target], log_path=log,
+                         check=False)
+        if res.returncode or not target.is_file():
+            return dest, f"{KSELFTEST_NOT_BUILT} (make -C {source.parent.relative_to(src)} " \
+                         f"{target.name}): " + " | ".join(first_errors(res.output))
+        target.rename(dest)
+        return dest, ""
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def first_errors(output: str, n: int = 3) -> list[str]:
+    """The build's first error lines (a compiler's `error:`, a linker's `undefined reference`,
+    make's `***`), else its last lines."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ERROR_LINE.search(ln)]
+    return [ln[:200] for ln in (errors or lines[-n:])[:n]]

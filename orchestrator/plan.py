@@ -49,8 +49,10 @@ def select(cfg: FarmConfig, opts: RunOptions) -> tuple[list[str], list[Scenario]
             raise UserError(f"--variants: unknown variant(s) {', '.join(unknown)} "
                             f"(known: {', '.join(cfg.variants)})")
         variants = list(opts.variants)
-    for flag, wanted, known in (("--page-kind", opts.page_kinds, (*PAGE_KINDS, "kselftest")),
-                                ("--injector", opts.injectors, (*INJECTORS, "kselftest"))):
+    for flag, wanted, known in (("--page-kind", opts.page_kinds,
+                                 (*PAGE_KINDS, "kselftest", "program")),
+                                ("--injector", opts.injectors,
+                                 (*INJECTORS, "kselftest", "program"))):
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise UserError(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
@@ -110,6 +112,7 @@ def plan_doc(cfg: FarmConfig, opts: RunOptions) -> dict:
     rows = [{"scenario": s.name, "page_kind": s.page, "injector": s.injector,
              "access": s.access, "policy": {"early_kill": s.early_kill, "recovery": s.recovery},
              "cleanup": s.cleanup, "kselftest": s.kselftest or None, "sysctl": s.sysctl,
+             **({"program": s.program, "result": s.result} if s.program else {}),
              "expect": s.expect, "why": s.why, "tier": s.tier,
              **({"race": s.race, "rounds": s.rounds, "cpus": s.cpus} if s.race else {}),
              **({"before": {o.before: {"why": o.why, "expect": o.expect} for o in s.older},

@@ -170,6 +170,10 @@ TIERS = ("default", "full", "race")
 # failure, run one after the other in one guest, each a KTAP test of the case.
 KSELFTEST_AUTO = "auto"
 KSELFTEST_AUTO_RE = re.compile(r"hwpoison|memory[-_]failure|soft[-_]offline", re.I)
+# Why a variant has no binary of a program: its tree lacks it (it cannot run there: a skip),
+# or it did not build (an error, with the build's first error lines).
+KSELFTEST_NOT_HERE = "not in this kernel tree"
+KSELFTEST_NOT_BUILT = "did not build"
 
 
 def kselftest_file(prog: str) -> str:

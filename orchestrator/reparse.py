@@ -82,8 +82,9 @@ def reparse_case(path: Path, rec: CaseRecord, cfg: FarmConfig, scenarios: dict[s
         injections=obs0.get("injections") or [])
     new = replace(rec, status=v.status, message=v.message, why=s.why,
                   expected=expected_of(s), observed=v.observed.to_json())
-    if s.kselftest:
-        new = replace(new, subcases=ktap_subcases(new, v.ktap) if v.ktap else ())
+    if s.kselftest or s.program:
+        new = replace(new, subcases=ktap_subcases(new, v.ktap)
+                      if v.ktap and s.result != "exit" else ())
     return new, ""
 
 

@@ -35,6 +35,7 @@ from .plan import (
     skeleton,
     variant_docs,
 )
+from .programs import programs_of
 from .progress import Progress, fmt_seconds
 from .qemu import GuestRequest, Machine
 from .results import RunInfo, SourceInfo, VariantInfo, load_cases, write_run_json
@@ -237,10 +238,12 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
                image={k: str(v) for k, v in asdict(image).items()})
     progress.say(f"accelerator: {why}")
     machine = replace(machine, accel=accel)
-    initrds = {v: with_kselftests(image, b.kselftests, cfg.cache / "kselftests")
+    programs, unbuilt = programs_of(m.scenarios, cfg.cache, runner,
+                                    results / "builds" / "programs.log")
+    initrds = {v: with_kselftests(image, b.kselftests, cfg.cache / "kselftests", programs)
                for v, b in builds.items() if b.ok}
     state.plan = [spec if spec.not_run is not None else _fill(
-        spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine)
+        spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine, unbuilt)
         for spec in state.plan]
     state.save()
     todo = [s for s in state.plan if s.not_run is None]
@@ -263,9 +266,12 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
 
 
 def _fill(spec: CaseSpec, cfg: FarmConfig, build: BuildResult, initrd: Path,
-          image: GuestImage, machine: Machine) -> CaseSpec:
-    """What a worker needs to run a planned case: the kernel, the image, the machine."""
+          image: GuestImage, machine: Machine, unbuilt: dict[str, str]) -> CaseSpec:
+    """What a worker needs to run a planned case: the kernel, the image, the machine, and
+    why its selftest or program has no binary (unbuilt: a program's, by scenario)."""
+    s = spec.scenario
     return replace(spec, machine=machine, kernel=build.boot, initrd=str(initrd),
                    disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
                    coverage_dir=build.coverage, coverage_files=tuple(build.coverage_files),
-                   kselftest_missing=build.kselftest_errors.get(spec.scenario.kselftest, ""))
+                   kselftest_missing=build.kselftest_errors.get(s.kselftest, "")
+                   if s.kselftest else unbuilt.get(s.name, ""))

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from .errors import ConfigErrors
+from .expectations import Older, expect_of, older_of
 from .registry import (
     ACCESSES,
-    ALLOWED,
     CLEANUPS,
     DEFAULT_ROUNDS,
     DISK_KINDS,
@@ -22,20 +22,17 @@ from .registry import (
     KSELFTEST_AUTO,
     MAX_ROUNDS,
     MAX_STEPS,
-    OBSERVABLES,
     PAGE_KINDS,
     RACE_CPUS,
     RACE_INJECTORS,
     RACE_KINDS,
-    RACE_OBSERVABLES,
     RACES,
-    STEP_OBSERVABLES,
     SWAP_KINDS,
     TIERS,
     own_steps,
     steps_for,
 )
-from .versions import VERSION_RE, before, text_for
+from .versions import before, text_for
 from .versions import key as version_key
 from .yamlcheck import Checker, scalar
 
@@ -46,16 +43,6 @@ SYSCTL_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 MAX_SYSCTLS = 16
 MAX_CPUS = 4  # vCPUs a guest may have: kernels/base.config's CONFIG_NR_CPUS
-
-
-@dataclass(frozen=True)
-class Older:
-    """What a scenario expects of kernels older than a release, where they differ from its
-    own `expect` (which is the newest kernels'): the observables that differ, and the why,
-    naming the function of those kernels that decides it."""
-    before: str  # '6.12': kernels older than 6.12
-    why: str
-    expect: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +64,9 @@ class Scenario:
     rounds: int = 0
     seed: int = 0  # the race's seed: the run's (--seed), set when the run is planned
     older: tuple[Older, ...] = ()  # `before:` what older kernels do where they differ
+    program: str = ""  # `program:` a test program from outside the tree: its dir or binary
+    result: str = ""  # how a program's result is read: ktap, or exit (0 pass, 4 skip)
+    args: tuple[str, ...] = ()  # the program's arguments
     kernel: str = ""  # the kernel version it was planned for ('6.1.192'), from the tree
     expect_for: str = ""  # which expectation that kernel gets: '' (its own) or 'before 6.12'
 
@@ -100,7 +90,9 @@ class Scenario:
 
     @property
     def needs_disk(self) -> bool:
-        return self.page in DISK_KINDS
+        """The ext2 disk: for a file kind's page, and for a selftest, which runs from a
+        directory on it as kselftest's runner runs a test from its own directory."""
+        return self.page in DISK_KINDS or bool(self.kselftest or self.program)
 
     @property
     def step_observables(self) -> tuple[str, ...]:
@@ -135,12 +127,15 @@ def load_scenarios(path: Path | str) -> tuple[Scenario, ...]:
     return tuple(out)
 
 
-def _keys(kself: bool, racing: bool) -> dict[str, bool]:
-    """A scenario's keys (key -> required): a kselftest's, a race's or a page scenario's."""
+def _keys(kself: bool, racing: bool, program: bool = False) -> dict[str, bool]:
+    """A scenario's keys (key -> required): a kselftest's, a program's, a race's or a page
+    scenario's."""
     common = {"name": True, "why": True, "policy": False, "sysctl": False, "tier": False,
               "cpus": False, "before": False}
     if kself:
         return {**common, "kselftest": True}
+    if program:
+        return {**common, "program": True}
     if racing:
         return {**common, "page": True, "injector": True, "race": True, "rounds": False,
                 "expect": False}
@@ -152,14 +147,18 @@ def _scenario(c: Checker, item, seen: set[str]) -> Scenario | None:
     """One entry of the list, checked, or None when it has problems (recorded in c)."""
     keys = {scalar(k): v for k, v in item.value} if isinstance(item, yaml.MappingNode) else {}
     kself = "kselftest" in keys
-    racing = "race" in keys and not kself
+    outside = "program" in keys and not kself
+    racing = "race" in keys and not kself and not outside
     named = keys.get("name")
     f = c.mapping(item, f"scenario '{named.value}'" if isinstance(named, yaml.ScalarNode)
-                  else "scenario", _keys(kself, racing))
+                  else "scenario", _keys(kself, racing, outside))
     name = _name(c, f, seen)
     label = f"scenario '{name}'" if name else "scenario"
+    program = program_of(c, f["program"], label) if outside and "program" in f else None
     if kself:
         page, inj, acc, prog = "kselftest", "kselftest", "none", _kselftest(c, f, label)
+    elif outside:
+        page, inj, acc, prog = "program", "program", "none", "" if program else None
     else:
         prog = ""
         page = c.choice(f["page"], f"{label}: page", PAGE_KINDS) if "page" in f else None
@@ -180,14 +179,51 @@ def _scenario(c: Checker, item, seen: set[str]) -> Scenario | None:
                                                                      "recovery": 1}
     cleanup = c.choice(f["cleanup"], f"{label}: cleanup", CLEANUPS) if "cleanup" in f \
         else "none"
-    expect = _expect(c, f["expect"], label, acc, racing) if "expect" in f else {}
-    older = _older(c, f["before"], label, acc, racing) if "before" in f else ()
+    expect = expect_of(c, f["expect"], label, acc, racing) if "expect" in f else {}
+    older = older_of(c, f["before"], label, acc, racing) if "before" in f else ()
     if not (name and page and inj and acc and why and prog is not None and tier
             and (race or not racing)):
         return None
     return Scenario(name, page, inj, acc, why, policy["early_kill"], expect,
                     policy["recovery"], cleanup or "none", prog, sysctl, tier, cpus, race,
-                    rounds, older=older)
+                    rounds, older=older, **(program or {}))
+
+
+PROGRAM_RESULTS = ("ktap", "exit")
+ARG_RE = re.compile(r"^[A-Za-z0-9_.,=+/-]{1,64}$")  # one word of farm.run on the command line
+
+
+def program_of(c: Checker, node, label: str) -> dict | None:
+    """`program`: {dir: a directory of C sources | binary: a static binary, result: ktap |
+    exit, args: [...]}, its path inside the scenario file's directory."""
+    f = c.mapping(node, f"{label}: program", {"dir": False, "binary": False, "result": False,
+                                               "args": False})
+    kinds = [k for k in ("dir", "binary") if k in f]
+    if len(kinds) != 1:
+        c.err(node, f"{label}: program needs exactly one of: dir (C sources), binary")
+        return None
+    home = c.path.parent.resolve()
+    path = c.file(f[kinds[0]], f"{label}: program.{kinds[0]}", home,
+                  "dir" if kinds[0] == "dir" else "file")
+    if path and not path.is_relative_to(home):
+        c.err(f[kinds[0]], f"{label}: program.{kinds[0]}: {path} is outside {home} (a "
+                           "program lives beside the scenario file, e.g. under programs/)")
+        path = None
+    result = c.choice(f["result"], f"{label}: program.result", PROGRAM_RESULTS) \
+        if "result" in f else "ktap"
+    args: list[str] = []
+    if "args" in f:
+        vals = c.value(f["args"], f"{label}: program.args", (list,)) or []
+        for a in vals[:16]:
+            if not isinstance(a, str | int) or not ARG_RE.match(str(a)):
+                c.err(f["args"], f"{label}: program.args: {str(a)[:40]!r} is not one word "
+                                 "(letters, digits, _.,=+/- only; it goes onto the kernel "
+                                 "command line)")
+            else:
+                args.append(str(a))
+    if not (path and result):
+        return None
+    return {"program": str(path), "result": result, "args": tuple(args)}
 
 
 def _name(c: Checker, f: dict, seen: set[str]) -> str | None:
@@ -300,100 +336,3 @@ def _race(c: Checker, f: dict, label: str, page: str | None,
                              f"(their poisoning is over when the call returns), not {injector}")
         return "", 0
     return race or "", rounds
-
-
-def _older(c: Checker, node, label: str, access: str | None,
-           racing: bool) -> tuple[Older, ...]:
-    """`before`: release -> {why, expect}: what kernels older than that release expect
-    where they differ, each with the why of its own kernels."""
-    if not isinstance(node, yaml.MappingNode) or not node.value:
-        c.err(node, f"{label}: before must map a release to what older kernels do, e.g. "
-                    "'6.12': {why: ..., expect: {...}}")
-        return ()
-    out: list[Older] = []
-    for knode, vnode in node.value:
-        release = scalar(knode)
-        if release is None or not VERSION_RE.match(release):
-            c.err(knode, f"{label}: before: {str(release)[:40]!r} is not a kernel release "
-                         "(like 6.12 or 6.1.50)")
-            continue
-        if any(version_key(o.before) == version_key(release) for o in out):
-            c.err(knode, f"{label}: before: {release} is listed twice")
-            continue
-        what = f"{label}: before {release}"
-        f = c.mapping(vnode, what, {"why": True, "expect": True})
-        why = c.value(f["why"], f"{what}: why", (str,)) if "why" in f else None
-        expect = _expect(c, f["expect"], what, access, racing) if "expect" in f else {}
-        if why and expect:
-            out.append(Older(release, why, expect))
-        elif why:
-            c.err(vnode, f"{what}: expect names no observable that differs")
-    return tuple(out)
-
-
-def _expect(c: Checker, node, label: str, access: str | None,
-            racing: bool = False) -> dict[str, Any]:
-    """`expect`: observables by name; a step's own are <step>.<observable> (pread.errno), a
-    race's race.<observable>."""
-    if not isinstance(node, yaml.MappingNode):
-        c.err(node, f"{label}: expect must be a mapping")
-        return {}
-    expect: dict[str, Any] = {}
-    for knode, vnode in node.value:
-        key = scalar(knode)
-        if key is None:
-            c.err(knode, f"{label}: expect: a key must be a plain word")
-            continue
-        if key in expect:
-            c.err(knode, f"{label}: expect: duplicate key '{key}'")
-            continue
-        typed = _race_key(c, knode, key, label) if racing else \
-            _observable_key(c, knode, key, label, access)
-        if typed is None:
-            continue
-        types, kind = typed
-        val = c.value(vnode, f"{label}: expect.{key}", types)
-        allowed = ALLOWED.get(kind)
-        if allowed and val is not None and val not in allowed:
-            c.err(vnode, f"{label}: expect.{key} is '{val}', expected one of: "
-                         f"{', '.join(allowed)}")
-        expect[key] = val
-    return expect
-
-
-def _race_key(c: Checker, knode, key: str, label: str) -> tuple[tuple[type, ...], str] | None:
-    """What a race scenario may expect: guest, kernel_errors and race.<observable>."""
-    step, _, obs = key.partition(".")
-    if key not in ("guest", "kernel_errors") and (step != "race" or obs not in RACE_OBSERVABLES):
-        c.err(knode, f"{label}: expect: a race scenario observes guest, kernel_errors "
-                     f"and race.<{'|'.join(RACE_OBSERVABLES)}>, not '{key}'")
-        return None
-    return (OBSERVABLES[key] if key in OBSERVABLES else (int,)), key
-
-
-def _observable_key(c: Checker, knode, key: str, label: str,
-                    access: str | None) -> tuple[tuple[type, ...], str] | None:
-    """An observable of a page scenario, or <step>.<observable> of one of its own steps:
-    the YAML types its value may take, and which observable it is."""
-    if "." not in key:
-        if key in OBSERVABLES:
-            return OBSERVABLES[key], key
-        c.err(knode, f"{label}: expect: unknown observable '{key}' (known: "
-                     f"{', '.join(OBSERVABLES)}, and <step>.<{'|'.join(STEP_OBSERVABLES)}> "
-                     "for a step of the access)")
-        return None
-    steps = access.split(",") if access else []
-    own = own_steps(steps)
-    step, _, obs = key.partition(".")
-    if access is not None and step not in own:
-        c.err(knode, f"{label}: expect.{key}: '{step}' is not a step of this scenario's "
-                     "access with observables of its own" + (f" ({', '.join(own)})" if own
-                                                             else "")
-                     + ("; a first read/write step reports access_signal and data"
-                        if steps and step == steps[0] else ""))
-        return None
-    if obs not in STEP_OBSERVABLES:
-        c.err(knode, f"{label}: expect.{key}: a step's observables are "
-                     f"{', '.join(STEP_OBSERVABLES)}")
-        return None
-    return STEP_OBSERVABLES[obs], obs

@@ -186,6 +186,9 @@ def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(e
     assert Path(exe).is_file() and first.key not in exe
     # kselftest: auto: every program whose name says memory failure, here the one
     assert sorted(p.name for p in Path(built["auto"]).iterdir()) == ["mm-fake-hwpoison"]
+    # built by its directory's Makefile, with its helper, against the exported headers
+    assert any("make -C" in c and "KHDR_INCLUDES=-isystem" in c and "fake-hwpoison" in c
+               for c in commands)
     res = subprocess.run([exe], capture_output=True, text=True)
     assert res.returncode == -signal.SIGBUS
     assert res.stdout == "TAP version 13\n1..1\n# about to touch the poisoned page\n"

@@ -154,7 +154,8 @@ def test_scenario_file_problems_are_reported_with_the_farm_problems(farm_dir):
 
 def test_shipped_scenarios_each_say_why():
     scen = load_scenarios(REPO_FARM.parent / "guest-tests" / "scenarios.yaml")
-    assert all(len(s.why) > 40 and (s.expect or s.kselftest or s.race) for s in scen)
+    assert all(len(s.why) > 40 and (s.expect or s.kselftest or s.race or s.program)
+               for s in scen)
 
 
 def test_cli_validate_exits_2_and_prints_every_problem(farm_dir, capsys):

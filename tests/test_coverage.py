@@ -231,8 +231,13 @@ def test_line_map_matches_unchanged_lines_and_names_changed_ones():
 
 
 def test_patched_files_reads_the_series():
-    patches = sorted(str(p) for p in (REPO / "kernels/patches").rglob("*.patch"))
+    patches = sorted(str(p) for p in (REPO / "kernels/patches").rglob("*.patch")
+                     if p.parent.name != "selftest-demo")
     assert patched_files(patches) == [MF]
+    demo = sorted(str(p) for p in (REPO / "kernels/patches/selftest-demo").glob("*.patch"))
+    assert patched_files(demo) == ["tools/testing/selftests/mm/Makefile",
+                                   "tools/testing/selftests/mm/hwpoison-pagemap.c",
+                                   "tools/testing/selftests/mm/hwpoison-broken.c"]
 
 
 # ---- --affected ----------------------------------------------------------------------------

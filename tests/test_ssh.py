@@ -98,6 +98,7 @@ def test_a_pool_ships_only_what_it_can_copy_and_refuses_the_rest(tmp_path):
     (conf / "guest-tests" / "agent" / "init").write_text("#!/bin/sh\n")
     (conf / "guest-tests" / "scenarios.yaml").write_text((REPO / "guest-tests" / "scenarios.yaml")
                                                         .read_text())
+    shutil.copytree(REPO / "guest-tests" / "programs", conf / "guest-tests" / "programs")
     (conf / "linux.tar.xz").write_bytes(b"")
     (conf / "fix.patch").write_text("--- a/x\n+++ b/x\n")
     (elsewhere / "other.patch").write_text("--- a/x\n+++ b/x\n")

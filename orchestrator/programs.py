@@ -1,0 +1,93 @@
+"""Test programs from outside the kernel tree: what a scenario's `program:` names (a directory
+of C sources, compiled statically into one program, or a static binary), the way users bring
+LTP's or mce-test's tests, or a newer tree's selftest to an older kernel. Each is keyed and
+cached by its content (never a kernel's), built once per run for every variant, and run in
+the guest as a selftest is, from a directory of its own on the ext2 disk; its result is read
+as KTAP or by its exit code (0 pass, 4 skip)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from .build import compiler_version
+from .files import TOKEN
+from .kselftests import LINEBUF, first_errors
+from .registry import KSELFTEST_NOT_BUILT
+from .runner import Runner
+from .scenarios import Scenario
+
+ELF = b"\x7fELF"
+
+
+def program_key(path: Path, compiler: str) -> str:
+    """A program's key: every file of its directory (names and bytes) or the binary's bytes,
+    the compiler and how the farm builds it."""
+    h = hashlib.sha256(f"farm-program-1\0{compiler}\n".encode())
+    h.update(LINEBUF.read_bytes())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def programs_of(scenarios: list[Scenario], cache: Path, runner: Runner,
+                log: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Each out-of-tree program of these scenarios, found in the cache or built there:
+    (scenario -> binary, scenario -> why there is none)."""
+    compiler = compiler_version(runner)
+    built, failed = {}, {}
+    for s in scenarios:
+        if not s.program:
+            continue
+        path = Path(s.program)
+        out = cache / "programs" / program_key(path, compiler)
+        exe = out / s.name
+        if not exe.is_file() and not (out / "error.txt").is_file():
+            _publish(path, out, s.name, runner, log)
+        if exe.is_file():
+            built[s.name] = str(exe)
+        else:
+            failed[s.name] = (out / "error.txt").read_text()
+    return built, failed
+
+
+def _publish(path: Path, out: Path, name: str, runner: Runner, log: Path) -> None:
+    """Build (or copy) one program aside and publish it under its key, whole, or its
+    error.txt: a program that did not build is not tried again until it changes."""
+    stage = out.with_name(f".{out.name}.{TOKEN}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        why = _build(path, stage / name, runner, log)
+        if why:
+            (stage / "error.txt").write_text(why)
+        try:
+            stage.rename(out)
+        except OSError:  # another run published it meanwhile
+            shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _build(path: Path, dest: Path, runner: Runner, log: Path) -> str:
+    """'' when dest holds the program, else why not."""
+    if path.is_file():
+        data = path.read_bytes()
+        if not data.startswith(ELF):
+            return f"{KSELFTEST_NOT_BUILT}: {path.name} is not an ELF binary"
+        dest.write_bytes(data)
+        dest.chmod(0o755)
+        return ""
+    sources = sorted(path.glob("*.c"))
+    if not sources:
+        return f"{KSELFTEST_NOT_BUILT}: {path} has no .c file"
+    res = runner.run(["gcc", "-static", "-O2", "-Wall", "-I", path, "-o", dest, *sources,
+                      LINEBUF], log_path=log, check=False)
+    if res.returncode:
+        return f"{KSELFTEST_NOT_BUILT} (gcc -static {path.name}/*.c): " + " | ".join(
+            first_errors(res.output))
+    return ""
