@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -211,3 +212,25 @@ def point_latest(results: Path) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(results.name)
     tmp.replace(latest)
+
+
+def publish_built(out: Path, build: Callable[[Path], str]) -> str:
+    """Build into a directory of this process's own beside `out`, then publish it there
+    whole: build(stage) returns '' or why not, kept as error.txt so that it is not tried
+    again. A run that published the same key meanwhile wins; a stage left by a failure is
+    removed."""
+    stage = out.with_name(f".{out.name}.{TOKEN}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        why = build(stage)
+        if why:
+            (stage / "error.txt").write_text(why)
+        try:
+            stage.rename(out)
+        except OSError:  # another run published it meanwhile
+            shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return why

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .build import BuildPlan, BuildRequest, compiler_version, prepare_tree
-from .files import TOKEN
+from .files import publish_built
 from .progress import Progress
 from .registry import (
     KSELFTEST_AUTO,
@@ -91,26 +91,13 @@ def exported_headers(src: Path, dest: Path, runner: Runner, log: Path) -> Path |
 
 def _publish(src: Path, headers: Path | None, prog: str, out: Path, name: str, runner: Runner,
              log: Path) -> str:
-    """Build one program (or `auto`'s set) aside and publish it under its key, whole: ''
-    when it built, else why not (kept there as error.txt, so it is not tried again)."""
-    stage = out.with_name(f".{out.name}.{TOKEN}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        if prog == KSELFTEST_AUTO:
-            _, why = build_auto(src, headers, stage / name, runner, log)
-        else:
-            _, why = build_kselftest(src, headers, prog, stage / name, runner, log)
-        if why:
-            (stage / "error.txt").write_text(why)
-        try:
-            stage.rename(out)
-        except OSError:  # another run published it meanwhile
-            shutil.rmtree(stage, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return why
+    """Build one program (or `auto`'s set) aside and publish it under its key: '' when it
+    built, else why not."""
+    if prog == KSELFTEST_AUTO:
+        return publish_built(out, lambda stage: build_auto(src, headers, stage / name, runner,
+                                                           log)[1])
+    return publish_built(out, lambda stage: build_kselftest(src, headers, prog, stage / name,
+                                                            runner, log)[1])
 
 
 def auto_programs(src: Path) -> list[str]:

@@ -8,11 +8,10 @@ as KTAP or by its exit code (0 pass, 4 skip)."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 from .build import compiler_version
-from .files import TOKEN
+from .files import publish_built
 from .kselftests import LINEBUF, first_errors
 from .registry import KSELFTEST_NOT_BUILT
 from .runner import Runner
@@ -46,31 +45,12 @@ def programs_of(scenarios: list[Scenario], cache: Path, runner: Runner,
         out = cache / "programs" / program_key(path, compiler)
         exe = out / s.name
         if not exe.is_file() and not (out / "error.txt").is_file():
-            _publish(path, out, s.name, runner, log)
+            publish_built(out, lambda stage, p=path, n=s.name: _build(p, stage / n, runner, log))
         if exe.is_file():
             built[s.name] = str(exe)
         else:
             failed[s.name] = (out / "error.txt").read_text()
     return built, failed
-
-
-def _publish(path: Path, out: Path, name: str, runner: Runner, log: Path) -> None:
-    """Build (or copy) one program aside and publish it under its key, whole, or its
-    error.txt: a program that did not build is not tried again until it changes."""
-    stage = out.with_name(f".{out.name}.{TOKEN}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        why = _build(path, stage / name, runner, log)
-        if why:
-            (stage / "error.txt").write_text(why)
-        try:
-            stage.rename(out)
-        except OSError:  # another run published it meanwhile
-            shutil.rmtree(stage, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _build(path: Path, dest: Path, runner: Runner, log: Path) -> str:
