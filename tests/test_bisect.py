@@ -5,6 +5,7 @@ real kernel with the shipped two-patch demonstration series."""
 import difflib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -171,6 +172,7 @@ def test_git_bisect_step_turns_the_farms_exit_into_what_git_bisect_reads(tmp_pat
                 "anon-madvise", "--results", tmp_path / "good") == 0
     wrong = tmp_path / "wrong"
     wrong.mkdir()
+    shutil.copytree(REPO / "guest-tests/programs", wrong / "programs")  # beside its scenarios
     scen = (REPO / "guest-tests/scenarios.yaml").read_text()
     i = scen.index("- name: anon-madvise-write")
     (wrong / "scenarios.yaml").write_text(
