@@ -15,9 +15,9 @@ from .errors import UserError
 from .farmfile import COMMITS_RE, FarmConfig, Source, Variant
 from .files import atomic_write
 from .runner import Runner
+from .source import commit_of
 
 SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
-SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def range_of(text: str) -> tuple[str, str] | None:
@@ -92,10 +92,8 @@ def series(source: Source, name: str, v: Variant, cache: Path,
 
 
 def _commit(repo: Path, ref: str, where: str, runner: Runner) -> str:
-    out = runner.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet",
-                      f"{ref}^{{commit}}"], check=False)
-    sha = out.output.strip()
-    if out.returncode or not SHA_RE.match(sha):
+    sha = commit_of(repo, ref, runner)
+    if sha is None:
         raise UserError(f"{where}: {repo} has no commit '{ref}'")
     return sha
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,24 +42,13 @@ def source_digest(source: Source, cache: Path, runner: Runner) -> str:
     """A digest of the kernel source: the tarball's sha256 (remembered by size and mtime),
     a git commit, or a walk of a directory's names, sizes and mtimes."""
     if source.kind == "tarball":
-        st = source.path.stat()
-        memo = cache / "sources" / "digests.json"
-        try:
-            seen = json.loads(memo.read_text())
-        except (OSError, ValueError):
-            seen = {}
-        stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
-        if stamp not in seen:
-            seen[stamp] = "sha256:" + sha256_file(source.path)
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            write_json(memo, seen)
-        return seen[stamp]
+        return remembered(cache / "sources" / "digests.json", source.path,
+                          lambda: "sha256:" + sha256_file(source.path))
     if source.kind == "git":
-        out = runner.run(["git", "-C", source.path, "rev-parse", "--verify",
-                          f"{source.ref}^{{commit}}"], check=False)
-        if out.returncode:
+        sha = commit_of(source.path, source.ref or "HEAD", runner)
+        if sha is None:
             raise UserError(f"source.git: {source.path}: no commit '{source.ref}'")
-        return "git:" + out.output.strip()
+        return "git:" + sha
     h = hashlib.sha256()
     for root, dirs, files in os.walk(source.path):
         dirs[:] = sorted(d for d in dirs if d != ".git")
@@ -74,32 +64,45 @@ def source_version(source: Source, cache: Path, runner: Runner) -> str:
     directory's, the commit's (`git show`), or a tarball's, read from the archive alone and
     remembered by its size and mtime. Nothing is unpacked; a source that is no kernel tree is
     bad input."""
+    def version(text: str) -> str:
+        found = version_of_makefile(text)
+        if found is None:
+            raise UserError(f"source {source.describe()}: no kernel version in its top "
+                            "Makefile (VERSION, PATCHLEVEL, SUBLEVEL): is it a kernel tree?")
+        return found
+
     if source.kind == "dir":
-        text = _read(source.path / "Makefile")
-    elif source.kind == "git":
+        return version(_read(source.path / "Makefile"))
+    if source.kind == "git":
         out = runner.run(["git", "-C", source.path, "show", f"{source.ref}:Makefile"],
                          check=False)
-        text = out.output if not out.returncode else ""
-    else:
-        memo = cache / "sources" / "versions.json"
-        try:
-            seen = json.loads(memo.read_text())
-        except (OSError, ValueError):
-            seen = {}
-        st = source.path.stat()
-        stamp = f"{source.path}:{st.st_size}:{st.st_mtime_ns}"
-        if stamp in seen:
-            return seen[stamp]
-        text = _tarball_makefile(source.path)
-    version = version_of_makefile(text)
-    if version is None:
-        raise UserError(f"source {source.describe()}: no kernel version in its top Makefile "
-                        "(VERSION, PATCHLEVEL, SUBLEVEL): is it a kernel tree?")
-    if source.kind == "tarball":
-        seen[stamp] = version
+        return version(out.output if not out.returncode else "")
+    return remembered(cache / "sources" / "versions.json", source.path,
+                      lambda: version(_tarball_makefile(source.path)))
+
+
+def remembered(memo: Path, path: Path, compute: Callable[[], str]) -> str:
+    """What compute() says of a file, remembered in memo (JSON) by the file's path, size and
+    mtime: a tarball is read once, however many runs ask."""
+    st = path.stat()
+    stamp = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        seen = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if stamp not in seen:
+        seen[stamp] = compute()
         memo.parent.mkdir(parents=True, exist_ok=True)
         write_json(memo, seen)
-    return version
+    return seen[stamp]
+
+
+def commit_of(repo: Path, ref: str, runner: Runner) -> str | None:
+    """The commit id a ref of a git repository names, or None when it names none."""
+    out = runner.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                     check=False)
+    sha = out.output.strip()
+    return sha if not out.returncode and re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", sha) else None
 
 
 def _read(path: Path) -> str:
