@@ -133,7 +133,7 @@ def _totals_html(doc: Results) -> str:
     verdicts: dict[str, Counter] = {}
     for c in doc.comparison:
         verdicts.setdefault(c.variant, Counter())[c.verdict] += 1
-    rows = []
+    rows, bases = [], set(bases_of(doc.run, doc.variants).values())
     for v, t in doc.totals.items():
         cells = "".join(f'<td class="{"s-" + k if n else ""}">{n} {k}</td>'
                         for k, n in t.items())
@@ -141,7 +141,7 @@ def _totals_html(doc: Results) -> str:
         verdict = (", ".join(f'<span class="v-{e(k)}">{n} {e(k)}</span>'
                              for k, n in sorted(vs.items(),
                                                 key=lambda kv: rank(VERDICT_RANK, kv[0])))
-                   if vs else ("base" if v in bases_of(doc.run, doc.variants).values() else "-"))
+                   if vs else ("base" if v in bases else "-"))
         rows.append(f"<tr><th>{e(v)}</th>{cells}<td>{verdict}</td></tr>")
     return f'<table id="totals">{"".join(rows)}</table>'
 
@@ -227,7 +227,8 @@ def report_html(doc: Results) -> str:
     run, g = doc.run, Grid(doc)
     head = "".join(f"<th>{e(h)}</th>" for h in
                    ["scenario", *map(g.column, g.variants), *map(g.pair, g.compared)])
-    kernels = f" kernels {e(kernels_text(doc))};" if kernels_text(doc) else ""
+    kernels = kernels_text(doc)
+    kernels = f" kernels {e(kernels)};" if kernels else ""
     errors = "".join(f"<li>{e(c.variant)} / {e(c.scenario)} r{c.repeat}: {e(c.message)}</li>"
                      for c in doc.cases if c.status == "error")
     n_errors = sum(c.status == "error" for c in doc.cases)
