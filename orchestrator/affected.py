@@ -31,7 +31,7 @@ from .progress import Progress
 from .registry import COVERAGE_DEFAULT
 from .results import load_cases
 from .runner import Runner
-from .source import SourceTree, apply_patch, prepare_source
+from .source import SourceTree, apply_patch, prepare_source, writable_for_builds
 
 COMMENT = re.compile(r"^\s*(/\*.*|\*.*|//.*|\*/\s*)?$")  # blank, or a comment line
 
@@ -147,6 +147,7 @@ def patch_variant(base: dict[str, str], patches: list[Path], runner: Runner,
         for rel, text in base.items():
             (scratch.path / rel).parent.mkdir(parents=True, exist_ok=True)
             (scratch.path / rel).write_text(text + "\n")
+        writable_for_builds(scratch.path, runner)  # GNU patch runs in the sandbox
         for i, p in enumerate(patches, 1):
             sections = [d.text for d in whatthepatch.parse_patch(p.read_text(errors="replace"))
                         if d.header and (d.header.new_path in base or d.header.old_path in base)]

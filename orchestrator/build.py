@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from .caserecords import Record
-from .errors import UserError
+from .errors import InfraError, UserError
 from .farmfile import Variant
-from .files import TOKEN, OwnedDir, atomic_write, locked, write_json
+from .files import TOKEN, OwnedDir, atomic_write, inside, locked, write_json
 from .progress import Progress, fmt_seconds
 from .runner import Runner
 from .source import SourceTree, profile_lines, sha256_file, variant_tree
@@ -130,10 +130,44 @@ def compiler_version(runner: Runner) -> str:
     return runner.run(["gcc", "--version"]).output.splitlines()[0]
 
 
-def _make_env(work: Path, cache: Path) -> dict[str, str]:
-    return {"CCACHE_DIR": str(cache / "ccache"), "CCACHE_BASEDIR": str(work),
-            "CCACHE_NOHASHDIR": "1", "KBUILD_BUILD_TIMESTAMP": "farm",
-            "KBUILD_BUILD_USER": "farm", "KBUILD_BUILD_HOST": "farm"}
+def trusted(req: BuildRequest) -> bool:
+    """A build of Debian's pristine kernel source with no patch: the one kind whose compiler
+    results go into the shared ccache. Every other build (a patch series, a git or directory
+    tree) reads that ccache and adds nothing to it, so no tree can plant an object another
+    build would take."""
+    origin = req.source.origin
+    return not req.variant.patches and origin is not None and origin.kind == "tarball"
+
+
+@dataclass(frozen=True)
+class Sandboxed:
+    """What a build's commands see in the sandbox, and their whole environment."""
+    rw: tuple[Path, ...]
+    ro: tuple[Path, ...]
+    env: dict[str, str]
+    untrusted: bool
+    cwd: Path  # the object directory: merge_config.sh makes its temporary files in the cwd
+
+    def run(self, runner: Runner, cmd: list, **kw):
+        return runner.contained(cmd, rw=self.rw, ro=self.ro, env=self.env, cwd=self.cwd,
+                                untrusted=self.untrusted, **kw)
+
+
+def sandboxed(req: BuildRequest, work: Path, runner: Runner,
+              extra_ro: tuple[Path, ...] = ()) -> Sandboxed:
+    ccache = req.cache / "ccache"
+    ccache.mkdir(parents=True, exist_ok=True)
+    env = {"CCACHE_DIR": str(ccache), "CCACHE_BASEDIR": str(work),
+           "CCACHE_NOHASHDIR": "1", "KBUILD_BUILD_TIMESTAMP": "farm",
+           "KBUILD_BUILD_USER": "farm", "KBUILD_BUILD_HOST": "farm"}
+    ro = (*req.fragments, *req.variant.fragments, *extra_ro)
+    if trusted(req):
+        box = runner.box()
+        if box is not None:
+            box.give_tree(ccache)
+        return Sandboxed((work, ccache), ro, env, False, work / "obj")
+    env.update(CCACHE_READONLY="1", CCACHE_NOSTATS="1", CCACHE_TEMPDIR="/tmp/ccache")
+    return Sandboxed((work,), (*ro, ccache), env, True, work / "obj")
 
 
 @dataclass
@@ -200,12 +234,12 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
     name, work, log = req.variant.name, plan.work.path, plan.log
     make = ["make", "-C", work / "src", f"O={work / 'obj'}", "CC=ccache gcc",
             "HOSTCC=ccache gcc"]
-    env = _make_env(work, req.cache)
-    _configure(req, work, make, env, runner, log)
+    box = sandboxed(req, work, runner)
+    _configure(req, work, make, box, runner, log)
     progress.say(f"{name}: make -j{req.jobs} {TARGET} (log {log})")
     counter = _Objects(name, _expected_objects(req.cache), progress)
-    res = runner.run([*make, f"-j{req.jobs}", TARGET], env=env, log_path=log,
-                     on_line=counter.line, check=False)
+    res = box.run(runner, [*make, f"-j{req.jobs}", TARGET], log_path=log,
+                  on_line=counter.line, check=False)
     if res.returncode:
         lines = res.output.splitlines()
         errors = [ln for ln in lines if "error" in ln.lower()][:10] or lines[-15:]
@@ -224,22 +258,22 @@ def _compile(req: BuildRequest, plan: BuildPlan, runner: Runner,
     return result
 
 
-def _configure(req: BuildRequest, work: Path, make: list, env: dict[str, str], runner: Runner,
+def _configure(req: BuildRequest, work: Path, make: list, box: Sandboxed, runner: Runner,
                log: Path) -> None:
     """The base target, the fragments merged into it, olddefconfig, and the check that
     every option a fragment asks for holds; one that does not is bad input."""
     src, obj = work / "src", work / "obj"
-    runner.run([*make, req.base_config], env=env, log_path=log)
+    box.run(runner, [*make, req.base_config], log_path=log)
     fragments = (*req.fragments, *req.variant.fragments)
     if req.coverage:
         gcov = work / "coverage.config"
         gcov.write_text(COVERAGE_CONFIG)
         fragments = (*fragments, gcov)
     if fragments:
-        runner.run([src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
-                    obj / ".config", *fragments], env=env, log_path=log)
-    runner.run([*make, "olddefconfig"], env=env, log_path=log)
-    problems = check_config((obj / ".config").read_text(), fragments)
+        box.run(runner, [src / "scripts/kconfig/merge_config.sh", "-m", "-O", obj,
+                         obj / ".config", *fragments], log_path=log)
+    box.run(runner, [*make, "olddefconfig"], log_path=log)
+    problems = check_config(read_built(obj, ".config"), fragments)
     if problems:
         raise UserError(f"{req.variant.name}: the kernel config does not hold what was "
                         "asked:\n" + "\n".join(problems))
@@ -262,13 +296,13 @@ def _publish(req: BuildRequest, plan: BuildPlan, seconds: float) -> BuildResult:
     """The build's kernel, config, log (and coverage notes) under its key: made aside, then
     renamed into place whole."""
     src, obj, out = plan.work.path / "src", plan.work.path / "obj", plan.out
-    release = (obj / "include/config/kernel.release").read_text().strip()
+    release = read_built(obj, "include/config/kernel.release").strip()
     stage = out.with_name(f".{out.name}.{TOKEN}")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        shutil.copy2(obj / IMAGE_PATH, stage / "bzImage")
-        shutil.copy2(obj / ".config", stage / "config")
+        take(obj, IMAGE_PATH, stage / "bzImage")
+        take(obj, ".config", stage / "config")
         via = boot_image(obj, stage)
         shutil.copy2(plan.log, stage / "build.log")
         found, missing = publish_coverage(src, obj, req.coverage, stage / "coverage")
@@ -299,13 +333,13 @@ def publish_coverage(src: Path, obj: Path, files: tuple[str, ...],
     compile have no .gcno and are listed apart."""
     found, missing = [], []
     for rel in files:
-        gcno = (obj / rel).with_suffix(".gcno")
-        if not gcno.is_file():
+        gcno = str(Path(rel).with_suffix(".gcno"))
+        if not inside(obj, gcno, "coverage").is_file():
             missing.append(rel)
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, dest / rel)
-        shutil.copy2(gcno, (dest / rel).with_suffix(".gcno"))
+        take(src, rel, dest / rel)
+        take(obj, gcno, dest / gcno)
         found.append(rel)
     return found, missing
 
@@ -314,11 +348,11 @@ def boot_image(obj: Path, out: Path) -> str:
     """How QEMU is to boot the build: a vmlinux with a PVH entry point (copied into out) is
     loaded by QEMU itself and starts in the kernel proper, so a guest skips the firmware's
     Linux loader and the decompressor; under TCG both are slow. Else the bzImage."""
-    config = parse_config((obj / ".config").read_text())
+    config = parse_config(read_built(obj, ".config"))
     # A KASAN kernel does not start through the PVH entry (no console at all; probed here):
     # it boots the bzImage.
     if config.get("CONFIG_PVH") == "y" and config.get("CONFIG_KASAN") != "y":
-        shutil.copy2(obj / "vmlinux", out / "vmlinux")
+        take(obj, "vmlinux", out / "vmlinux")
         return "pvh"
     return "bzimage"
 
@@ -330,6 +364,23 @@ def build(req: BuildRequest, runner: Runner, progress: Progress) -> BuildResult:
         return plan.cached
     prepare_tree(req, plan, runner, progress)
     return compile_kernel(req, plan, runner, progress)
+
+
+def take(top: Path, rel: str, dest: Path) -> None:
+    """Copy a file a build made (or its tree holds) out of it: a regular file inside the
+    tree, never what a link the build left there leads to."""
+    path = inside(top, rel, "build output")
+    if not path.is_file():
+        raise InfraError(f"the build left no file {rel} in {top}")
+    shutil.copyfile(path, dest)
+    shutil.copystat(path, dest)
+
+
+def read_built(top: Path, rel: str) -> str:
+    path = inside(top, rel, "build output")
+    if not path.is_file():
+        raise InfraError(f"the build left no file {rel} in {top}")
+    return path.read_text(errors="replace")
 
 
 def _expected_objects(cache: Path) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .runner import SSH_TARGET
+from .ssh import SSH_TARGET
 from .yamlcheck import Checker
 
 REMOTE_DIR_RE = re.compile(r"^[A-Za-z0-9._/-]+$")  # a host's dir:

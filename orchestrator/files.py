@@ -44,6 +44,17 @@ def tail(path: Path, n: int) -> list[str]:
         return []
 
 
+def inside(top: Path, rel: str | Path, what: str) -> Path:
+    """top/rel with every link resolved, refused when that leaves top: the farm never reads
+    or writes through a link a tree (a patch, a build) put there to lead out of it."""
+    root = top.resolve()
+    real = (root / rel).resolve()
+    if real != root and root not in real.parents:
+        raise UserError(f"{what}: {rel} leads out of the tree (to {real}); the farm does not "
+                        "follow a link out of a kernel tree")
+    return real
+
+
 def write_json(path: Path, doc) -> None:
     atomic_write(path, json.dumps(doc, indent=1) + "\n")
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from .build import BuildPlan, BuildRequest, compiler_version, prepare_tree
-from .files import publish_built
+from .files import inside, publish_built
 from .progress import Progress
 from .registry import (
     KSELFTEST_AUTO,
@@ -83,8 +83,8 @@ def exported_headers(src: Path, dest: Path, runner: Runner, log: Path) -> Path |
     """The tree's UAPI headers as `make headers` exports them (dest/usr/include), which
     kselftest builds against; None when the tree cannot export them (its programs are then
     built against this host's headers, and say so in the log)."""
-    res = runner.run(["make", "-s", "-C", src, f"O={dest}", "headers"], log_path=log,
-                     check=False)
+    res = runner.contained(["make", "-s", "-C", src, f"O={dest}", "headers"],
+                           rw=[src.parent], log_path=log, check=False)
     inc = dest / "usr" / "include"
     return inc if not res.returncode and inc.is_dir() else None
 
@@ -141,20 +141,28 @@ def build_kselftest(src: Path, headers: Path | None, prog: str, dest: Path, runn
     source = top / f"{prog}.c"
     if not source.is_file():
         return dest, f"{KSELFTEST_NOT_HERE}: {source.relative_to(src)}"
-    out = dest.parent / f".{dest.name}.build"  # the build's own OUTPUT, removed after
+    # the build's own OUTPUT, in the variant's work directory (the one place the sandbox
+    # lets it write), removed after
+    out = src.parent / "kselftest" / dest.name
     out.mkdir(parents=True, exist_ok=True)
+    box = runner.box()
+    if box is not None:
+        box.give(out.parent, out)
     try:
         linebuf = out / "linebuf.o"
-        runner.run(["gcc", "-c", "-O2", "-o", linebuf, LINEBUF], log_path=log)
+        runner.contained(["gcc", "-c", "-O2", "-o", linebuf, LINEBUF], rw=[src.parent],
+                         ro=[LINEBUF], log_path=log)
         target = out / Path(prog).name
-        res = runner.run(["make", "-C", source.parent, f"OUTPUT={out}",
-                          *([f"KHDR_INCLUDES=-isystem {headers}"] if headers else []),
-                          f"EXTRA_CFLAGS=-static {linebuf}", target], log_path=log,
-                         check=False)
-        if res.returncode or not target.is_file():
+        res = runner.contained(["make", "-C", source.parent, f"OUTPUT={out}",
+                                *([f"KHDR_INCLUDES=-isystem {headers}"] if headers else []),
+                                f"EXTRA_CFLAGS=-static {linebuf}", target],
+                               rw=[src.parent], log_path=log, check=False)
+        built = inside(out, target.name, f"kselftest {prog}")
+        if res.returncode or not built.is_file():
             return dest, f"{KSELFTEST_NOT_BUILT} (make -C {source.parent.relative_to(src)} " \
                          f"{target.name}): " + " | ".join(first_errors(res.output))
-        target.rename(dest)
+        shutil.copyfile(built, dest)
+        dest.chmod(0o755)
         return dest, ""
     finally:
         shutil.rmtree(out, ignore_errors=True)

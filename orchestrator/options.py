@@ -33,6 +33,7 @@ class RunOptions:
     layers: tuple[str, ...] | None = None  # config layers added to every variant (--layer)
     affected: str = ""  # --affected's account of its choice (run.json, the summary)
     seed: int | None = None  # the races' seed (--seed); None: a new one for this run
+    no_sandbox: bool = False  # --no-sandbox: build trees outside the sandbox (docs/sandbox.md)
 
 
 def number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -143,6 +144,11 @@ def add_options(p: argparse.ArgumentParser, command: str) -> None:
         if o.choices:
             kw["choices"] = o.choices
         p.add_argument(*o.flags, **kw)
+    if command == "run":
+        p.add_argument("--no-sandbox", action="store_true", dest="no_sandbox",
+                       help="build patch series and git trees without the sandbox where the "
+                            "host cannot make one: their code then runs as the farm's user, "
+                            "with the host in its reach (docs/sandbox.md)")
     p.add_argument("--affected", action="store_true", dest="choose_affected",
                    help="only the scenarios whose coverage on the base reaches what the "
                         "variants' patches change (docs: coverage); says why each")
@@ -153,6 +159,8 @@ def options_of(args: argparse.Namespace, cfg: FarmConfig) -> RunOptions:
     farm.yaml and the defaults)."""
     given = {o.field: getattr(args, o.field) for o in OPTIONS
              if getattr(args, o.field, None) is not None}
+    if getattr(args, "no_sandbox", False):
+        given["no_sandbox"] = True
     if "coverage" in given:
         text = given["coverage"]
         given["coverage"] = coverage_files(text) if text else (cfg.coverage or COVERAGE_DEFAULT)

@@ -23,9 +23,10 @@ from .outputs import report_dir
 from .plan import Matrix, run_meta, shard_of, skeleton, variant_docs
 from .progress import Progress, fmt_seconds
 from .results import write_run_json
-from .runner import Runner, SSHRunner, log_commands, stop_logging
+from .runner import Runner, log_commands, stop_logging
 from .saved import merge_dirs
 from .signals import deferred_signals
+from .ssh import SSHRunner
 
 FARM_ROOT = Path(__file__).resolve().parent.parent  # the checkout this farm runs from
 NOT_SHIPPED = (".git", ".venv", ".tox", "results", "__pycache__", ".ruff_cache",

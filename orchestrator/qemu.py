@@ -10,6 +10,7 @@ import re
 import select
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .errors import InfraError
 from .files import tail
 from .registry import machine_check
 from .runner import Runner, quote
+from .sandbox import is_confined, observed, take_file
 
 # How QEMU's `mce` monitor command writes each kind of machine check (see DESIGN.md): its
 # MCi_STATUS and MCG_STATUS, in bank 9 with misc 0x8c (address LSB 12, physical address).
@@ -99,17 +101,24 @@ def smp(m: Machine) -> list[str]:
     return ["-accel", accel, "-smp", f"{m.cpus},sockets={m.cpus},cores=1,threads=1"]
 
 
-def qemu_command(req: GuestRequest, qmp: Path, agent: Path) -> list[str]:
+# QEMU's own seccomp filter: no obsolete system calls, no setuid, no fork or exec, no CPU
+# affinity or scheduler changes (docs/sandbox.md)
+SECCOMP = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+def qemu_command(req: GuestRequest, qmp: Path, agent: Path,
+                 console: Path | None = None) -> list[str]:
     m = req.machine
+    console = console or req.workdir / "console.log"
     cmd = [m.binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
            "-M", m.machine, *smp(m), "-cpu", m.cpu, "-m", str(m.memory_mb),
            "-kernel", str(req.kernel), "-initrd", str(req.initrd), "-append", req.append,
-           "-chardev", f"file,id=con,path={opt(req.workdir / 'console.log')}",
+           "-chardev", f"file,id=con,path={opt(console)}",
            "-serial", "chardev:con",
            "-device", "virtio-serial-pci",
            "-chardev", f"socket,id=agent,path={opt(agent)},server=on,wait=off",
            "-device", "virtserialport,chardev=agent,name=farm.agent",
-           "-qmp", f"unix:{opt(qmp)},server=on,wait=off"]
+           "-qmp", f"unix:{opt(qmp)},server=on,wait=off", "-sandbox", SECCOMP]
     for image, options in req.drives:
         cmd += ["-drive", f"file={opt(image)},format=raw,if=virtio,snapshot=on"
                 + (f",{options}" if options else "")]
@@ -178,7 +187,13 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
     # socket directory when it has one, which the next run removes if this one is killed
     sockdir = Path(tempfile.mkdtemp(prefix="farm-", dir=req.sockets))
     qmp_path, agent_path = sockdir / "qmp.sock", sockdir / "agent.sock"
-    cmd = qemu_command(req, qmp_path, agent_path)
+    own = req.workdir / ".qemu"  # the one place of the case's directory QEMU writes
+    own.mkdir(exist_ok=True)
+    cmd = qemu_command(req, qmp_path, agent_path, own / "console.log")
+    box = runner.box()  # QEMU's own seccomp filter (-sandbox) is on either way
+    if box is not None:
+        cmd = box.guest(cmd, rw=(own, sockdir), kvm=req.machine.accel == "kvm",
+                        ro=(req.kernel, req.initrd, *(d for d, _ in req.drives)))
     qemu_log = req.workdir / "qemu.log"
     run = GuestRun(cmd, None, False, 0.0, req.workdir / "console.log", req.workdir / "agent.log")
     start = time.monotonic()
@@ -190,10 +205,16 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         try:
             chan = _connect(agent_path, proc, start + 15)
             qmp = QMP(_connect(qmp_path, proc, start + 15))
+            if box is not None:
+                _check_confined(proc.pid, req.machine.binary, qlog)
             _follow(req, run, proc, chan, qmp, alog, start)
         except _Stop:
             pass
         except (OSError, InfraError) as e:
+            try:  # a channel that fails often means QEMU is ending: it may say why
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
             if proc.poll() is None or proc.returncode == 0:
                 run.infra_error = f"guest channel: {e}"
         finally:
@@ -204,6 +225,7 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
                 proc.kill()
             proc.wait()
             shutil.rmtree(sockdir, ignore_errors=True)
+            take_file(own, run.console)
     run.exit_code = proc.returncode
     run.seconds = round(time.monotonic() - start, 3)
     if not run.timed_out and not req.stop_on:
@@ -216,6 +238,15 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         elif run.infra_error is None and "terminating on signal" in said:
             run.infra_error = "QEMU was stopped by a signal: " + said
     return run
+
+
+def _check_confined(pid: int, binary: str, qlog) -> None:
+    """The guest's QEMU, seen from /proc, runs as the sandbox made it (qemu.log says how)."""
+    seen = observed(pid, Path(binary).name)
+    qlog.write(f"# confined: {seen or 'QEMU not found under bwrap'}\n")
+    qlog.flush()
+    if not is_confined(seen):
+        raise InfraError(f"QEMU does not run confined (unprivileged, under seccomp): {seen}")
 
 
 def _follow(req: GuestRequest, run: GuestRun, proc, chan: socket.socket, qmp: QMP, alog,

@@ -93,7 +93,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
                          skeleton(m.variants, m.scenarios, m.repeat, m.kernels,
                                   results=str(results),
                                   sockets=str(sockets.path)), sockets.path)
-            return _run(cfg, m, state, progress)
+            return _run(cfg, m, state, progress, Runner(sandbox=not opts.no_sandbox))
         finally:
             sockets.remove()
             stop_logging(handler)
@@ -101,8 +101,7 @@ def run(cfg: FarmConfig, opts: RunOptions, progress: Progress | None = None) -> 
         lock.release()
 
 
-def _run(cfg: FarmConfig, m: Matrix, state: _Run, progress: Progress) -> int:
-    runner = Runner()
+def _run(cfg: FarmConfig, m: Matrix, state: _Run, progress: Progress, runner: Runner) -> int:
     state.save()
     why_missing = "not run"
     error: FarmError | None = None

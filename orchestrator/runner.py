@@ -1,15 +1,11 @@
-"""The one seam through which the farm starts processes, here or on another host over SSH:
-every command is a list, logged shell-quoted so that a user can paste it to reproduce the
-step."""
+"""The one seam through which the farm starts processes (here; ssh.py is the same seam on
+another host over SSH): every command is a list, logged shell-quoted so that a user can paste
+it to reproduce the step. Code from a kernel tree goes through contained(), the sandbox."""
 
 from __future__ import annotations
 
-import base64
-import getpass
-import hashlib
 import logging
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -20,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InfraError
+from .sandbox import BASE_ENV, NoSandbox, Sandbox, host_sandbox, locale
 from .signals import child_setup, deferred_signals
 
 log = logging.getLogger("farm.cmd")
@@ -111,11 +108,35 @@ class _Lines:
         return Completed(cmd, rc, "".join(self.lines), time.monotonic() - start)
 
 
-class Runner:
-    """Runs commands on this host. Tests replace it only where a recording stands in."""
+_PROBED: dict[bool, Sandbox | str] = {}
 
-    def __init__(self, on_command: Callable[[str], None] | None = None):
+
+def sandbox_here() -> Sandbox | str:
+    """This host's sandbox, tried once per process with a command that does nothing; or,
+    when there is none, why not."""
+    if True not in _PROBED:
+        try:
+            box = host_sandbox()
+            res = subprocess.run(box.argv(["true"]), env=dict(BASE_ENV), capture_output=True,
+                                 text=True, timeout=60, stdin=subprocess.DEVNULL)
+            _PROBED[True] = box if res.returncode == 0 else (
+                "bubblewrap cannot make a sandbox here: "
+                + (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300])
+        except NoSandbox as e:
+            _PROBED[True] = str(e)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _PROBED[True] = f"bubblewrap cannot make a sandbox here: {e}"
+    return _PROBED[True]
+
+
+class Runner:
+    """Runs commands on this host. Tests replace it only where a recording stands in.
+    sandbox=False (`--no-sandbox`): code from a kernel tree runs as the farm's own user,
+    outside any sandbox, even where the host could make one."""
+
+    def __init__(self, on_command: Callable[[str], None] | None = None, sandbox: bool = True):
         self.on_command = on_command
+        self.sandbox = sandbox
 
     def _announce(self, cmd, cwd, env):
         line = quote(cmd, cwd, env)
@@ -124,23 +145,59 @@ class Runner:
             self.on_command(line)
 
     @staticmethod
-    def _env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    def _env(env: Mapping[str, str] | None, clean: bool = False) -> dict[str, str] | None:
+        if clean:
+            return dict(env or {})
         return {**os.environ, **env} if env else None
+
+    def box(self) -> Sandbox | None:
+        """The sandbox commands from a tree run in; None: none (--no-sandbox, or the host
+        cannot make one, which contained() tells apart)."""
+        if not self.sandbox:
+            return None
+        box = sandbox_here()
+        return box if isinstance(box, Sandbox) else None
+
+    def contained(self, cmd: Sequence[str], *, rw: Sequence[Path], ro: Sequence[Path] = (),
+                  env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                  untrusted: bool = True, **kw) -> Completed:
+        """Run code from a kernel tree (make, GNU patch, a selftest build) in the sandbox
+        (sandbox.py): only rw is writable, only rw, ro and the host's /usr are seen, there is
+        no network, and its environment is env alone. Where the host cannot sandbox, an
+        untrusted tree (a patch series, a git tree) is refused unless the run said
+        --no-sandbox; a pristine one runs outside, with the same environment."""
+        box = self.box()
+        clean = {**BASE_ENV, **locale(), **(env or {})}
+        if box is None:
+            why = sandbox_here() if self.sandbox else ""
+            if isinstance(why, str) and why and untrusted:
+                raise InfraError(f"this host cannot sandbox a build: {why}. The farm does not "
+                                 "build a patch series or a git tree (code it does not trust) "
+                                 "outside a sandbox; --no-sandbox builds it as the farm's "
+                                 "user, with the host in its reach")
+            return self.run(["env", "-i", *(f"{k}={v}" for k, v in clean.items()), *cmd],
+                            cwd=cwd, env={}, clean_env=True, **kw)
+        return self.run(box.argv(cmd, rw=rw, ro=ro, env=env, cwd=cwd), env={}, clean_env=True,
+                        shown=f"{quote(cmd, cwd)} (in the sandbox: farm.log has its bwrap line)",
+                        **kw)
 
     def run(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
             env: Mapping[str, str] | None = None, timeout: float | None = None,
             check: bool = True, log_path: Path | None = None,
-            on_line: Callable[[str], None] | None = None) -> Completed:
+            on_line: Callable[[str], None] | None = None, clean_env: bool = False,
+            shown: str = "") -> Completed:
         """Run to completion. Output (stdout and stderr together) is returned, and also
-        appended to log_path and passed line by line to on_line while it runs. The command
+        appended to log_path and passed line by line to on_line while it runs (shown: how an
+        error names the command, when not by its whole command line). The command
         runs in a process group of its own, which the farm stops as a whole when it is
         interrupted, and which dies with the farm if the farm is killed."""
         cmd = [str(c) for c in cmd]
         self._announce(cmd, cwd, env)
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=cwd, env=self._env(env, clean_env),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT,
                                     text=True, errors="replace", bufsize=1,
                                     start_new_session=True,
                                     preexec_fn=child_setup(os.getpid()))
@@ -171,7 +228,7 @@ class Runner:
             if timer:
                 timer.cancel()
             out.close()
-        return out.completed(cmd, rc, start, check, quote(cmd, cwd, env))
+        return out.completed(cmd, rc, start, check, shown or quote(cmd, cwd, env))
 
     def start(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
               env: Mapping[str, str] | None = None, stdout=None, stderr=None) -> subprocess.Popen:
@@ -185,159 +242,6 @@ class Runner:
                                     preexec_fn=child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
-
-
-SSH_TARGET = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?"
-                        r"(?P<host>[A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
-
-
-KNOWN_HOSTS = Path("~/.ssh/known_hosts")
-
-
-class UnknownHostKey(Exception):
-    """The host offered a key that known_hosts does not list (and accept_new is off)."""
-
-
-def fingerprint(key) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return f"{key.get_name()} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
-
-
-class _HostKeys:
-    """What ssh does with a host key it has never seen: refuse it (StrictHostKeyChecking=yes),
-    or, with accept_new, trust it and remember it in known_hosts (accept-new). A key that
-    differs from the one remembered is refused either way (paramiko checks that first)."""
-
-    def __init__(self, target: str, known_hosts: Path, accept_new: bool):
-        self.target, self.known_hosts, self.accept_new = target, known_hosts, accept_new
-
-    def missing_host_key(self, client, hostname: str, key) -> None:
-        if not self.accept_new:
-            port = hostname.rsplit(":", 1)[1] if hostname.startswith("[") else "22"
-            host = hostname.split("]")[0].lstrip("[")
-            raise UnknownHostKey(
-                f"its host key ({fingerprint(key)}) is not in "
-                f"{self.known_hosts}: check it, then trust it with `ssh-keyscan -p {port} "
-                f"{host} >> {self.known_hosts}`, or set accept_new: true for this host")
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as f:
-            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        log.info("# %s: first contact, host key %s added to %s", self.target,
-                 fingerprint(key), self.known_hosts)
-
-
-class SSHRunner:
-    """Runs commands on another host over SSH (fabric), with Runner's interface: commands are
-    lists, each quoted for the remote shell word by word, and each logged as an `ssh` command
-    line a user can paste to do the same by hand. Host keys are checked as ssh checks them."""
-
-    def __init__(self, target: str, key: Path | None = None,
-                 on_command: Callable[[str], None] | None = None, connect_timeout: float = 20,
-                 known_hosts: Path | None = None, accept_new: bool = False):
-        from fabric import Connection  # imported here: a local run never needs it
-
-        m = SSH_TARGET.match(target)
-        if not m:
-            raise InfraError(f"not an SSH target ([user@]host[:port]): {target!r}")
-        self.target, self.key, self.on_command = target, key, on_command
-        self.user, self.host = m["user"] or getpass.getuser(), m["host"].strip("[]")
-        self.port = int(m["port"] or 22)
-        self.known_hosts = (known_hosts or KNOWN_HOSTS).expanduser()
-        self.custom_known_hosts = known_hosts is not None
-        self.accept_new = accept_new
-        kwargs = {"key_filename": [str(key)], "look_for_keys": False} if key else {}
-        self.conn = Connection(self.host, user=self.user, port=self.port,
-                               connect_timeout=connect_timeout, connect_kwargs=kwargs)
-        client = self.conn.client
-        if self.known_hosts.is_file():
-            try:
-                client.load_host_keys(str(self.known_hosts))
-            except Exception as e:  # a damaged known_hosts: say which file
-                raise InfraError(f"{target}: cannot read {self.known_hosts}: {e}") from None
-        client.set_missing_host_key_policy(_HostKeys(target, self.known_hosts, accept_new))
-
-    def _ssh(self, scp: bool = False) -> list[str]:
-        words = ["scp" if scp else "ssh", "-P" if scp else "-p", str(self.port)]
-        if self.key:
-            words += ["-i", str(self.key)]
-        if self.custom_known_hosts:
-            words += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        if self.accept_new:
-            words += ["-o", "StrictHostKeyChecking=accept-new"]
-        return words if scp else [*words, f"{self.user}@{self.host}"]
-
-    def _remote(self, path: str | Path) -> str:
-        return f"{self.user}@{self.host}:{path}"
-
-    def _announce(self, line: str) -> None:
-        log.info("$ %s", line)
-        if self.on_command:
-            self.on_command(line)
-
-    def _failed(self, what: str, e: Exception, line: str) -> InfraError:
-        from paramiko import BadHostKeyException
-
-        if isinstance(e, UnknownHostKey):
-            return InfraError(f"{self.target}: {e}")
-        if isinstance(e, BadHostKeyException):
-            return InfraError(
-                f"{self.target}: the host key has CHANGED (now {fingerprint(e.key)}, "
-                f"{self.known_hosts} has {fingerprint(e.expected_key)}): the farm does not "
-                f"connect; if the change is expected, remove the old key with `ssh-keygen -R "
-                f"'[{self.host}]:{self.port}' -f {self.known_hosts}`")
-        return InfraError(f"{self.target}: {what}: {type(e).__name__}: {e}: {line}")
-
-    def run(self, cmd: Sequence[str], *, cwd: Path | str | None = None,
-            env: Mapping[str, str] | None = None, timeout: float | None = None,
-            check: bool = True, log_path: Path | None = None,
-            on_line: Callable[[str], None] | None = None, pty: bool = False) -> Completed:
-        """Run on the host to completion; output (stdout and stderr together) as Runner.run.
-        An SSH failure (unreachable host, refused key) is an InfraError, never a result.
-        With pty, the command runs on a terminal of its own, which hangs up (SIGHUP) when
-        the connection closes: a command that must stop when the farm here stops."""
-        from invoke.exceptions import CommandTimedOut
-
-        cmd = [str(c) for c in cmd]
-        if pty:  # the command itself leads the session, so the hang-up reaches it
-            words = ["env", *(f"{k}={v}" for k, v in env.items()), *cmd] if env else cmd
-            remote = (f"cd {shlex.quote(str(cwd))} && " if cwd else "") + "exec " + quote(words)
-        else:
-            remote = quote(cmd, cwd, env)
-        line = quote([*self._ssh(), *(["-tt"] if pty else []), "--", remote])
-        self._announce(line)
-        out = _Lines(log_path, on_line and (lambda ln: on_line(ln.rstrip("\r"))))
-        start = time.monotonic()
-        try:
-            res = self.conn.run(remote, hide=True, warn=True, in_stream=False, timeout=timeout,
-                                out_stream=out, err_stream=out, pty=pty)
-            rc = res.exited
-        except CommandTimedOut:
-            rc = -9
-        except Exception as e:  # paramiko, socket and DNS errors alike: the host is unusable
-            raise self._failed("SSH", e, line) from e
-        finally:
-            out.close()
-        return out.completed(cmd, rc, start, check, line, where=f"{self.target}: ")
-
-    def put(self, local: Path, remote: str | Path) -> None:
-        line = quote([*self._ssh(scp=True), local, self._remote(remote)])
-        self._announce(line)
-        try:
-            self.conn.put(str(local), str(remote))
-        except Exception as e:
-            raise self._failed("copying to the host", e, line) from e
-
-    def get(self, remote: str | Path, local: Path) -> None:
-        line = quote([*self._ssh(scp=True), self._remote(remote), local])
-        self._announce(line)
-        try:
-            self.conn.get(str(remote), str(local))
-        except Exception as e:
-            raise self._failed("copying from the host", e, line) from e
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def log_commands(results: Path) -> logging.Handler:

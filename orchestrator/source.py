@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import InfraError, UserError
 from .farmfile import Source, Variant
-from .files import OwnedDir, locked, prune, write_json
+from .files import OwnedDir, inside, locked, prune, write_json
 from .progress import Progress
 from .runner import Runner
 from .versions import version_of_makefile
@@ -28,6 +28,7 @@ from .versions import version_of_makefile
 class SourceTree:
     path: Path
     digest: str
+    origin: Source | None = None  # what it was unpacked from (None: used in place)
 
 
 def sha256_file(path: Path) -> str:
@@ -125,15 +126,26 @@ def _tarball_makefile(path: Path) -> str:
     return ""
 
 
-def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progress) -> SourceTree:
-    """The pristine tree, unpacked once into the cache (a directory source is used in place)."""
+def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progress,
+                   verify: bool = False) -> SourceTree:
+    """The pristine tree, unpacked once into the cache (a directory source is used in place).
+    verify (before a tree is made from it): a cached tree is checked against the manifest
+    made when it was unpacked, and unpacked again when it differs."""
     digest = source_digest(source, cache, runner)
     if source.kind == "dir":
         return SourceTree(source.path, digest)
     dest = cache / "sources" / digest.replace(":", "-")[:40]
     with locked(cache / "locks" / f"{dest.name}.lock"):
         if (dest / "Makefile").is_file():
-            return SourceTree(dest, digest)
+            changed = source_changed(dest) if verify else ""
+            if not changed:
+                return SourceTree(dest, digest, source)
+            progress.say(f"the cached source {dest} is not as it was unpacked ({changed}): "
+                         "unpacking it again")
+            old = dest.with_name(dest.name + ".changed")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -150,14 +162,56 @@ def prepare_source(source: Source, cache: Path, runner: Runner, progress: Progre
         tops = [p for p in tmp.iterdir() if p.is_dir()]
         if len(tops) != 1 or not (tops[0] / "Makefile").is_file():
             raise InfraError(f"{source.describe()}: expected one kernel tree with a Makefile")
+        seal(tops[0], _manifest_path(dest))
         tops[0].rename(dest)
         shutil.rmtree(tmp)
-    return SourceTree(dest, digest)
+    return SourceTree(dest, digest, source)
+
+
+def _manifest_path(tree: Path) -> Path:
+    return tree.with_name(tree.name + ".manifest")
+
+
+def tree_manifest(tree: Path, fix: bool = False) -> str:
+    """A digest of a tree as the file system holds it: each entry's path, type, mode, size,
+    mtime and link target. A build (another user, no capabilities) can change none of these
+    on a file it does not own, so any change means the pristine tree was written. fix: first
+    take write permission from group and others (the build user is one of the others)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(tree):
+        dirs.sort()
+        for name in sorted([*dirs, *files]):
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            if fix and st.st_mode & 0o022 and not os.path.islink(p):
+                os.chmod(p, st.st_mode & 0o7755)
+                st = os.lstat(p)
+            link = os.readlink(p) if os.path.islink(p) else ""
+            h.update(f"{os.path.relpath(p, tree)}\0{st.st_mode:o}\0{st.st_size}\0"
+                     f"{st.st_mtime_ns}\0{link}\n".encode())
+    return h.hexdigest()
+
+
+def seal(tree: Path, manifest: Path) -> None:
+    """Record the manifest of a tree just unpacked, which every later run checks."""
+    manifest.write_text(tree_manifest(tree, fix=True) + "\n")
+
+
+def source_changed(tree: Path) -> str:
+    """'' when a cached source is as it was unpacked, else what differs. A source unpacked
+    by an older farm has no manifest yet: it gets one now."""
+    manifest = _manifest_path(tree)
+    try:
+        want = manifest.read_text().strip()
+    except OSError:
+        seal(tree, manifest)
+        return ""
+    return "" if tree_manifest(tree) == want else f"its manifest {manifest} differs"
 
 
 def _hunk_failures(output: str) -> list[str]:
     """'file X, hunk #N at line L' for each hunk GNU patch could not apply."""
-    failures, current = [], "?"
+    failures, current, dangerous = [], "?", False
     for line in output.splitlines():
         m = re.match(r"(?:patching|checking) file (.+)", line)
         if m:
@@ -167,7 +221,12 @@ def _hunk_failures(output: str) -> list[str]:
         if m:
             failures.append(f"file {current}, hunk #{m.group(1)} (at line {m.group(2)})")
             continue
-        if "can't find file to patch" in line:
+        m = re.search(r"Ignoring potentially dangerous file name (.+)", line)
+        if m:
+            failures.append(f"file {m.group(1).strip()}: a path out of the tree (GNU patch "
+                            "refuses it as a potentially dangerous file name)")
+            dangerous = True
+        elif "can't find file to patch" in line and not dangerous:
             failures.append("a file it patches does not exist in the tree")
         elif "Reversed (or previously applied) patch detected" in line:
             failures.append(f"file {current}: already applied (or reversed)")
@@ -175,11 +234,12 @@ def _hunk_failures(output: str) -> list[str]:
 
 
 def apply_patch(tree: Path, patch: Path, runner: Runner, log: Path | None = None) -> str:
-    """Apply one patch strictly (no fuzz), as every build does: '' when it applied, else
-    where it did not (file and hunk)."""
-    out = runner.run(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
-                      "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i", patch],
-                     check=False, log_path=log)
+    """Apply one patch strictly (no fuzz), as every build does, in the sandbox (it sees the
+    tree, writable, and the patch): '' when it applied, else where it did not (file and
+    hunk). The tree must be the build user's (writable_for_builds)."""
+    out = runner.contained(["patch", "-p1", "--forward", "--batch", "--fuzz=0",
+                            "--no-backup-if-mismatch", "--reject-file=-", "-d", tree, "-i",
+                            patch], rw=[tree], ro=[patch], check=False, log_path=log)
     if not out.returncode:
         return ""
     return "; ".join(_hunk_failures(out.output)) or out.output.strip()[-300:]
@@ -193,23 +253,40 @@ def apply_patches(tree: Path, patches: tuple[Path, ...], runner: Runner, log: Pa
             raise UserError(f"patch {i}/{len(patches)} does not apply: {patch}: {where}")
 
 
+def writable_for_builds(top: Path, runner: Runner) -> None:
+    """A directory the farm made, and all in it, the sandbox's user's to write."""
+    box = runner.box()
+    if box is not None:
+        box.give_tree(top)
+
+
 def variant_tree(source: SourceTree, variant: Variant, coverage: tuple[str, ...], cache: Path,
                  key: str, log: Path, runner: Runner, progress: Progress) -> OwnedDir:
-    """A tree of this run's own for the variant: hard links to the pristine source (GNU patch
-    replaces the files it changes, so the source stays pristine), with the patch series
-    applied. Private, so two runs never touch each other's trees; a run that was killed
-    leaves one behind, which the next run removes."""
+    """A tree of this run's own for the variant, with the patch series applied. It shares no
+    writable inode with the pristine source or another tree: where builds run as another
+    user than the source's owner it is hard links to the source, whose files that user cannot
+    write, chmod or touch (its directories are the user's: GNU patch replaces the files it
+    changes); elsewhere it is a copy. The source is checked against its manifest first.
+    Private, so two runs never touch each other's trees; a run that was killed leaves one
+    behind, which the next run removes."""
     prune(cache / "work")
     for old in (cache / "work").glob("[0-9a-f]" * 20):  # trees of farm 0.1's layout
         shutil.rmtree(old, ignore_errors=True)
+    if source.origin is not None:
+        source = prepare_source(source.origin, cache, runner, progress, verify=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     work = OwnedDir(cache / "work", key)
+    box = runner.box()
     try:
         (work.path / "obj").mkdir()
         progress.say(f"{variant.name}: preparing tree with {len(variant.patches)} "
                      f"patch(es) in {work.path}")
-        copy = ["cp", "-al"] if _same_fs(source.path, work.path) else ["cp", "-a"]
-        runner.run([*copy, source.path, work.path / "src"], log_path=log)
+        links = box is not None and box.links_safe and _same_fs(source.path, work.path)
+        runner.run(["cp", "-al" if links else "-a", source.path, work.path / "src"],
+                   log_path=log)
+        if box is not None:
+            box.give(work.path, work.path / "obj")
+            (box.dirs_only if links else box.give_tree)(work.path / "src")
         apply_patches(work.path / "src", variant.patches, runner, log)
         profile(work.path / "src", coverage)
     except UserError as e:
@@ -232,11 +309,12 @@ def profile(src: Path, files: tuple[str, ...]) -> None:
     """Build each file with gcov: `GCOV_PROFILE_<stem>.o := y` in its directory's Makefile.
     The tree is hard links to the pristine source, so the Makefile is written anew, never
     in place."""
+    src = src.resolve()
     for rel in files:
-        path = src / rel
+        path = inside(src, rel, "coverage")
         if not path.is_file():
             raise UserError(f"coverage: {rel} is not a file of the kernel tree")
-        makefile = path.parent / "Makefile"
+        makefile = inside(src, path.parent.relative_to(src) / "Makefile", "coverage")
         if not makefile.is_file():
             raise UserError(f"coverage: {rel}: its directory has no Makefile (is it built?)")
         text = makefile.read_text()

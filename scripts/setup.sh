@@ -12,6 +12,7 @@ PACKAGES=(
   linux-source-6.12                                   # the default kernel source
   gcc make libc6-dev flex bison bc libelf-dev libssl-dev patch ccache xz-utils
   qemu-system-x86 busybox-static e2fsprogs            # guests
+  bubblewrap util-linux                               # the sandbox for builds and guests
   python3 python3-venv                                # the orchestrator
 )
 while [ $# -gt 0 ]; do
@@ -37,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${missing[*]}" >&2
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The unprivileged user that a root farm builds and boots kernels as (docs/sandbox.md).
+if [ "$(id -u)" -eq 0 ] && ! getent passwd hwpoison-build >/dev/null; then
+  echo "setup: useradd hwpoison-build (the sandbox's user)" >&2
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+    --user-group hwpoison-build
 fi
 
 if [ ! -x .venv/bin/python ]; then

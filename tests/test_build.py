@@ -136,10 +136,12 @@ def test_config_option_that_does_not_hold_is_reported_with_fragment_line(env):
     assert "HWPOISON_INJECT" not in str(e.value)
 
 
-def test_a_kernel_that_does_not_build_is_a_result_with_its_log_and_is_not_published(
-        env, monkeypatch):
+def test_a_kernel_that_does_not_build_is_a_result_with_its_log_and_is_not_published(env):
     runner, progress, req, _, tmp = env
-    monkeypatch.setenv("FAKE_BUILD_FAIL", "1")
+    # a failure of the moment, from outside the build's inputs (the environment no longer
+    # reaches a sandboxed build: the fake tree looks in the ccache it is given)
+    (tmp / "cache" / "ccache").mkdir(parents=True, exist_ok=True)
+    (tmp / "cache" / "ccache" / "fake-build-fail").touch()
     failed = build(req(), runner, progress)
     assert (failed.status, failed.ok) == ("failed", False)
     assert failed.error == "kernel build failed (exit 2)"
@@ -147,7 +149,7 @@ def test_a_kernel_that_does_not_build_is_a_result_with_its_log_and_is_not_publis
     assert "asked to fail" in open(failed.log).read()
     assert not (tmp / "cache" / "builds" / failed.key).exists()
     assert not list((tmp / "cache" / "work").iterdir()), "the work tree was left behind"
-    monkeypatch.delenv("FAKE_BUILD_FAIL")
+    (tmp / "cache" / "ccache" / "fake-build-fail").unlink()
     assert build(req(), runner, progress).status == "built"  # tried again, not remembered
 
 

@@ -17,7 +17,7 @@ from orchestrator.farmfile import load_farm
 from orchestrator.gitseries import on_branch, resolve_series
 from orchestrator.progress import Progress
 from orchestrator.runner import Runner
-from orchestrator.source import apply_patches, prepare_source
+from orchestrator.source import apply_patches, prepare_source, writable_for_builds
 
 REPO = Path(__file__).parent.parent
 
@@ -84,6 +84,7 @@ def test_a_branch_is_its_commits_since_the_base_applied_and_built(tmp_path, repo
     assert one.variants["fix"].patches == series[:1]
     tree = tmp_path / "tree"
     subprocess.run(["cp", "-a", str(src.path), str(tree)], check=True)
+    writable_for_builds(tree, runner)
     apply_patches(tree, series, runner, tmp_path / "apply.log")
     assert "int fix_two;" in (tree / "mm/memory-failure.c").read_text()
 

@@ -19,7 +19,8 @@ from tests_support import check_junit
 from orchestrator.errors import InfraError, UserError
 from orchestrator.farmfile import load_farm
 from orchestrator.pool import _pack, extract, shipped_config
-from orchestrator.runner import Runner, SSHRunner
+from orchestrator.runner import Runner
+from orchestrator.ssh import SSHRunner
 
 
 @pytest.fixture
