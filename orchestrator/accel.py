@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from .files import write_json
-from .qemu import GuestRequest, run_guest
+from .guest import run_guest
+from .qemu import GuestRequest
 from .runner import Runner
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")

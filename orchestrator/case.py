@@ -11,8 +11,9 @@ from pathlib import Path
 from .caserecords import CaseRecord, CaseSpec
 from .coverage import for_case
 from .files import write_json
+from .guest import run_guest
 from .judge import expected_of, judge_logs, ktap_subcases
-from .qemu import GuestRequest, GuestRun, run_guest
+from .qemu import GuestRequest, GuestRun
 from .registry import KSELFTEST_AUTO, kselftest_file
 from .runner import Runner
 from .scenarios import Scenario

@@ -14,6 +14,7 @@ from . import __version__
 from .errors import FarmError, UserError
 from .farmfile import load_farm
 from .files import os_error
+from .inert import inert
 from .options import add_options, fail_on, number, options_of
 from .progress import Progress, say
 from .signals import handle_stop_signals
@@ -141,8 +142,9 @@ def _failed(e: FarmError) -> int:
 
 
 def _stderr(text: str) -> None:
+    """An error on the terminal: what it quotes (farm.yaml, a patch, a guest) is inert."""
     try:
-        print(text, file=sys.stderr, flush=True)
+        print(inert(text), file=sys.stderr, flush=True)
     except OSError:
         pass
 

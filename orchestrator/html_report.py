@@ -11,13 +11,19 @@ from collections import Counter
 
 from .build import BuildResult
 from .caserecords import CaseRecord
+from .inert import inert, relative_link
 from .kernel_changes import kernel_pairs, scenario_list
 from .registry import INJECTORS, PAGE_KINDS
 from .results import Results, bases_of
 from .summary import Grid, cell, kernels_text, source_text
 from .verdicts import signature
 
-e = html.escape
+
+def e(text) -> str:
+    """Text for the page: HTML-escaped, and its control characters written as escapes."""
+    return html.escape(inert(str(text)))
+
+
 COLORS = {"pass": "#c8f0c8", "fail": "#f7c1c1", "error": "#f7dc9c", "skip": "#dddddd",
           "same": "#eeeeee", "regression": "#f08080", "fixed": "#90d890",
           "changed": "#a8c8f0", "flaky": "#e0b0f0"}
@@ -108,7 +114,7 @@ def _coverage_html(cov: dict | None) -> str:
     rows = []
     for v, entry in cov["variants"].items():
         for rel, t in entry["files"].items():
-            link = entry["html"].get(rel)
+            link = relative_link(entry["html"].get(rel))
             name = f'<a href="{e(link)}">{e(rel)}</a>' if link else e(rel)
             rows.append(f"<tr><td>{e(v)}</td><td>{name}</td><td>{t['lines_reached']}/"
                         f"{t['lines_total']} ({t['percent']} %)</td><td>"
@@ -116,13 +122,14 @@ def _coverage_html(cov: dict | None) -> str:
     todo = []
     for v, files in cov["ab"].items():
         items = "".join(
-            f'<li><a href="{e(cov["variants"][v]["html"].get(rel, ""))}#L{x["line"]}">'
+            f'<li><a href="{e(relative_link(cov["variants"][v]["html"].get(rel)))}'
+            f'#L{x["line"]}">'
             f"{e(rel)}:{x['line']}</a> <code>{e(x['text'])}</code></li>"
             for rel, d in files.items() if rel != "_outside" for x in d["changed_unreached"])
         todo.append(f"<h3>{e(v)}: changed but not reached by any scenario</h3>"
                     + (f"<ul>{items}</ul>" if items else "<p>none</p>"))
-    xml = " · ".join(f'<a href="{e(x["cobertura"])}">{e(v)} coverage.xml</a>'
-                     for v, x in cov["variants"].items() if x.get("cobertura"))
+    xml = " · ".join(f'<a href="{e(relative_link(x["cobertura"]))}">{e(v)} coverage.xml</a>'
+                     for v, x in cov["variants"].items() if relative_link(x.get("cobertura")))
     return (f'<h2 id="coverage">Coverage</h2><p>{xml}</p><table><tr><th>variant</th>'
             f"<th>file</th><th>lines reached</th><th>functions reached</th></tr>"
             f"{''.join(rows)}</table>{''.join(todo)}")
@@ -187,8 +194,10 @@ def _matrix_row(doc: Results, g: Grid, s: str) -> str:
     cells = [f"<th>{e(s)}</th>"]
     for v in g.variants:
         cs = g.cases(v, s)
-        links = " ".join(f'<a href="{e(c.log_paths[k])}">{k}{c.repeat}</a>'
-                         for c in cs for k in ("console", "agent") if c.log_paths.get(k))
+        roots = tuple(doc.run.compared or ())
+        links = " ".join(f'<a href="{e(c.log_paths[k])}">{k}{c.repeat}</a>' for c in cs
+                         for k in ("console", "agent")
+                         if relative_link(c.log_paths.get(k), roots))
         status = cs[0].status if cs else "-"
         title = e(cs[0].message) if cs else ""
         secs = " ".join(f"{c.seconds:.1f}s" for c in cs if isinstance(c.seconds, int | float))
@@ -214,7 +223,7 @@ def _not_passed(doc: Results) -> list[str]:
         trs = "".join(
             f"<tr{' class=diff' if obs.get(k) != v else ''}><td>{e(k)}</td><td>{e(repr(v))}"
             f"</td><td>{e(repr(obs.get(k)))}</td></tr>" for k, v in exp.items())
-        log = c.log_paths.get("console")
+        log = relative_link(c.log_paths.get("console"), tuple(doc.run.compared or ()))
         out.append(f"<h3>{e(c.variant)} / {e(c.scenario)} r{c.repeat}: "
                    f'<span class="s-{e(c.status)}">{e(c.status)}</span></h3>'
                    f"<p>{e(c.message)}" + (f' (<a href="{e(log)}">console</a>)' if log else "")

@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .bounds import AGENT_CAP, CONSOLE_CAP, LINE_CAP, bounded_lines
 from .caserecords import CaseRecord
 from .kernel_reports import Report
 from .ktap import KtapResult, flatten, parse_ktap, program_result
@@ -202,9 +203,10 @@ def judge_logs(s: Scenario, console_log: Path, agent_log: Path, *, timed_out: bo
                injections: list | tuple = ()) -> Judged:
     """Parse a case's console and agent logs, observe and judge them against the scenario:
     what a guest's run ends with, and what `farm reparse` does again for a saved one."""
-    with open(console_log, errors="replace") as f:
-        console = parse_console(f)
-    agent_lines = agent_log.read_text(errors="replace").splitlines()
+    with open(console_log, errors="replace") as f:  # bounded, however large the files are
+        console = parse_console(bounded_lines(f, CONSOLE_CAP + LINE_CAP))
+    with open(agent_log, errors="replace") as f:
+        agent_lines = [ln.rstrip("\n") for ln in bounded_lines(f, AGENT_CAP + LINE_CAP)]
     events = parse_agent(agent_lines)
     obs = replace(observe(console, events, timed_out=timed_out),
                   injections=tuple(injections))

@@ -19,10 +19,12 @@ from .summary import summary
 
 
 def report_dir(results: Path, plan_missing: str = "not run",
-               fail_on: tuple[str, ...] | None = None) -> int:
+               fail_on: tuple[str, ...] | None = None,
+               ended: tuple[int, str] | None = None) -> int:
     """Gather a result directory's case files into results.json and write the reports;
     print the summary and return the exit code. A planned case with no case file is an
-    error (plan_missing says why)."""
+    error (plan_missing says why). ended: the exit code and kind of the error that ended
+    the run, which is the run's exit code unless a case failed or regressed."""
     run, variants = read_run(results)
     if fail_on is not None:
         run = run.but(fail_on=list(fail_on))
@@ -34,27 +36,29 @@ def report_dir(results: Path, plan_missing: str = "not run",
     cov = coverage_report(doc, results)
     if cov:
         doc = doc.but(coverage=cov)
-    return write(doc, results)
+    return write(doc, results, ended)
 
 
-def write(doc: Results, out: Path) -> int:
+def write(doc: Results, out: Path, ended: tuple[int, str] | None = None) -> int:
     """results.json and the reports; the summary is printed even when the disk is too full
     to keep it."""
-    code = exit_code(doc)
+    code, why = exit_code(doc), ""
+    if ended and code != 1:
+        code, why = ended
     try:
         write_json(out / "results.json", doc.to_json())
-        text = write_reports(doc, out, code)
+        text = write_reports(doc, out, code, why)
     except OSError as e:
-        say(summary(doc, code))
+        say(summary(doc, code, why))
         raise os_error(e, f"writing the reports into {out}") from None
     say(text)
     return code
 
 
-def write_reports(doc: Results, results: Path, code: int) -> str:
+def write_reports(doc: Results, results: Path, code: int, why: str = "") -> str:
     atomic_write(results / "junit.xml", junit(doc, results))
     atomic_write(results / "compare.xml", compare_junit(doc))
-    text = summary(doc, code)
+    text = summary(doc, code, why)
     atomic_write(results / "summary.md", text)
     atomic_write(results / "report.html", report_html(doc))
     write_kcidb(doc, results)

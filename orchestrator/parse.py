@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .bounds import LIST_CAP, keep
 from .kernel_reports import Report, classify
 from .registry import CUTTING_RACES, STEP_OBSERVABLES, UNPOISONING_RACES
 
@@ -50,24 +51,24 @@ def parse_console(lines: Iterable[str]) -> ConsoleFacts:
         line = strip_timestamp(raw)
         seen.append(line)
         if "Memory failure:" in line or "soft offline" in line.lower():
-            facts.memory_failure_lines.append(line)
+            keep(facts.memory_failure_lines, line)
         m = RECOVERY.search(line)
         if m:
-            facts.recovery_pfns.append(m.group(1))
-            facts.recovery.append(f"{m.group(2)}: {m.group(3)}")
+            keep(facts.recovery_pfns, m.group(1))
+            keep(facts.recovery, f"{m.group(2)}: {m.group(3)}")
         m = SIGBUS_SENT.search(line)
         if m:
-            facts.sigbus_sent.append(f"{m.group(2)}:{m.group(3)}")
+            keep(facts.sigbus_sent, f"{m.group(2)}:{m.group(3)}")
         m = MCE_KILL.search(line)
         if m:
-            facts.mce_killed.append(f"{m.group(1)}:{m.group(2)}")
+            keep(facts.mce_killed, f"{m.group(1)}:{m.group(2)}")
         m = HW_ERROR.search(line)
         if m:
-            facts.hardware_errors.append(m.group(1))
+            keep(facts.hardware_errors, m.group(1))
         m = PANIC.search(line)
         if m and facts.panic is None:
             facts.panic = m.group(1).strip()
-    facts.kernel_reports = classify(seen)
+    facts.kernel_reports = classify(seen)[:LIST_CAP]
     facts.kernel_errors = [r.text() for r in facts.kernel_reports]
     return facts
 

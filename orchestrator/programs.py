@@ -8,6 +8,7 @@ as KTAP or by its exit code (0 pass, 4 skip)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from .build import compiler_version
@@ -23,7 +24,7 @@ ELF = b"\x7fELF"
 def program_key(path: Path, compiler: str) -> str:
     """A program's key: every file of its directory (names and bytes) or the binary's bytes,
     the compiler and how the farm builds it."""
-    h = hashlib.sha256(f"farm-program-1\0{compiler}\n".encode())
+    h = hashlib.sha256(f"farm-program-2\0{compiler}\n".encode())
     h.update(LINEBUF.read_bytes())
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
@@ -43,9 +44,9 @@ def programs_of(scenarios: list[Scenario], cache: Path, runner: Runner,
             continue
         path = Path(s.program)
         out = cache / "programs" / program_key(path, compiler)
-        exe = out / s.name
+        exe = out / "program"  # one build for every scenario that runs it
         if not exe.is_file() and not (out / "error.txt").is_file():
-            publish_built(out, lambda stage, p=path, n=s.name: _build(p, stage / n, runner, log))
+            publish_built(out, lambda stage, p=path: _build(p, stage / "program", runner, log))
         if exe.is_file():
             built[s.name] = str(exe)
         else:
@@ -65,8 +66,17 @@ def _build(path: Path, dest: Path, runner: Runner, log: Path) -> str:
     sources = sorted(path.glob("*.c"))
     if not sources:
         return f"{KSELFTEST_NOT_BUILT}: {path} has no .c file"
-    res = runner.run(["gcc", "-static", "-O2", "-Wall", "-I", path, "-o", dest, *sources,
-                      LINEBUF], log_path=log, check=False)
+    # in the sandbox: a scenario file (and its program) comes from a merge request, and an
+    # #include of a host file would carry it into the guest
+    box = runner.box()
+    if box is not None:
+        box.give(dest.parent)
+    res = runner.contained(["gcc", "-static", "-O2", "-Wall", "-I", path, "-o", dest,
+                            *sources, LINEBUF], rw=[dest.parent], ro=[path, LINEBUF],
+                           log_path=log, check=False)
+    os.chown(dest.parent, os.geteuid(), os.getegid())  # the cache's entry, not the build's
+    if dest.exists():
+        os.chown(dest, os.geteuid(), os.getegid())
     if res.returncode:
         return f"{KSELFTEST_NOT_BUILT} (gcc -static {path.name}/*.c): " + " | ".join(
             first_errors(res.output))

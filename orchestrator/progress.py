@@ -1,12 +1,14 @@
 """What the user sees while the farm works: lines that stay and one status line (on stderr),
 redrawn on a terminal and printed every few seconds elsewhere (CI logs); and what a command
-answers with on stdout (say)."""
+answers with on stdout (say). No control character of what they show acts on the terminal."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+
+from .inert import inert
 
 
 def fmt_seconds(s: float) -> str:
@@ -38,7 +40,7 @@ class Progress:
 
     def status(self, text: str, force: bool = False) -> None:
         """A transient status: redrawn in place on a terminal, throttled in a log."""
-        now = time.monotonic()
+        now, text = time.monotonic(), inert(text)
         if self.tty:
             self._write(f"\r\033[K[{self.elapsed()}] {text}")
             self._drawn = True
@@ -48,6 +50,7 @@ class Progress:
 
     def say(self, text: str) -> None:
         """A line that stays."""
+        text = inert(text)
         if self._drawn:
             self._write("\r\033[K")
             self._drawn = False
@@ -58,6 +61,6 @@ def say(text: str) -> None:
     """Print to stdout (a summary, a plan); a reader that has gone (`farm run | head`)
     changes nothing else: the run still writes its files and keeps its exit code."""
     try:
-        print(text, end="", flush=True)
+        print(inert(text), end="", flush=True)
     except OSError:  # a closed pipe, a terminal that hung up
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

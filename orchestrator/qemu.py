@@ -1,26 +1,21 @@
-"""QEMU guests: the command line (a list, built in one place), QMP, and one guest's life from
-start to exit, with the host side of the injection handshake (the machine check a host
-injector's registry row names, at the guest-physical address the workload reports)."""
+"""QEMU: a guest's command line (a list, built in one place), QMP, and the host side of the
+injection handshake (the machine check a host injector's registry row names, at the
+guest-physical address the workload reports). A guest's life from start to exit: guest.py."""
 
 from __future__ import annotations
 
 import functools
 import json
 import re
-import select
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InfraError
-from .files import tail
 from .registry import machine_check
-from .runner import Runner, quote
-from .sandbox import is_confined, observed, take_file
+from .runner import Runner
 
 # How QEMU's `mce` monitor command writes each kind of machine check (see DESIGN.md): its
 # MCi_STATUS and MCG_STATUS, in bank 9 with misc 0x8c (address LSB 12, physical address).
@@ -164,161 +159,6 @@ class QMP:
         self.sock.close()
 
 
-def _connect(path: Path, proc, deadline: float) -> socket.socket:
-    """Connect to a socket QEMU listens on. QEMU creates the file before it listens, so
-    'no such file' and 'connection refused' both mean: not yet."""
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise InfraError(f"QEMU did not open {path.name}")
-        time.sleep(0.005)
-
-
-def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
-    """Boot one guest and follow it to its end: agent events are logged as they come, host
-    injections are done when the workload asks, and a guest past its timeout is killed."""
-    req.workdir.mkdir(parents=True, exist_ok=True)
-    # private (0700) and short (a socket path has at most 107 bytes), inside the run's own
-    # socket directory when it has one, which the next run removes if this one is killed
-    sockdir = Path(tempfile.mkdtemp(prefix="farm-", dir=req.sockets))
-    qmp_path, agent_path = sockdir / "qmp.sock", sockdir / "agent.sock"
-    own = req.workdir / ".qemu"  # the one place of the case's directory QEMU writes
-    own.mkdir(exist_ok=True)
-    cmd = qemu_command(req, qmp_path, agent_path, own / "console.log")
-    box = runner.box()  # QEMU's own seccomp filter (-sandbox) is on either way
-    if box is not None:
-        cmd = box.guest(cmd, rw=(own, sockdir), kvm=req.machine.accel == "kvm",
-                        ro=(req.kernel, req.initrd, *(d for d, _ in req.drives)))
-    qemu_log = req.workdir / "qemu.log"
-    run = GuestRun(cmd, None, False, 0.0, req.workdir / "console.log", req.workdir / "agent.log")
-    start = time.monotonic()
-    with open(qemu_log, "w") as qlog, open(run.agent, "w") as alog:
-        qlog.write(f"$ {quote(cmd)}\n")
-        qlog.flush()
-        proc = runner.start(cmd, stdout=qlog, stderr=qlog)
-        qmp = chan = None
-        try:
-            chan = _connect(agent_path, proc, start + 15)
-            qmp = QMP(_connect(qmp_path, proc, start + 15))
-            if box is not None:
-                _check_confined(proc.pid, req.machine.binary, qlog)
-            _follow(req, run, proc, chan, qmp, alog, start)
-        except _Stop:
-            pass
-        except (OSError, InfraError) as e:
-            try:  # a channel that fails often means QEMU is ending: it may say why
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
-            if proc.poll() is None or proc.returncode == 0:
-                run.infra_error = f"guest channel: {e}"
-        finally:
-            for s in (qmp, chan):
-                if s is not None:
-                    s.close()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            shutil.rmtree(sockdir, ignore_errors=True)
-            take_file(own, run.console)
-    run.exit_code = proc.returncode
-    run.seconds = round(time.monotonic() - start, 3)
-    if not run.timed_out and not req.stop_on:
-        said = qemu_said(qemu_log)
-        if run.exit_code not in (0, None):
-            # QEMU's own words (a CPU model it does not know, memory it cannot allocate) say
-            # more than the channel error that followed them
-            run.infra_error = f"QEMU exited with {run.exit_code}: " + (
-                said or " | ".join(tail(qemu_log, 8)))
-        elif run.infra_error is None and "terminating on signal" in said:
-            run.infra_error = "QEMU was stopped by a signal: " + said
-    return run
-
-
-def _check_confined(pid: int, binary: str, qlog) -> None:
-    """The guest's QEMU, seen from /proc, runs as the sandbox made it (qemu.log says how)."""
-    seen = observed(pid, Path(binary).name)
-    qlog.write(f"# confined: {seen or 'QEMU not found under bwrap'}\n")
-    qlog.flush()
-    if not is_confined(seen):
-        raise InfraError(f"QEMU does not run confined (unprivileged, under seccomp): {seen}")
-
-
-def _follow(req: GuestRequest, run: GuestRun, proc, chan: socket.socket, qmp: QMP, alog,
-            start: float) -> None:
-    """Read the agent channel to its end, or to the guest's timeout. After QEMU ends, what it
-    had sent is still read to the end of the stream: the last lines (the result, agent-end)
-    come just before the guest stops."""
-    deadline = start + req.timeout
-    buf = b""
-    while True:
-        exited = proc.poll() is not None
-        if time.monotonic() > deadline:
-            run.timed_out = True
-            break
-        if chan is None:
-            if exited:
-                break
-            time.sleep(0.02)
-            continue
-        ready, _, _ = select.select([chan], [], [], 0.05)
-        if not ready:
-            if exited:
-                break
-            continue
-        data = chan.recv(65536)
-        if not data:
-            chan.close()
-            chan = None
-            continue
-        buf += data
-        while b"\n" in buf:
-            raw, buf = buf.split(b"\n", 1)
-            _agent_line(raw.decode(errors="replace"), req, run, chan, qmp, alog, start)
-    if buf:  # a line cut off when the guest stopped: kept in the log, not parsed
-        alog.write(buf.decode(errors="replace") + "\n")
-
-
-def _agent_line(line: str, req: GuestRequest, run: GuestRun, chan: socket.socket, qmp: QMP,
-                alog, start: float) -> None:
-    """One line of the agent: logged; an event is kept, and answered when it asks the host
-    to inject (or is the event that ends the guest at once)."""
-    alog.write(line + "\n")
-    alog.flush()
-    event = _event(line)
-    if event is None:
-        return
-    event["t"] = round(time.monotonic() - start, 3)
-    run.events.append(event)
-    if event.get("event") == "inject-request":
-        run.injections.append(_inject(qmp, event, chan, req.machine))
-    if req.stop_on and event.get("event") == req.stop_on:
-        raise _Stop
-
-
-def qemu_said(qemu_log: Path, n: int = 4) -> str:
-    """The last lines QEMU itself wrote (its log holds the command line first)."""
-    said = [ln.strip() for ln in tail(qemu_log, 100) if ln.strip() and not ln.startswith("$ ")]
-    return " | ".join(said[-n:])
-
-
-class _Stop(Exception):
-    pass
-
-
-def _event(line: str) -> dict | None:
-    try:
-        ev = json.loads(line)
-    except ValueError:
-        return None
-    return ev if isinstance(ev, dict) else None
-
-
 CPL = re.compile(r"\bCPL=(\d)")
 SRAR_ATTEMPTS = 400
 
@@ -351,7 +191,7 @@ def guest_cpu(value, machine: Machine) -> int:
     return value
 
 
-def _inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine) -> dict:
+def inject(qmp: QMP, event: dict, chan: socket.socket | None, machine: Machine) -> dict:
     """Inject the machine check of the injector the workload names, at the guest-physical
     address it reported.
 

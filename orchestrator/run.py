@@ -19,7 +19,7 @@ from .affected import save_base_coverage
 from .build import BuildRequest, BuildResult, compile_kernel, plan_build, prepare_tree
 from .case import kernel_cmdline
 from .caserecords import CaseSpec, plan_json
-from .errors import FarmError, InfraError
+from .errors import FarmError, InfraError, UserError
 from .farmfile import FarmConfig, Source
 from .files import OwnedDir, prune, results_for, write_json
 from .image import GuestImage, build_image, with_kselftests
@@ -126,7 +126,9 @@ def _run(cfg: FarmConfig, m: Matrix, state: _Run, progress: Progress, runner: Ru
         state.note(seconds=round(time.monotonic() - t0, 1))
     with deferred_signals():
         state.save()
-        code = report_dir(state.results, plan_missing=why_missing)
+        code = report_dir(state.results, plan_missing=why_missing, ended=error and (
+            error.exit_code, "bad input" if isinstance(error, UserError) else
+            "an infrastructure error"))
     base = state.variants[m.base].build
     if m.coverage and base and base.coverage and not state.meta.interrupted:
         src = SourceTree(Path(state.meta.source.path), state.meta.source.digest)

@@ -15,6 +15,7 @@ from .caserecords import CaseSpec, case_id, plan_json, scenario_from_json
 from .errors import UserError
 from .farmfile import ORIGIN_RE, URL_RE
 from .files import claim, write_json
+from .inert import relative_link
 from .outputs import report_dir, write, write_kcidb
 from .progress import say
 from .results import (
@@ -87,7 +88,8 @@ def compare_dirs(dirs: list[Path], out: Path, base: str | None = None,
         for c in doc.cases:
             name = f"{labels[d]}:{c.variant}" if clash else c.variant
             cases.append(replace(c, variant=name, id=case_id(name, c.scenario, c.repeat),
-                                 logs={k: str(d / p) for k, p in c.log_paths.items()}))
+                                 logs={k: str(d / p) for k, p in c.log_paths.items()
+                                       if relative_link(p)}))
             order.append(c.scenario)
     first_dir, first = docs[0]
     base = base or (f"{labels[first_dir]}:{first.run.base}" if clash else first.run.base)

@@ -8,6 +8,7 @@ from collections import Counter
 
 from .caserecords import CaseRecord
 from .coverage_report import summary_lines
+from .inert import markdown
 from .kernel_changes import changes_markdown
 from .results import Results, RunInfo, bases_of
 from .verdicts import Comparison, by_case
@@ -37,6 +38,9 @@ def race_note(race: dict) -> str:
         f"{', ' if i else ': '}{w} {n}" for i, (w, n) in enumerate(data.most_common()))
 
 
+CELL_NOTES, NOTE_CHARS = 4, 160  # a summary cell stays a cell
+
+
 def cell(cases: list[CaseRecord]) -> str:
     """What a variant's runs of a scenario gave: their status, and what the kernel did."""
     if not cases:
@@ -49,8 +53,11 @@ def cell(cases: list[CaseRecord]) -> str:
         notes = [race_note(obs["race"])]
     if obs.get("guest") not in (None, "survived"):
         notes.insert(0, f"guest {obs['guest']}")
+    if len(notes) > CELL_NOTES:  # a guest that floods its console gives thousands
+        notes = [*notes[:CELL_NOTES], f"and {len(notes) - CELL_NOTES} more"]
     if notes:
-        text += f" ({'; '.join(notes)})"
+        text += " (" + "; ".join(n[:NOTE_CHARS] + "…" if len(n) > NOTE_CHARS else n
+                                 for n in notes) + ")"
     return text
 
 
@@ -123,7 +130,10 @@ def _header(doc: Results) -> list[str]:
     return out
 
 
-def summary(doc: Results, code: int) -> str:
+def summary(doc: Results, code: int, why: str = "") -> str:
+    """The run as Markdown (summary.md, and what the terminal shows): every piece of text
+    from a guest, a patch or a file inert (inert.py). why: what ended the run, when an
+    error did."""
     g = Grid(doc)
     out = [*_header(doc), ""]
     head = ["scenario", *map(g.column, g.variants), *map(g.pair, g.compared)]
@@ -152,5 +162,5 @@ def summary(doc: Results, code: int) -> str:
                 f"({c.runs_text()}) — {c.detail}" for c in changes]
     out += changes_markdown(doc)
     out += summary_lines(doc.coverage)
-    out += ["", f"exit code {code}"]
-    return "\n".join(out) + "\n"
+    out += ["", f"exit code {code}" + (f": {why}" if why else "")]
+    return markdown("\n".join(out) + "\n")

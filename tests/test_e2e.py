@@ -344,6 +344,8 @@ def test_patch_that_does_not_apply_exits_2_naming_patch_file_and_hunk(tmp_path):
     assert f"stale: patch 1/1 does not apply: {patch}: file mm/memory-failure.c, hunk #1" \
         in proc.stderr
     assert "make -j" not in proc.stderr
+    # the summary says the exit code the farm gave, and why
+    assert "\nexit code 2: bad input\n" in (tmp_path / "r" / "summary.md").read_text()
 
 
 def test_ctrl_c_keeps_the_finished_cases_and_reports_them(tmp_path):

@@ -4,14 +4,21 @@ what the issue saw it do unsandboxed: read the CI token, write the farm user's h
 cache, the pristine source (through the variant tree's hard link) and a file outside, and
 connect to a listener on 127.0.0.1. The build stops itself at the bzImage goal (no compile:
 the configuration steps are where the probe runs). Nothing of it may succeed: the pristine
-source and another variant's tree keep their manifests."""
+source and another variant's tree keep their manifests. Then guests that flood: ended, and
+their logs within the caps."""
 
 import difflib
+import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
+from orchestrator.bounds import AGENT_CAP, CONSOLE_CAP, LINE_CAP
 from orchestrator.build import BuildRequest, build
 from orchestrator.farmfile import Variant, load_farm
 from orchestrator.progress import Progress
@@ -103,3 +110,42 @@ def test_a_hostile_series_reaches_nothing_outside_its_tree(tmp_path, monkeypatch
             assert not path.exists(), f"the probe wrote {path}"
     assert (src.path / "README").read_bytes() == pristine_readme
     assert source_changed(src.path) == ""
+
+
+def test_a_flooding_guest_is_ended_with_its_output_kept_within_the_caps(tmp_path):
+    """Two real guests of the base kernel that write without end: one its serial console (in
+    lines of terminal escapes and markup), one a line that never ends on its agent channel.
+    Each is ended long before its timeout, is an `error` that says so, and leaves logs within
+    the caps; the summary shows the console's text inert."""
+    farm_yaml = tmp_path / "farm.yaml"
+    farm_yaml.write_text(textwrap.dedent(f"""\
+        source: {{tarball: /usr/src/linux-source-6.12.tar.xz}}
+        config: {{fragments: [{REPO / 'kernels/base.config'}]}}
+        variants: {{baseline: {{}}}}
+        guest: {{timeout: 600, cpu: Skylake-Server, accel: auto}}
+        scenarios: {REPO / 'tests/data/flood/scenarios.yaml'}
+        """))
+    results = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "-c", farm_yaml,
+                           "--results", results, "-j", "2"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    doc = json.loads((results / "results.json").read_text())
+    cases = {c["scenario"]: c for c in doc["cases"]}
+    for name, what, log in (("flood-console", "console", "console"),
+                            ("flood-agent", "agent", "agent")):
+        c = cases[name]
+        assert c["status"] == "error" and f"{what} flood: " in c["message"], c
+        assert c["seconds"] < 300, c  # ended by the cap, not by the 600 s timeout
+        path = results / c["logs"][log]
+        size = path.stat().st_size
+        cap = CONSOLE_CAP if log == "console" else AGENT_CAP
+        assert size <= cap + 2 * LINE_CAP, (path, size)
+        with open(path, "rb") as f:
+            assert max(len(line) for line in f) <= LINE_CAP + 100  # every line cut
+    assert "[farm: console cut at 8 MiB of" in (
+        results / cases["flood-console"]["logs"]["console"]).read_text(errors="replace")
+    assert "[farm: line cut at 1 MiB]" in (
+        results / cases["flood-agent"]["logs"]["agent"]).read_text()
+    for text in (proc.stdout, proc.stderr, (results / "summary.md").read_text()):
+        assert "\x1b" not in text and "<script>" not in text

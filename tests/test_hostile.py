@@ -174,6 +174,11 @@ CASES = [
     ("expect-step-key-dots", farm(), scen(("access: read", "access: [read, pread]"),
                                           append="      pread.errno.x: 5\n"), "scen", 10,
      "a step's observables are signal, si_addr_lsb, data, errno, bytes"),
+    # escape sequences that would clear the terminal and set its title, if echoed raw
+    ("scenario-name-escapes", farm(), scen(("name: anon-madvise", 'name: "\\e]0;pwned\\a\\e[2J"')),
+     "scen", 2, "scenario name '\\x1b]0;pwned\\x07\\x1b[2J'"),
+    ("farm-key-escapes", farm(append='"\\e[2Jdanger\\u202e": 1\n'), scen(), "farm", 13,
+     "\\x1b[2Jdanger\\u202e"),
     ("git-ref-option", farm(("source: {tarball: linux.tar.xz}",
                              "source: {git: ., ref: --output=/tmp/x}")), scen(), "farm", 1,
      "source.ref: '--output=/tmp/x' is not a git ref"),
@@ -200,6 +205,7 @@ def test_hostile_input_is_exit_2_with_file_and_line_and_nothing_built(
     where = f"{files[which]}:{line}: " if line else f"{files[which]}: "
     hits = [ln for ln in proc.stderr.splitlines() if where in ln and words in ln]
     assert hits, proc.stderr[-2000:]
+    assert not any(ch in proc.stderr for ch in "\x1b\x07\u202e"), "a control character is live"
     assert not cache.exists() and not results.exists(), "something was built or written"
 
 

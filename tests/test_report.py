@@ -228,3 +228,41 @@ def test_run_ids_are_unique_within_one_second(tmp_path):
     ids = {fresh_results(tmp_path, now)[0] for _ in range(2000)}
     assert len(ids) == 2000 and len(list(tmp_path.iterdir())) == 2000
     assert all(i.startswith(now.strftime("%Y%m%d-%H%M%S-")) for i in ids)
+
+
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07<script>alert(1)</script>\u202eevil"
+
+
+def test_text_from_a_guest_is_inert_on_the_terminal_in_markdown_and_in_links(run_dir, capsys):
+    """A tampered case file (what a guest or a hostile tree could make of one): escape
+    sequences and a bidirectional override in its message, 5,000 recovery lines, and a
+    javascript: link as its console log. The terminal, summary.md and report.html show it
+    all as text, and the summary's cell stays a cell."""
+    case = run_dir / "cases/poison-clean-ptes/pagecache-clean-madvise/r1/case.json"
+    doc = json.loads(case.read_text())
+    doc["message"] = HOSTILE
+    doc["observed"]["recovery"] = [f"page {n}: Recovered {HOSTILE}" for n in range(5000)]
+    doc["logs"]["console"] = "javascript:alert(document.cookie)"
+    case.write_text(json.dumps(doc))
+    assert main(["report", str(run_dir)]) == 1
+    out = capsys.readouterr().out
+    md = (run_dir / "summary.md").read_text()
+    for text in (out, md):
+        assert not any(ch in text for ch in "\x1b\x07\u202e"), "a control character is live"
+        assert "\\x1b[2J\\x1b]0;pwned\\x07&lt;script>alert(1)&lt;/script>\\u202eevil" in text
+        assert "<script>" not in text
+        row = next(ln for ln in text.splitlines() if ln.startswith("| pagecache-clean-madvise"))
+        assert "and 4996 more" in row and len(row) < 2000
+    page = (run_dir / "report.html").read_text()
+    assert "javascript:" not in page  # no link to it, and the message shows no such text
+    assert "\x1b" not in page and "&lt;script&gt;" in page
+
+
+def test_links_are_relative_paths_into_the_result_directory():
+    from orchestrator.inert import relative_link
+    assert relative_link("cases/a/anon/r1/console.log") == "cases/a/anon/r1/console.log"
+    for bad in ("javascript:alert(1)", "JavaScript:x", "data:text/html,x", "http://x/y",
+                "/etc/passwd", "../../etc/passwd", "cases/../../x", "a\\b", "a\x00b", "", None):
+        assert relative_link(bad) == "", bad
+    assert relative_link("/runs/mon/cases/x.log", ("/runs/mon",)) == "/runs/mon/cases/x.log"
+    assert relative_link("/runs/other/x.log", ("/runs/mon",)) == ""

@@ -187,7 +187,8 @@ Runner().run(["sleep", "{m2}"])
 def test_qemu_option_values_escape_commas_and_qemus_own_words_are_the_error(tmp_path):
     """A path with a comma stays one path in QEMU's option lists; when QEMU refuses to
     start, what it said is the error, not the channel that never opened."""
-    from orchestrator.qemu import opt, run_guest
+    from orchestrator.guest import run_guest
+    from orchestrator.qemu import opt
     work = tmp_path / "case,with=comma"
     req = GuestRequest(Machine(accel="tcg", cpu="nonsense"), tmp_path / "no-kernel",
                        tmp_path / "no-initrd", "console=ttyS0", work, 30.0)
