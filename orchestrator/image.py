@@ -124,9 +124,13 @@ def build_image(guest_tests: Path, cache: Path, runner: Runner) -> GuestImage:
         ("bin", "dev", "proc", "sys", "mnt", "tmp", "guest-tests")]
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()))
     entries.append(("init", stat.S_IFREG | 0o755, (guest_tests / "agent" / "init").read_bytes()))
+    box = runner.box()  # guest_tests may come from a merge request: compiled in the sandbox
+    if box is not None:
+        box.give(tmp / "bin")
     for src in workload_sources(guest_tests):
         exe = tmp / "bin" / src.stem
-        runner.run(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", exe, src])
+        runner.contained(["gcc", "-O2", "-Wall", "-static", "-pthread", "-o", exe, src],
+                         rw=[tmp / "bin"], ro=[src])
         entries.append((f"guest-tests/{src.stem}", stat.S_IFREG | 0o755, exe.read_bytes()))
     write_cpio(entries, tmp / "initramfs.cpio")
     runner.run(["mke2fs", "-q", "-t", "ext2", "-b", "4096", "-F", "-L", "farm",
