@@ -17,6 +17,9 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
              the base's whole default run with --coverage vs without (warm builds both)
   layers     a case on the debug layer's kernel and on the KASAN layer's vs the same case on
              the plain kernel (median of 5 each, interleaved), and what each build cost
+  sandbox    what the sandbox costs (docs/sandbox.md): the base's warm build and one case, each
+             in the sandbox vs outside it (--no-sandbox's way), interleaved; and the patched
+             variant's warm build, which reads ccache only, vs the base's beside it
   bisect     `farm bisect` of a 16-patch series whose patch 11 is the demonstration patch (the
              others add a comment each): prefixes built, the first bad patch found, and each
              prefix's warm build against the warm build of the base beside it
@@ -69,14 +72,15 @@ def source():
     return prepare_source(CFG.source, CFG.cache, RUNNER, QUIET)
 
 
-def one_case(s, i: int, tmp: Path, where: str, build_, image, machine, timeout: int = 60):
+def one_case(s, i: int, tmp: Path, where: str, build_, image, machine, timeout: int = 60,
+             runner: Runner = RUNNER):
     """One farm case of scenario s on a build, run as a pytest worker runs it; it must pass."""
     spec = CaseSpec.planned("b", s, i, results=str(tmp), machine=machine, kernel=build_.boot,
                             initrd=str(image.initrd), disk=str(image.disk),
                             swap=str(image.swap), timeout=timeout,
                             coverage_dir=build_.coverage or None,
                             coverage_files=tuple(build_.coverage_files))
-    rec = run_case(replace(spec, dir=f"{where}/{i}"), RUNNER)
+    rec = run_case(replace(spec, dir=f"{where}/{i}"), runner)
     assert rec.status == "pass", (where, rec.message)
     return rec
 
@@ -98,12 +102,60 @@ def plain_make(src: Path, obj: Path, ccache_dir: Path, use_ccache: bool) -> floa
     return time.monotonic() - start
 
 
-def farm_build(cache: Path) -> float:
-    """The farm's build of the base variant (its tree, config and make); returns its time."""
+def farm_build(cache: Path, runner: Runner = RUNNER, variant: str = "") -> float:
+    """The farm's build of a variant (default: the base; its tree, config and make) into a
+    cache; returns its time."""
     src = source()
-    req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, cache,
-                       (os.cpu_count() or 1) + 1)
-    return timed(build, req, RUNNER, QUIET)
+    req = BuildRequest(CFG.variants[variant or CFG.base], src, CFG.base_config, CFG.fragments,
+                       cache, (os.cpu_count() or 1) + 1)
+    return timed(build, req, runner, QUIET)
+
+
+def scratch_cache() -> Path:
+    """A cache of its own (so the farm really builds) with the warm ccache and sources."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-farm-"))
+    (scratch / "ccache").symlink_to(CFG.cache / "ccache")
+    (scratch / "sources").symlink_to(CFG.cache / "sources")
+    return scratch
+
+
+def bench_sandbox() -> dict:
+    """Builds and cases in the sandbox against the same outside it, interleaved (the first
+    round in the other order); each figure the fastest build of three, the median case of 7."""
+    outside = Runner(sandbox=False)
+    patched = next(v for v in CFG.variants if v != CFG.base)
+    builds: dict[str, list[float]] = {"in": [], "out": [], "patched": []}
+    for rnd in range(3):
+        order = (("out", outside), ("in", RUNNER)) if rnd == 0 else (
+            ("in", RUNNER), ("out", outside))
+        for name, runner in order:
+            scratch = scratch_cache()
+            builds[name].append(farm_build(scratch, runner))
+            shutil.rmtree(scratch)
+        scratch = scratch_cache()
+        builds["patched"].append(farm_build(scratch, RUNNER, patched))
+        shutil.rmtree(scratch)
+    s = next(s for s in CFG.scenarios if s.name == "anon-madvise")
+    built = build(BuildRequest(CFG.variants[CFG.base], source(), CFG.base_config,
+                               CFG.fragments, CFG.cache, 3), RUNNER, QUIET)
+    image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
+    machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    cases: dict[str, list[float]] = {"in": [], "out": []}
+    for i in range(7):
+        for name, runner in (("in", RUNNER), ("out", outside)):
+            cases[name].append(timed(one_case, s, i, tmp, name, built, image, machine,
+                                     runner=runner))
+    shutil.rmtree(tmp)
+    b_in, b_out, b_patched = (min(builds[k]) for k in ("in", "out", "patched"))
+    c_in, c_out = (statistics.median(cases[k]) for k in ("in", "out"))
+    return {"build_in_s": round(b_in, 1), "build_out_s": round(b_out, 1),
+            "build_ratio": round(b_in / b_out, 3),
+            "patched_build_s": round(b_patched, 1), "patched_vs_base": round(b_patched / b_in, 3),
+            "case_in_s": round(c_in, 2), "case_out_s": round(c_out, 2),
+            "case_ratio": round(c_in / c_out, 3),
+            "runs_s": {k: [round(x, 1) for x in v] for k, v in {**builds, **{
+                f"case_{k}": v for k, v in cases.items()}}.items()}}
 
 
 def plain_tree() -> Path:
@@ -122,9 +174,7 @@ def bench_build(cold: bool) -> dict:
     # that runs first in a round also warms the page cache for the other.
     farms, plains = [], []
     for rnd in range(3):
-        scratch = Path(tempfile.mkdtemp(prefix="bench-farm-"))
-        (scratch / "ccache").symlink_to(ccache)
-        (scratch / "sources").symlink_to(CFG.cache / "sources")
+        scratch = scratch_cache()
         tree = plain_tree()
         if rnd == 0:
             plains.append(plain_make(tree / "src", tree / "obj-plain", ccache, use_ccache=True))
@@ -348,7 +398,7 @@ def bench_races() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect,"
-                                   "coverage,layers,races")
+                                   "coverage,layers,races,sandbox")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
@@ -356,7 +406,7 @@ def main() -> int:
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
                "bisect": bench_bisect, "coverage": bench_coverage, "layers": bench_layers,
-               "races": bench_races}
+               "races": bench_races, "sandbox": bench_sandbox}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:
