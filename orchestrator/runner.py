@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import InfraError
@@ -109,6 +109,7 @@ class _Lines:
 
 
 _PROBED: dict[bool, Sandbox | str] = {}
+_GUARDS: list[int] = []
 
 
 def sandbox_here() -> Sandbox | str:
@@ -119,6 +120,10 @@ def sandbox_here() -> Sandbox | str:
             box = host_sandbox()
             res = subprocess.run(box.argv(["true"]), env=dict(BASE_ENV), capture_output=True,
                                  text=True, timeout=60, stdin=subprocess.DEVNULL)
+            if res.returncode == 0:
+                guard, _keep = os.pipe()  # the write end stays open as long as this process
+                _GUARDS.append(_keep)
+                box = replace(box, guard=guard)
             _PROBED[True] = box if res.returncode == 0 else (
                 "bubblewrap cannot make a sandbox here: "
                 + (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1][:300])
@@ -127,6 +132,14 @@ def sandbox_here() -> Sandbox | str:
         except (OSError, subprocess.TimeoutExpired) as e:
             _PROBED[True] = f"bubblewrap cannot make a sandbox here: {e}"
     return _PROBED[True]
+
+
+def guard_fds(cmd: Sequence[str]) -> tuple[int, ...]:
+    """The fds a command must inherit: a sandboxed one, its guard (Sandbox.guard)."""
+    box = _PROBED.get(True)
+    if isinstance(box, Sandbox) and box.guard is not None and cmd and cmd[0] == box.bwrap:
+        return (box.guard,)
+    return ()
 
 
 class Runner:
@@ -199,7 +212,7 @@ class Runner:
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT,
                                     text=True, errors="replace", bufsize=1,
-                                    start_new_session=True,
+                                    start_new_session=True, pass_fds=guard_fds(cmd),
                                     preexec_fn=child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e
@@ -238,7 +251,7 @@ class Runner:
         self._announce(cmd, cwd, env)
         try:
             return subprocess.Popen(cmd, cwd=cwd, env=self._env(env), stdin=subprocess.DEVNULL,
-                                    stdout=stdout, stderr=stderr,
+                                    stdout=stdout, stderr=stderr, pass_fds=guard_fds(cmd),
                                     preexec_fn=child_setup(os.getpid()))
         except OSError as e:
             raise InfraError(f"cannot run {cmd[0]}: {e.strerror}: {quote(cmd, cwd, env)}") from e

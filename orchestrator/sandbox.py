@@ -50,6 +50,10 @@ class Sandbox:
     bwrap: str = "bwrap"
     uid: int | None = None
     gid: int | None = None
+    # the read end of a pipe whose write end only the farm's process holds: when that process
+    # dies, however it dies, the guard inside the sandbox kills all there (bwrap's own
+    # --die-with-parent misses a parent that dies while bwrap sets up; seen under load)
+    guard: int | None = None
 
     def argv(self, cmd: Sequence[str], *, rw: Iterable[Path] = (), ro: Iterable[Path] = (),
              env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -89,6 +93,9 @@ class Sandbox:
         if cwd is not None:
             words += ["--chdir", str(Path(cwd).absolute())]
         words.append("--")
+        if self.guard is not None:
+            words += ["sh", "-c", f"(cat /proc/self/fd/{self.guard} >/dev/null; kill -KILL -1) "
+                      '& exec "$@"', "farm-guard"]
         if self.uid is not None:
             groups = sorted({str(d.stat().st_gid) for d in devices})
             words += ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}",

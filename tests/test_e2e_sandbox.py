@@ -10,6 +10,7 @@ their logs within the caps."""
 import difflib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -130,6 +131,11 @@ def test_a_flooding_guest_is_ended_with_its_output_kept_within_the_caps(tmp_path
                            "--results", results, "-j", "2"], cwd=REPO, capture_output=True,
                           text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 3, proc.stderr[-3000:]
+    # memory: no process of the run (the farm, its pytest workers, QEMU with its 256 MB guest)
+    # grew with what the guests wrote: a farm that kept a flooded console or an endless
+    # agent line in memory passes 1 GiB within the guests' first minute
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert peak_mb < 1024, f"a process of the run reached {peak_mb:.0f} MB"
     doc = json.loads((results / "results.json").read_text())
     cases = {c["scenario"]: c for c in doc["cases"]}
     for name, what, log in (("flood-console", "console", "console"),

@@ -187,3 +187,37 @@ def test_the_farm_sees_how_a_sandboxed_process_runs(runner):
     assert is_confined("uid=999 seccomp=2 no_new_privs=1 cap_eff=0000000000000000")
     assert not is_confined("uid=0 seccomp=2 no_new_privs=1 cap_eff=0000000000000000")
     assert not is_confined("")
+
+
+def test_what_runs_in_the_sandbox_dies_with_the_farm_process_however_it_dies(tmp_path):
+    """A process that started a sandboxed command is SIGKILLed: the command goes with it.
+    (Sandbox.guard also covers a parent that dies while bwrap sets up, which bwrap's own
+    --die-with-parent misses: a race seen only under load, in test_faults' SIGKILL test.)"""
+    marker = f"{os.getpid()}{time.monotonic_ns() % 10**6}"
+    script = tmp_path / "starter.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        from orchestrator.runner import Runner
+        r = Runner()
+        r.start(r.box().argv(["sleep", "{marker}"]))
+        print("started", flush=True)
+        time.sleep(600)
+        """))
+    starter = subprocess.Popen([os.sys.executable, script], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout.readline() == "started\n"
+    for _ in range(500):
+        if subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True).stdout:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the sandboxed command never started")
+    starter.kill()
+    starter.wait()
+    for _ in range(500):
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True,
+                              text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.01)
+    assert not left, "the sandboxed command outlived the process that started it"
