@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .accel import accelerator
 from .affected import save_base_coverage
-from .build import BuildRequest, BuildResult, compile_kernel, plan_build, prepare_tree
+from .build import BuildRequest, BuildResult, compile_kernel, plan_build, prepare_tree, published
 from .case import kernel_cmdline
 from .caserecords import CaseSpec, plan_json
 from .errors import FarmError, InfraError, UserError
@@ -190,12 +190,24 @@ def build_variants(cfg: FarmConfig, m: Matrix, trees: dict[Source, SourceTree],
         plans[v] = plan_build(reqs[v], runner)
         if plans[v].cached:
             plans[v].cached = replace(plans[v].cached, seconds=round(time.monotonic() - t, 2))
+    # Variants of one key (an A/A pair) are one build: the first builds, the others take it.
+    first = {}
+    for v in m.variants:
+        first.setdefault(plans[v].key, v)
     try:
         for v in m.variants:
-            if not plans[v].cached:
+            if not plans[v].cached and first[plans[v].key] == v:
                 prepare_tree(reqs[v], plans[v], runner, progress)
-        return {v: _build_one(reqs[v], plans[v], runner, progress, results)
-                for v in m.variants}
+        builds: dict[str, BuildResult] = {}
+        for v in m.variants:
+            twin = first[plans[v].key]
+            if twin != v and not plans[v].cached:
+                plans[v].cached = published(reqs[v], plans[v].out)
+                if plans[v].cached is None:  # its twin's build failed: so did this one
+                    builds[v] = replace(builds[twin], variant=v)
+                    continue
+            builds[v] = _build_one(reqs[v], plans[v], runner, progress, results)
+        return builds
     finally:
         for p in plans.values():
             if p.work:

@@ -213,3 +213,34 @@ def test_kselftests_are_keyed_apart_from_the_kernel_and_tell_what_they_printed(e
     assert Path(rebuilt[prog]).is_file()
     if plan.work:
         plan.work.remove()
+
+
+def test_variants_of_one_key_are_one_build_made_once(tmp_path, fake_kernel):
+    """An A/A farm (kernels/aa.yaml) names the same kernel twice: with nothing cached, the
+    first variant builds it and the second takes that build (two trees of one key in one
+    run would each lock the other out)."""
+    from orchestrator.farmfile import load_farm
+    from orchestrator.options import RunOptions
+    from orchestrator.plan import Matrix
+    from orchestrator.run import build_variants
+
+    (tmp_path / "farm.config").write_text("CONFIG_MEMORY_FAILURE=y\n")
+    farm = tmp_path / "farm.yaml"
+    farm.write_text(f"source: {{dir: {fake_kernel}}}\n"
+                    "config: {base: tinyconfig, fragments: [farm.config]}\n"
+                    "variants: {baseline: {}, baseline-again: {}}\n"
+                    f"cache: {tmp_path / 'cache'}\n"
+                    f"scenarios: {Path(__file__).parent.parent / 'guest-tests/scenarios.yaml'}\n")
+    cfg = load_farm(farm)
+    commands = []
+    runner = Runner(on_command=commands.append)
+    progress = Progress(stream=open(tmp_path / "progress.txt", "w"))
+    trees = {cfg.source: prepare_source(cfg.source, cfg.cache, runner, progress)}
+    (tmp_path / "results").mkdir()
+    builds = build_variants(cfg, Matrix.of(cfg, RunOptions(scenarios="anon-madvise")), trees,
+                            runner, progress, tmp_path / "results")
+    assert builds["baseline"].status == "built", builds["baseline"]
+    assert builds["baseline-again"].status == "cached"
+    assert builds["baseline-again"].key == builds["baseline"].key
+    assert builds["baseline-again"].variant == "baseline-again"
+    assert sum(" make -C " in c and "bzImage" in c for c in commands) == 1
