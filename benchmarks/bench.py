@@ -6,9 +6,13 @@ Never a timed test: these machines are shared and noisy, so read the ratios, not
   build      farm build of a variant vs plain `make` of the same config, both with warm ccache
              (--cold: also both from an empty ccache, ~11 minutes on two cores)
   unchanged  the time for the farm to find an unchanged variant's kernel in its cache
-  case       one farm case vs a bare qemu-system-x86_64 boot of the same kernel and initramfs
-             running the same workload, and a bare boot of the bzImage through the default
-             firmware for reference (median of 7 each, interleaved)
+  case       one farm case restored from a snapshot and one booted cold vs a bare
+             qemu-system-x86_64 boot of the same kernel and initramfs running the same
+             workload, and a bare boot of the bzImage through the default firmware for
+             reference (median of 7 each, interleaved)
+  snapshot   runs by snapshot vs cold (docs/snapshots.md): the warm default A/B, the race set
+             on the debug layer, -j 2 vs -j 1 with snapshots, and a one-case `farm run` (the
+             whole process) vs a bare QEMU run of that case's command line
   parallel   the same 32-case matrix with -j 2 vs -j 1
   ab         the whole default A/B run (farm.yaml) from a warm cache, with and without the
              confirmation of its verdicts
@@ -73,15 +77,19 @@ def source():
 
 
 def one_case(s, i: int, tmp: Path, where: str, build_, image, machine, timeout: int = 60,
-             runner: Runner = RUNNER):
-    """One farm case of scenario s on a build, run as a pytest worker runs it; it must pass."""
+             runner: Runner = RUNNER, boot: str = "cold"):
+    """One farm case of scenario s on a build, run as a pytest worker runs it; it must pass.
+    boot: cold, or snapshot (restored from a snapshot kept under tmp, made by the first)."""
+    (tmp / "run").mkdir(exist_ok=True)
     spec = CaseSpec.planned("b", s, i, results=str(tmp), machine=machine, kernel=build_.boot,
                             initrd=str(image.initrd), disk=str(image.disk),
                             swap=str(image.swap), timeout=timeout,
                             coverage_dir=build_.coverage or None,
-                            coverage_files=tuple(build_.coverage_files))
+                            coverage_files=tuple(build_.coverage_files), boot=boot,
+                            sockets=str(tmp / "run"))
     rec = run_case(replace(spec, dir=f"{where}/{i}"), runner)
     assert rec.status == "pass", (where, rec.message)
+    assert rec.boot == boot, (where, rec.boot_why)
     return rec
 
 
@@ -212,10 +220,25 @@ def bench_unchanged() -> dict:
     return {"median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs]}
 
 
+def bare_guest(machine, kernel: Path, initrd: Path, s, d: Path) -> None:
+    """A bare QEMU run of the farm's guest command line for scenario s, booted, its agent
+    port written to a file instead of the farm's socket, no QMP: what a case costs QEMU."""
+    d.mkdir(parents=True)
+    req = GuestRequest(machine, kernel, initrd, kernel_cmdline(s), d, 60)
+    cmd = qemu_command(req, d / "qmp.sock", d / "agent.sock")
+    cmd = [c.replace(f"socket,id=agent,path={d / 'agent.sock'},server=on,wait=off",
+                     f"file,id=agent,path={d / 'agent.log'}") for c in cmd]
+    cmd = cmd[:cmd.index("-qmp")] + cmd[cmd.index("-qmp") + 2:]
+    RUNNER.run(cmd, timeout=60)
+    assert '"event":"result"' in (d / "agent.log").read_text()
+
+
 def bench_case() -> dict:
-    """The farm's case against a bare QEMU boot of the image the farm boots (the vmlinux
-    through its PVH entry), and, for reference, a bare boot of the bzImage through the
-    default firmware: what the PVH entry saves."""
+    """The farm's case restored from a snapshot, and booted cold, against a bare QEMU boot of
+    the image the farm boots (the vmlinux through its PVH entry), and, for reference, a bare
+    boot of the bzImage through the default firmware: what the PVH entry saves. The
+    snapshot's own boot (once per shape and run) is made before the first restored case,
+    and given apart."""
     s = next(s for s in CFG.scenarios if s.name == "anon-madvise")
     src = source()
     req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments, CFG.cache, 3)
@@ -224,31 +247,77 @@ def bench_case() -> dict:
     machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
     tmp = Path(tempfile.mkdtemp(prefix="bench-case-"))
 
-    def farm_case(i):
-        one_case(s, i, tmp, "farm", built, image, machine)
+    def farm_case(boot, i):
+        one_case(s, i, tmp, f"farm-{boot}", built, image, machine, boot=boot)
 
     def bare_case(kernel, i):
-        d = tmp / f"bare-{kernel.name}" / str(i)
-        d.mkdir(parents=True)
-        req = GuestRequest(machine, kernel, image.initrd, kernel_cmdline(s), d, 60)
-        cmd = qemu_command(req, d / "qmp.sock", d / "agent.sock")
-        # the same guest with its agent port written to a file instead of the farm's socket
-        cmd = [c.replace(f"socket,id=agent,path={d / 'agent.sock'},server=on,wait=off",
-                         f"file,id=agent,path={d / 'agent.log'}") for c in cmd]
-        cmd = cmd[:cmd.index("-qmp")] + cmd[cmd.index("-qmp") + 2:]
-        RUNNER.run(cmd, timeout=60)
-        assert '"event":"result"' in (d / "agent.log").read_text()
+        bare_guest(machine, kernel, image.initrd, s, tmp / f"bare-{kernel.name}" / str(i))
 
-    farm, bare, bz = [], [], []
-    for i in range(7):  # interleaved, so a noisy minute hits all three alike
-        farm.append(timed(farm_case, i))
+    made = timed(farm_case, "snapshot", 99)  # the snapshot's boot and save, then a case
+    (made_doc,) = [json.loads(p.read_text()) for p in (tmp / "run" / "snapshots").glob("*.json")]
+    snap, cold, bare, bz = [], [], [], []
+    for i in range(7):  # interleaved, so a noisy minute hits all four alike
+        snap.append(timed(farm_case, "snapshot", i))
+        cold.append(timed(farm_case, "cold", i))
         bare.append(timed(bare_case, Path(built.boot), i))
         bz.append(timed(bare_case, Path(built.kernel), i))
     shutil.rmtree(tmp)
-    f, b, z = (statistics.median(x) for x in (farm, bare, bz))
-    return {"boot": built.boot_via, "farm_case_s": round(f, 2), "bare_qemu_s": round(b, 2),
-            "ratio": round(f / b, 3), "bare_bzimage_firmware_s": round(z, 2),
-            "pvh_saves": round(z / b, 3)}
+    n, c, b, z = (statistics.median(x) for x in (snap, cold, bare, bz))
+    return {"boot": built.boot_via, "snapshot_case_s": round(n, 2), "cold_case_s": round(c, 2),
+            "bare_qemu_s": round(b, 2), "snapshot_vs_cold": round(n / c, 3),
+            "snapshot_vs_bare": round(n / b, 3), "cold_vs_bare": round(c / b, 3),
+            "snapshot_boot_and_save_s": made_doc["seconds"],
+            "snapshot_mb": round(made_doc["bytes"] / 1e6, 1),
+            "first_snapshot_case_s": round(made, 2),
+            "bare_bzimage_firmware_s": round(z, 2), "pvh_saves": round(z / b, 3)}
+
+
+def bench_snapshot() -> dict:
+    """Whole runs by snapshot against the same runs cold, side by side: the warm default
+    A/B run; the race set on the debug layer; -j 2 against -j 1 with snapshots; and a
+    one-case `farm run` (the whole process) against a bare QEMU run of that case's own
+    command line (median of 7 interleaved pairs)."""
+    out = {}
+    ab_snap, ab_cold = farm_run(), farm_run(boot="cold")
+    out["default_ab"] = {"snapshot_s": round(ab_snap, 1), "cold_s": round(ab_cold, 1),
+                         "ratio": round(ab_snap / ab_cold, 3)}
+    names = ",".join(s.name for s in CFG.scenarios[:32])
+    one = farm_run(variants=(CFG.base,), scenarios=names, jobs=1, confirm=0)
+    two = farm_run(variants=(CFG.base,), scenarios=names, jobs=2, confirm=0)
+    out["parallel"] = {"cases": 32, "j1_s": round(one, 1), "j2_s": round(two, 1),
+                       "speedup": round(one / two, 3)}
+    race = {boot: farm_run(variants=(CFG.base,), scenarios="race-*", confirm=0, seed=1,
+                           layers=("debug",), boot=boot) for boot in ("snapshot", "cold")}
+    out["races_debug"] = {"snapshot_s": round(race["snapshot"], 1),
+                          "cold_s": round(race["cold"], 1),
+                          "ratio": round(race["snapshot"] / race["cold"], 3)}
+    out["one_case_run"] = one_case_run()
+    return out
+
+
+def one_case_run() -> dict:
+    """`farm run --variants baseline --scenarios anon-madvise --confirm 0 -j 1` as a user
+    runs it (a new process, warm cache, snapshot boot), against a bare QEMU boot of that
+    case's guest (bare_guest), interleaved."""
+    import subprocess
+    s = next(s for s in CFG.scenarios if s.name == "anon-madvise")
+    built = build(BuildRequest(CFG.variants[CFG.base], source(), CFG.base_config,
+                               CFG.fragments, CFG.cache, 3), RUNNER, QUIET)
+    image = build_image(CFG.guest_tests, CFG.cache, RUNNER)
+    machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
+    farm_s, bare_s = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-one-") as d:
+        for i in range(7):
+            start = time.monotonic()
+            subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--variants",
+                            CFG.base, "--scenarios", s.name, "--confirm", "0", "-j", "1",
+                            "--results", f"{d}/r{i}"], cwd=REPO, check=True,
+                           capture_output=True)
+            farm_s.append(time.monotonic() - start)
+            bare_s.append(timed(bare_guest, machine, Path(built.boot), image.initrd, s,
+                                Path(d) / f"bare{i}"))
+    f, b = statistics.median(farm_s), statistics.median(bare_s)
+    return {"farm_run_s": round(f, 2), "bare_qemu_s": round(b, 2), "ratio": round(f / b, 3)}
 
 
 def bench_coverage() -> dict:
@@ -398,7 +467,7 @@ def bench_races() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated: build,unchanged,case,parallel,ab,bisect,"
-                                   "coverage,layers,races,sandbox")
+                                   "coverage,layers,races,sandbox,snapshot")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = ap.parse_args()
@@ -406,7 +475,7 @@ def main() -> int:
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
                "bisect": bench_bisect, "coverage": bench_coverage, "layers": bench_layers,
-               "races": bench_races, "sandbox": bench_sandbox}
+               "races": bench_races, "sandbox": bench_sandbox, "snapshot": bench_snapshot}
     results = {"host": os.uname().nodename, "cpus": os.cpu_count(),
                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in names:

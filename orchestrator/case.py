@@ -17,6 +17,7 @@ from .qemu import GuestRequest, GuestRun
 from .registry import KSELFTEST_AUTO, kselftest_file
 from .runner import Runner
 from .scenarios import Scenario
+from .snapshot import snapshot_for, with_boot
 
 WRITEBACK_THROTTLE = "throttling.bps-write=16384"  # keeps a written page under writeback
 
@@ -37,14 +38,24 @@ def kselftest_binary(prog: str) -> str:
     return "kselftest/" + kselftest_file(prog)
 
 
+BOOT_WORDS = ("console=ttyS0", "panic=-1", "no_timer_check", "rdinit=/init")
+
+
 def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
-    """The guest's command line: what the agent sets up and runs. gcov: the profiled tree
-    files whose counters the agent zeroes and sends back (checked by config). A race's
-    guest panics on an Oops: a lost race leaves a lock held, and a guest that then waits out
-    its timeout would tell nothing more. no_timer_check: the boot-time check that the
+    """A cold-booted guest's command line: the kernel's words (BOOT_WORDS), then what the
+    agent sets up and runs (case_words). no_timer_check: the boot-time check that the
     IO-APIC timer ticks is a busy-wait on emulated time; on a loaded TCG host it misses its
     ticks and panics ("IO-APIC + timer doesn't work!") before the agent starts, which made an
     overloaded CI runner report a failing case of a kernel that was fine."""
+    return " ".join([*BOOT_WORDS, *case_words(s, gcov)])
+
+
+def case_words(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The agent's words for this case (farm.run, farm.sysctl, its disks, the profiled tree
+    files whose counters it zeroes and sends back): on the command line of a cold boot, one
+    line on the agent channel of a guest restored from a snapshot (snapshot.py). A race's
+    guest panics on an Oops (kernel.panic_on_oops): a lost race leaves a lock held, and a
+    guest that then waits out its timeout would tell nothing more."""
     if s.kselftest == KSELFTEST_AUTO:
         run = ["kselftest-all"]  # the agent runs kselftest/auto/*, one after the other
     elif s.kselftest:
@@ -60,9 +71,9 @@ def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
     if s.cleanup != "none":
         run += ["--cleanup", s.cleanup]
     sysctl = {"vm.memory_failure_early_kill": s.early_kill,
-              "vm.memory_failure_recovery": s.recovery, **s.sysctl}
-    words = ["console=ttyS0", "panic=-1", "no_timer_check",
-             *(["oops=panic"] if s.race else []), "rdinit=/init", f"farm.run={':'.join(run)}",
+              "vm.memory_failure_recovery": s.recovery,
+              **({"kernel.panic_on_oops": 1} if s.race else {}), **s.sysctl}
+    words = [f"farm.run={':'.join(run)}",
              "farm.sysctl=" + ",".join(f"{k}={v}" for k, v in sysctl.items())]
     devices = iter("abcd")
     if s.needs_disk:
@@ -71,7 +82,7 @@ def kernel_cmdline(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> str:
         words.append(f"farm.swap=/dev/vd{next(devices)}")
     if gcov:
         words.append("farm.gcov=" + ",".join(rel.removesuffix(".c") for rel in gcov))
-    return " ".join(words)
+    return words
 
 
 def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
@@ -94,8 +105,9 @@ def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
         run = GuestRun([], None, False, 0.0, case_dir / "console.log", case_dir / "agent.log")
         run.console.write_text("")
         run.agent.write_text("")
+        boot, why = None, None
     else:
-        run = run_guest(req, runner)
+        run, boot, why = _guest(spec, req, runner)
     v = judge_logs(s, run.console, run.agent, timed_out=run.timed_out,
                    infra_error=run.infra_error, timeout=req.timeout, missing=missing,
                    injections=run.injections)
@@ -106,10 +118,39 @@ def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
         kselftest_missing=missing,
         logs={name: str(Path(spec.dir) / f"{name}.log") for name in ("console", "agent", "qemu")},
         coverage=for_case(spec, v.events, case_dir) if spec.coverage_files else None,
-        kselftest=s.kselftest or None)
+        kselftest=s.kselftest or None, boot=boot, boot_why=why or None)
     if s.kselftest or s.program:
         record = replace(record, subcases=ktap_subcases(record, v.ktap)
                          if v.ktap and s.result != "exit" else ())
     write_json(case_dir / "case.json", record.to_json())
     return record
 
+
+
+def _guest(spec: CaseSpec, req: GuestRequest, runner: Runner) -> tuple[GuestRun, str, str]:
+    """The case's guest, restored from the snapshot of its shape or, where there is none,
+    booted cold: (its run, "snapshot" or "cold", why cold). qemu.log ends with which."""
+    snap, why = None, "the run asked for cold boots (--boot cold, or guest.boot: cold)"
+    if spec.boot == "snapshot" and not spec.sockets:
+        why = "the case has no run directory to keep snapshots in"
+    elif spec.boot == "snapshot":
+        shape = replace(req, append=" ".join([*BOOT_WORDS, "farm.snapshot=1"]))
+        snap, why = snapshot_for(shape, Path(spec.sockets) / "snapshots",
+                                 lambda r: run_guest(r, runner))
+    if snap is not None:
+        words = " ".join(case_words(spec.scenario, spec.coverage_files))
+        run = run_guest(replace(shape, restore=snap.state, case_line=words), runner)
+        if not run.restore_failed:
+            with_boot(run.console, snap)
+            _said(req.workdir, f"# boot: restored from snapshot {snap.key}; its case: {words}")
+            return run, "snapshot", ""
+        why = f"the snapshot did not load ({run.infra_error})"
+        (req.workdir / "qemu.log").replace(req.workdir / "qemu-restore.log")
+    run = run_guest(req, runner)
+    _said(req.workdir, f"# boot: cold: {why}")
+    return run, "cold", why
+
+
+def _said(workdir: Path, line: str) -> None:
+    with open(workdir / "qemu.log", "a") as f:
+        f.write(line + "\n")

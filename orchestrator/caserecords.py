@@ -221,6 +221,7 @@ class CaseSpec:
     coverage_dir: str | None = None  # the profiled build's tree, in a coverage run
     coverage_files: tuple[str, ...] = ()
     kselftest_missing: str = ""  # why the variant's tree has no such program
+    boot: str = "snapshot"  # guest.boot: snapshot | cold (snapshot.py)
 
     @classmethod
     def planned(cls, variant: str, scenario: Scenario, repeat: int, **extra) -> CaseSpec:
@@ -242,7 +243,7 @@ class CaseSpec:
             out.update(machine=asdict(self.machine), kernel=self.kernel, initrd=self.initrd,
                        disk=self.disk, swap=self.swap, timeout=self.timeout,
                        coverage={"dir": self.coverage_dir, "files": list(self.coverage_files)},
-                       kselftest_missing=self.kselftest_missing)
+                       kselftest_missing=self.kselftest_missing, boot=self.boot)
         return out
 
     @classmethod
@@ -260,7 +261,8 @@ class CaseSpec:
                 kernel=d.get("kernel", ""), initrd=d.get("initrd", ""), disk=d.get("disk", ""),
                 swap=d.get("swap", ""), timeout=d.get("timeout", 0.0),
                 coverage_dir=cov.get("dir"), coverage_files=tuple(cov.get("files") or ()),
-                kselftest_missing=d.get("kselftest_missing", ""))
+                kselftest_missing=d.get("kselftest_missing", ""),
+                boot=d.get("boot", "snapshot"))
         except (KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{where}: not a planned case ({type(e).__name__}: {e})") from None
 
@@ -312,6 +314,8 @@ class CaseRecord(Record):
     kselftest: str | None = None
     subcases: tuple[CaseRecord, ...] | None = None
     parent: str | None = None
+    boot: str | None = None  # snapshot (restored) | cold
+    boot_why: str | None = None  # why a case booted cold
 
     @classmethod
     def of_spec(cls, spec: CaseSpec, status: str, message: str, **rest) -> CaseRecord:

@@ -13,6 +13,7 @@ from .scenarios import MAX_CPUS
 from .yamlcheck import Checker
 
 ACCELS = ("auto", "tcg", "kvm")
+BOOTS = ("snapshot", "cold")  # every case restored from its shape's snapshot, or booted
 # Bounds of the guest's settings: below 64 MB the kernel does not boot; above, a typo.
 GUEST_BOUNDS = {"memory_mb": (64, 65536), "timeout": (5, 86400), "cpus": (1, MAX_CPUS)}
 CPU_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[+-]?[A-Za-z0-9_.-]+(=[A-Za-z0-9_.-]+)?)*$")
@@ -27,17 +28,20 @@ class GuestSettings:
     accel: str = "auto"
     cpu: str = "Skylake-Server"
     machine: str = "pc"
+    boot: str = "snapshot"
 
 
 def guest_settings(c: Checker, node) -> GuestSettings:
     g = c.mapping(node, "guest", {"memory_mb": False, "timeout": False, "accel": False,
-                                  "cpu": False, "machine": False, "cpus": False})
+                                  "cpu": False, "machine": False, "cpus": False, "boot": False})
     kw: dict[str, Any] = {}
     for key, (low, high) in GUEST_BOUNDS.items():
         if key in g:
             kw[key] = c.bounded(g[key], f"guest.{key}", low, high)
     if "accel" in g:
         kw["accel"] = c.choice(g["accel"], "guest.accel", ACCELS)
+    if "boot" in g:
+        kw["boot"] = c.choice(g["boot"], "guest.boot", BOOTS)
     if "cpu" in g:
         kw["cpu"] = _qemu_name(c, g["cpu"], "guest.cpu", "cpu", CPU_RE)
     if "machine" in g:

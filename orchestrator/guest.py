@@ -5,6 +5,7 @@ workload asks, and a guest past its timeout killed."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import shutil
 import socket
@@ -46,12 +47,9 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
     qmp_path, agent_path = sockdir / "qmp.sock", sockdir / "agent.sock"
     own = req.workdir / ".qemu"  # the one place of the case's directory QEMU writes
     own.mkdir(exist_ok=True)
-    cmd = qemu_command(req, qmp_path, agent_path, own / "console.log")
-    box = runner.box()  # QEMU's own seccomp filter (-sandbox) is on either way
-    if box is not None:
-        cmd = box.guest(cmd, rw=(own, sockdir), kvm=req.machine.accel == "kvm",
-                        ro=(req.kernel, req.initrd, *(d for d, _ in req.drives)))
+    cmd, boxed = _command(req, runner, qmp_path, agent_path, own)
     qemu_log = req.workdir / "qemu.log"
+    state = _state_file(req)
     run = GuestRun(cmd, None, False, 0.0, req.workdir / "console.log", req.workdir / "agent.log")
     start = time.monotonic()
     with open(qemu_log, "w") as qlog, open(run.agent, "w") as alog:
@@ -63,11 +61,14 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
         try:
             chan = _connect(agent_path, proc, start + 15)
             qmp = QMP(_connect(qmp_path, proc, start + 15))
-            if box is not None:
+            if boxed:
                 _check_confined(proc.pid, req.machine.binary, qlog)
+            if state is not None and req.restore is not None:
+                _restore(qmp, chan, state, req.case_line, run)
             _follow(req, run, proc, chan, qmp, alog, start, Budget(own / "console.log", start))
         except _Stop:
-            pass
+            if state is not None and req.save_to is not None:
+                _save(qmp, state, run)
         except Flood as e:
             flood = str(e)
         except (OSError, InfraError) as e:
@@ -85,12 +86,64 @@ def run_guest(req: GuestRequest, runner: Runner) -> GuestRun:
                 proc.kill()
             proc.wait()
             shutil.rmtree(sockdir, ignore_errors=True)
+            if state is not None:
+                os.close(state)
             take_file(own, run.console)
             cut_file(run.console, CONSOLE_CAP, "console")
     run.exit_code = proc.returncode
     run.seconds = round(time.monotonic() - start, 3)
     _why_it_ended(run, req, qemu_log, flood)
     return run
+
+
+def _state_file(req: GuestRequest) -> int | None:
+    """The file a guest's state is saved to or restored from, opened here: QEMU gets the
+    open file over QMP (its sandbox does not see the path)."""
+    if req.save_to is not None:
+        return os.open(req.save_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if req.restore is not None:
+        return os.open(req.restore, os.O_RDONLY)
+    return None
+
+
+def _command(req: GuestRequest, runner: Runner, qmp: Path, agent: Path,
+             own: Path) -> tuple[list[str], bool]:
+    """The guest's QEMU command line, in the sandbox where the host makes one (QEMU's own
+    seccomp filter, -sandbox, is on either way); and whether it is."""
+    sockdir = qmp.parent
+    cmd = qemu_command(req, qmp, agent, own / "console.log")
+    box = runner.box()
+    if box is None:
+        return cmd, False
+    return box.guest(cmd, rw=(own, sockdir), kvm=req.machine.accel == "kvm",
+                     ro=(req.kernel, req.initrd, *(d for d, _ in req.drives))), True
+
+
+def _save(qmp: QMP, fd: int, run: GuestRun) -> None:
+    """Save the stopped guest's whole state (memory, CPUs, devices) into fd."""
+    try:
+        qmp.execute("stop")
+        qmp.send_fd("state", fd)
+        qmp.execute("migrate", uri="fd:state")
+        qmp.migration(timeout=120)
+    except (OSError, InfraError) as e:
+        run.infra_error = f"the guest's state was not saved: {e}"
+
+
+def _restore(qmp: QMP, chan: socket.socket, fd: int, line: str, run: GuestRun) -> None:
+    """Load a saved guest into this QEMU (started with -incoming defer, its agent channel
+    already connected, so that the guest sees its host connected throughout), let it run
+    on, and tell its agent the case. A state that does not load ends the guest, marked
+    restore_failed: the case has not started, and may boot cold."""
+    try:
+        qmp.send_fd("state", fd)
+        qmp.execute("migrate-incoming", uri="fd:state")
+        qmp.migration(timeout=120)
+        qmp.execute("cont")
+        chan.sendall(line.encode() + b"\n")
+    except (OSError, InfraError) as e:
+        run.restore_failed = True
+        raise InfraError(f"the saved guest did not start: {e}") from e
 
 
 def _why_it_ended(run: GuestRun, req: GuestRequest, qemu_log: Path, flood: str) -> None:

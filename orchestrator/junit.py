@@ -80,15 +80,35 @@ def _properties(doc: Results, name: str, variant: VariantInfo) -> dict[str, str]
             "patches": " ".join(Path(p["path"]).name for p in (build.patches if build else [])),
             "accelerator": run.accelerator or "?",
             "boot": (build.boot_via if build else None) or "?",
+            **({"guest_boot": b} if (b := guest_boot(doc.of_variant(name))) else {}),
             "farm_version": run.farm_version,
             "layers": ",".join((build.layers if build else None) or run.layers or []) or "none",
             **({"race_seed": str(run.seed)} if run.seed is not None else {})}
 
 
+def guest_boot(cases: list[CaseRecord]) -> str:
+    """How a variant's guests started: snapshot (every one restored), cold, or both, with how
+    many booted cold ("snapshot, 2 of 85 cold")."""
+    ran = [c for c in cases if c.boot and c.parent is None]
+    cold = sum(c.boot == "cold" for c in ran)
+    if not ran:  # an older farm's run: its cases do not say
+        return ""
+    if cold in (0, len(ran)):
+        return ran[0].boot
+    return f"snapshot, {cold} of {len(ran)} cold"
+
+
+def _boot_line(c: CaseRecord) -> str:
+    if not c.boot:
+        return ""
+    return f"boot: {c.boot}" + (f" ({c.boot_why})" if c.boot_why else "") + "\n"
+
+
 def _case(results: Path, variant: str, c: CaseRecord, runs: Counter) -> TestCase:
+    out = _boot_line(c) + console_excerpt(results, c)
     tc = TestCase(name=c.scenario + (f" #{c.repeat}" if runs[c.scenario] > 1 else ""),
                   classname=f"hwpoison.{variant}", elapsed_sec=c.seconds or 0.0,
-                  stdout=console_excerpt(results, c) or None)
+                  stdout=xml_text(out) or None)
     if c.status == "fail":
         tc.add_failure_info(message=xml_text(c.message),
                             output=xml_text(_expected_vs_observed(c)), failure_type="kernel")

@@ -34,6 +34,7 @@ class RunOptions:
     affected: str = ""  # --affected's account of its choice (run.json, the summary)
     seed: int | None = None  # the races' seed (--seed); None: a new one for this run
     no_sandbox: bool = False  # --no-sandbox: build trees outside the sandbox (docs/sandbox.md)
+    boot: str | None = None  # --boot snapshot|cold (default: farm.yaml's guest.boot)
 
 
 def number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -123,6 +124,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--fail-on",), "fail_on", "also exit 1 on these verdicts: changed, flaky "
            "(comma-separated; a regression always fails)", fail_on, "VERDICTS",
            to_host=_joined, commands=("run",)),
+    Option(("--boot",), "boot", "how each case's guest starts: snapshot (restored from a "
+           "guest of its shape booted once and saved) or cold (booted); default: farm.yaml's "
+           "guest.boot, else snapshot (docs/snapshots.md)", choices=("snapshot", "cold"),
+           to_host=str, commands=("run",)),
     Option(("--results",), "results", "result directory (default: results/<run-id>)", Path,
            "DIR", commands=("run",)),
 )

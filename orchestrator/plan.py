@@ -254,6 +254,7 @@ class Matrix:
     seed: int = 0  # the seed of every race scenario of the run, its variants and repeats
     kernels: dict[str, str] = field(default_factory=dict)  # variant -> its kernel's version
     bases: dict[str, str] = field(default_factory=dict)  # variant -> the one it is compared with
+    boot: str = "snapshot"  # how guests start: --boot, else farm.yaml's guest.boot
 
     @classmethod
     def of(cls, cfg: FarmConfig, opts: RunOptions) -> Matrix:
@@ -266,7 +267,8 @@ class Matrix:
                    else opts.confirm, cfg.fail_on if opts.fail_on is None else opts.fail_on,
                    cfg.coverage if opts.coverage is None else opts.coverage,
                    layers_of(cfg, opts.layers or ()), seed, kernel_versions(cfg, variants),
-                   {v: cfg.base_for(v, variants) for v in variants})
+                   {v: cfg.base_for(v, variants) for v in variants},
+                   opts.boot or cfg.guest.boot)
 
 
 def confirmations(cases: list[CaseRecord], plan: list[CaseSpec], base: str,

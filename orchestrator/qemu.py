@@ -48,6 +48,9 @@ class GuestRequest:
     drives: tuple[tuple[Path, str], ...] = ()  # (raw image, extra -drive options)
     stop_on: str | None = None  # an agent event that ends the guest at once (the KVM probe)
     sockets: Path | None = None  # the run's directory for guests' sockets (default: /tmp)
+    save_to: Path | None = None  # at stop_on, the guest's state is saved there (snapshot.py)
+    restore: Path | None = None  # a saved state the guest starts from instead of booting
+    case_line: str = ""  # what a restored guest's agent is told (its case's farm.* words)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class GuestRun:
     events: list[dict] = field(default_factory=list)
     injections: list[dict] = field(default_factory=list)
     infra_error: str | None = None
+    restore_failed: bool = False  # the saved state did not load: nothing of the case ran
 
 
 def opt(value: object) -> str:
@@ -114,6 +118,8 @@ def qemu_command(req: GuestRequest, qmp: Path, agent: Path,
            "-chardev", f"socket,id=agent,path={opt(agent)},server=on,wait=off",
            "-device", "virtserialport,chardev=agent,name=farm.agent",
            "-qmp", f"unix:{opt(qmp)},server=on,wait=off", "-sandbox", SECCOMP]
+    if req.restore is not None:  # the state comes over QMP, once the agent is connected
+        cmd += ["-incoming", "defer"]
     for image, options in req.drives:
         cmd += ["-drive", f"file={opt(image)},format=raw,if=virtio,snapshot=on"
                 + (f",{options}" if options else "")]
@@ -149,6 +155,30 @@ class QMP:
             if "error" in reply:
                 raise InfraError(f"QMP {command}: {reply['error']}")
             return reply.get("return", {})
+
+    def send_fd(self, name: str, fd: int) -> None:
+        """Give QEMU one of the farm's open files, as `name` (QMP getfd): QEMU reads or
+        writes a saved state through it without seeing its path."""
+        msg = json.dumps({"execute": "getfd", "arguments": {"fdname": name}}).encode() + b"\n"
+        socket.send_fds(self.sock, [msg], [fd])
+        while "event" in (reply := self._read()):
+            pass
+        if "error" in reply:
+            raise InfraError(f"QMP getfd: {reply['error']}")
+
+    def migration(self, timeout: float) -> None:
+        """Wait for the migration (a save or a restore) to complete, or say how it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.execute("query-migrate")
+            if st.get("status") == "completed":
+                return
+            if st.get("status") in ("failed", "cancelled"):
+                raise InfraError(f"migration {st['status']}: {st.get('error-desc', '?')}")
+            if time.monotonic() > deadline:
+                raise InfraError(f"migration not complete after {timeout:.0f} s "
+                                 f"({st.get('status', '?')})")
+            time.sleep(0.005)
 
     def hmp(self, line: str, cpu: int | None = None) -> str:
         """A monitor command, for vCPU `cpu` where it matters (`info registers`)."""

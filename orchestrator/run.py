@@ -256,7 +256,7 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
     initrds = {v: with_kselftests(image, b.kselftests, cfg.cache / "kselftests", programs)
                for v, b in builds.items() if b.ok}
     state.plan = [spec if spec.not_run is not None else _fill(
-        spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine, unbuilt)
+        spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine, unbuilt, m.boot)
         for spec in state.plan]
     state.save()
     todo = [s for s in state.plan if s.not_run is None]
@@ -279,12 +279,14 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
 
 
 def _fill(spec: CaseSpec, cfg: FarmConfig, build: BuildResult, initrd: Path,
-          image: GuestImage, machine: Machine, unbuilt: dict[str, str]) -> CaseSpec:
+          image: GuestImage, machine: Machine, unbuilt: dict[str, str],
+          boot: str) -> CaseSpec:
     """What a worker needs to run a planned case: the kernel, the image, the machine, and
     why its selftest or program has no binary (unbuilt: a program's, by scenario)."""
     s = spec.scenario
     return replace(spec, machine=machine, kernel=build.boot, initrd=str(initrd),
                    disk=str(image.disk), swap=str(image.swap), timeout=cfg.guest.timeout,
+                   boot=boot,
                    coverage_dir=build.coverage, coverage_files=tuple(build.coverage_files),
                    kselftest_missing=build.kselftest_errors.get(s.kselftest, "")
                    if s.kselftest else unbuilt.get(s.name, ""))

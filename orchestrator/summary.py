@@ -110,6 +110,22 @@ def kernels_text(doc: Results) -> str | None:
     return "; ".join(f"{label}: {', '.join(vs)}" for label, vs in by.items())
 
 
+def boots_text(doc: Results) -> str:
+    """How the run's guests started: '85 restored from a snapshot, 2 booted cold (why: 2)'
+    ('' for a run whose cases say nothing of it: an older farm's)."""
+    ran = [c for c in doc.cases if c.boot and c.parent is None]
+    if not ran:
+        return ""
+    restored = sum(c.boot == "snapshot" for c in ran)
+    why = Counter(c.boot_why or "?" for c in ran if c.boot == "cold")
+    out = [f"{restored} restored from a snapshot"] if restored else []
+    if why:
+        out.append(f"{sum(why.values())} booted cold (" + "; ".join(
+            f"{markdown(w)[:160]}: {n}" for w, n in why.most_common(3))
+            + ("; ..." if len(why) > 3 else "") + ")")
+    return ", ".join(out)
+
+
 def _header(doc: Results) -> list[str]:
     run = doc.run
     accel = run.accel_reason if run.accel_reason is not None else run.accelerator
@@ -118,6 +134,7 @@ def _header(doc: Results) -> list[str]:
            f"- kernel source: {source_text(run)}",
            *([f"- kernels: {kernels}"] if kernels else []),
            f"- accelerator: {accel}",
+           *([f"- guests: {boots}"] if (boots := boots_text(doc)) else []),
            f"- config layers: {', '.join(run.layers or []) or 'none'}",
            f"- jobs: {run.jobs}, repeats: {run.repeat}, wall time: {run.seconds or 0:.0f}s"
            + (", INTERRUPTED" if run.interrupted else "")]

@@ -45,8 +45,8 @@ def test_races_on_the_debug_kernel_hold_with_no_kernel_report_and_keep_their_see
         assert sum(race["outcomes"].values()) == rounds
         assert (obs["race.wrong_data"], obs["race.hc_overcount"], obs["race.not_back"]) == (
             0, 0, 0)
-        console = (results / c["logs"]["console"]).read_text()
-        assert "oops=panic" in console and "--seed:4242" in console
+        qemu = (results / c["logs"]["qemu"]).read_text()  # the case's words: what it ran
+        assert "kernel.panic_on_oops=1" in qemu and "--seed:4242" in qemu
     assert "- race seed: 4242 (the same races again: --seed 4242)" in proc.stdout
     check_junit(results, doc)
     suite = next(iter(JUnitXml.fromfile(str(results / "junit.xml"))))

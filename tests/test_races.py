@@ -145,7 +145,7 @@ def test_a_race_guest_runs_the_race_and_panics_on_an_oops():
     cmd = kernel_cmdline(s)
     assert ("farm.run=hwpoison-case:--kind:pagecache-dirty:--injector:madvise:--race:truncate:"
             "--rounds:40:--seed:7") in cmd
-    assert "oops=panic" in cmd.split() and "farm.disk=/dev/vda" in cmd
+    assert "kernel.panic_on_oops=1" in cmd and "farm.disk=/dev/vda" in cmd
     assert "oops=panic" not in kernel_cmdline(BY_NAME["pagecache-dirty-madvise"]).split()
     exp = expected_of(s)
     assert exp == {"guest": "survived", "race.rounds": 40, "race.wrong_data": 0,
