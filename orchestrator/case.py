@@ -5,6 +5,7 @@ so that every finished case survives a crash or Ctrl-C of the rest of the run.""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from .qemu import GuestRequest, GuestRun
 from .registry import KSELFTEST_AUTO, kselftest_file
 from .runner import Runner
 from .scenarios import Scenario
-from .snapshot import snapshot_for, with_boot
+from .snapshot import shape_key, snapshot_for, with_boot
 
 WRITEBACK_THROTTLE = "throttling.bps-write=16384"  # keeps a written page under writeback
 
@@ -85,20 +86,40 @@ def case_words(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> list[str]
     return words
 
 
+SNAPSHOT_APPEND = " ".join([*BOOT_WORDS, "farm.snapshot=1"])
+
+
+def guest_request(spec: CaseSpec) -> GuestRequest:
+    """The guest a planned case boots cold: its machine, kernel, image, disks, command line."""
+    s = spec.scenario
+    machine = replace(spec.machine, cpus=s.cpus) if s.cpus else spec.machine
+    return GuestRequest(machine=machine, kernel=Path(spec.kernel), initrd=Path(spec.initrd),
+                        append=kernel_cmdline(s, spec.coverage_files),
+                        workdir=Path(spec.results) / spec.dir, timeout=spec.timeout,
+                        drives=drives(s, Path(spec.disk), Path(spec.swap)),
+                        sockets=Path(spec.sockets) if spec.sockets else None)
+
+
+def alone_cold(specs: list[CaseSpec]) -> list[CaseSpec]:
+    """The planned cases, those that would be the only case of their shape booting cold: a
+    snapshot boot and a restore cost more than the one boot they would save."""
+    def key(spec: CaseSpec) -> str:
+        return shape_key(replace(guest_request(spec), append=SNAPSHOT_APPEND))
+    keys = {spec.id: key(spec) for spec in specs if spec.runnable and spec.boot == "snapshot"
+            and not spec.kselftest_missing}
+    count = Counter(keys.values())
+    return [replace(spec, boot="cold", boot_why="the only case of its shape in the run: a "
+                    "snapshot would cost more than it saves")
+            if spec.id in keys and count[keys[spec.id]] == 1 else spec for spec in specs]
+
+
 def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
     """Run a planned case and write its case.json."""
     runner = runner or Runner()
     s = spec.scenario
-    case_dir = Path(spec.results) / spec.dir
+    req = guest_request(spec)
+    case_dir = req.workdir
     case_dir.mkdir(parents=True, exist_ok=True)
-    machine = spec.machine
-    if s.cpus:
-        machine = replace(machine, cpus=s.cpus)
-    req = GuestRequest(machine=machine, kernel=Path(spec.kernel), initrd=Path(spec.initrd),
-                       append=kernel_cmdline(s, spec.coverage_files), workdir=case_dir,
-                       timeout=spec.timeout,
-                       drives=drives(s, Path(spec.disk), Path(spec.swap)),
-                       sockets=Path(spec.sockets) if spec.sockets else None)
     start = time.time()
     missing = spec.kselftest_missing
     if missing:  # nothing to boot: the variant's tree has no such program
@@ -130,11 +151,12 @@ def run_case(spec: CaseSpec, runner: Runner | None = None) -> CaseRecord:
 def _guest(spec: CaseSpec, req: GuestRequest, runner: Runner) -> tuple[GuestRun, str, str]:
     """The case's guest, restored from the snapshot of its shape or, where there is none,
     booted cold: (its run, "snapshot" or "cold", why cold). qemu.log ends with which."""
-    snap, why = None, "the run asked for cold boots (--boot cold, or guest.boot: cold)"
+    snap, why = None, spec.boot_why or "the run asked for cold boots (--boot cold, or " \
+        "guest.boot: cold)"
     if spec.boot == "snapshot" and not spec.sockets:
         why = "the case has no run directory to keep snapshots in"
     elif spec.boot == "snapshot":
-        shape = replace(req, append=" ".join([*BOOT_WORDS, "farm.snapshot=1"]))
+        shape = replace(req, append=SNAPSHOT_APPEND)
         snap, why = snapshot_for(shape, Path(spec.sockets) / "snapshots",
                                  lambda r: run_guest(r, runner))
     if snap is not None:

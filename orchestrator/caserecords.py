@@ -222,6 +222,7 @@ class CaseSpec:
     coverage_files: tuple[str, ...] = ()
     kselftest_missing: str = ""  # why the variant's tree has no such program
     boot: str = "snapshot"  # guest.boot: snapshot | cold (snapshot.py)
+    boot_why: str = ""  # why a case of a snapshot run boots cold (case.alone_cold)
 
     @classmethod
     def planned(cls, variant: str, scenario: Scenario, repeat: int, **extra) -> CaseSpec:
@@ -243,7 +244,8 @@ class CaseSpec:
             out.update(machine=asdict(self.machine), kernel=self.kernel, initrd=self.initrd,
                        disk=self.disk, swap=self.swap, timeout=self.timeout,
                        coverage={"dir": self.coverage_dir, "files": list(self.coverage_files)},
-                       kselftest_missing=self.kselftest_missing, boot=self.boot)
+                       kselftest_missing=self.kselftest_missing, boot=self.boot,
+                       **({"boot_why": self.boot_why} if self.boot_why else {}))
         return out
 
     @classmethod
@@ -262,7 +264,7 @@ class CaseSpec:
                 swap=d.get("swap", ""), timeout=d.get("timeout", 0.0),
                 coverage_dir=cov.get("dir"), coverage_files=tuple(cov.get("files") or ()),
                 kselftest_missing=d.get("kselftest_missing", ""),
-                boot=d.get("boot", "snapshot"))
+                boot=d.get("boot", "snapshot"), boot_why=d.get("boot_why", ""))
         except (KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{where}: not a planned case ({type(e).__name__}: {e})") from None
 

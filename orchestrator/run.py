@@ -17,7 +17,7 @@ from pathlib import Path
 from .accel import accelerator
 from .affected import save_base_coverage
 from .build import BuildRequest, BuildResult, compile_kernel, plan_build, prepare_tree, published
-from .case import kernel_cmdline
+from .case import alone_cold, kernel_cmdline
 from .caserecords import CaseSpec, plan_json
 from .errors import FarmError, InfraError, UserError
 from .farmfile import FarmConfig, Source
@@ -258,6 +258,7 @@ def _guests(cfg: FarmConfig, state: _Run, m: Matrix, runner: Runner,
     state.plan = [spec if spec.not_run is not None else _fill(
         spec, cfg, builds[spec.variant], initrds[spec.variant], image, machine, unbuilt, m.boot)
         for spec in state.plan]
+    state.plan = alone_cold(state.plan)
     state.save()
     todo = [s for s in state.plan if s.not_run is None]
     progress.say(f"running {len(todo)} cases ({len({s.variant for s in state.plan})} variants x "

@@ -126,3 +126,25 @@ def test_guest_boot_in_farm_yaml_is_checked(tmp_path):
         load_farm(farm)
     assert any("guest.boot" in p and ":5" in p for p in map(str, e.value.problems)), \
         e.value.problems
+
+
+def test_the_only_case_of_its_shape_boots_cold_and_says_why(tmp_path):
+    from orchestrator.case import alone_cold
+    from orchestrator.caserecords import CaseSpec
+    for name in ("vmlinux", "initrd", "disk", "swap"):
+        (tmp_path / name).write_bytes(name.encode())
+    scenarios = {s.name: s for s in load_scenarios(REPO / "guest-tests" / "scenarios.yaml")}
+
+    def spec(name, repeat=1):
+        return CaseSpec.planned("v", scenarios[name], repeat, results=str(tmp_path),
+                                machine=Machine(), kernel=str(tmp_path / "vmlinux"),
+                                initrd=str(tmp_path / "initrd"), disk=str(tmp_path / "disk"),
+                                swap=str(tmp_path / "swap"), timeout=60)
+    plan = [spec("anon-madvise"), spec("anon-corrupt-pfn"), spec("swap-clean-madvise"),
+            spec("writeback-madvise"), spec("writeback-madvise", 2)]
+    boots = {(s.scenario.name, s.repeat): (s.boot, s.boot_why) for s in alone_cold(plan)}
+    assert boots[("anon-madvise", 1)] == ("snapshot", "")
+    assert boots[("writeback-madvise", 2)] == ("snapshot", "")
+    assert boots[("swap-clean-madvise", 1)][0] == "cold"
+    assert "the only case of its shape" in boots[("swap-clean-madvise", 1)][1]
+    assert [s.boot for s in alone_cold([replace(p, boot="cold") for p in plan])] == ["cold"] * 5
