@@ -20,6 +20,7 @@ from .runner import Runner
 from .signals import die_with_parent
 
 SESSION_PID = "FARM_PYTEST_SESSION"
+SOLE_PLUGINS = "PYTEST_DISABLE_PLUGIN_AUTOLOAD"  # the session loads only what -p names
 
 
 def pytest_addoption(parser):
@@ -140,14 +141,18 @@ class CaseProgress:
 def run_cases(results: Path, plan: Path, jobs: int, total: int, runner: Runner,
               progress: Progress) -> None:
     """The planned cases of one plan file that can run, under pytest-xdist: one guest per
-    worker at a time. The session runs in a process group of its own, which the runner
-    stops as a whole if the farm is interrupted, and dies with the farm if it is killed."""
+    worker at a time (one worker: the session runs them itself). The session runs in a
+    process group of its own, which the runner stops as a whole if the farm is interrupted,
+    and dies with the farm if it is killed."""
+    # Only the plugins the farm uses (the environment's others, hypothesis's for one, cost a
+    # session a second and a half), and one guest at a time in the session itself (an xdist
+    # worker of its own cost a one-case run about two seconds: benchmarks/bench.py snapshot)
+    workers = ["-p", "xdist", "-n", str(min(jobs, total))] if min(jobs, total) > 1 else []
     cmd = [sys.executable, "-m", "pytest", "-p", "orchestrator.scheduler",
            "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", results,
-           "--farm-plan", plan, plan, "-n", str(min(jobs, total)), "-q", "--no-header",
-           "-rfEs"]
+           "--farm-plan", plan, plan, *workers, "-q", "--no-header", "-rfEs"]
     with open(results / "pytest.log", "a") as log:
-        res = runner.run(cmd, cwd=results, check=False,
+        res = runner.run(cmd, cwd=results, check=False, env={SOLE_PLUGINS: "1"},
                          on_line=CaseProgress(total, progress, log).line)
     if res.returncode not in (0, 1):
         tail = "\n".join(res.output.splitlines()[-15:])
