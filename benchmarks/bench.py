@@ -66,6 +66,14 @@ RUNNER = Runner()
 QUIET = Progress(stream=open(os.devnull, "w"))
 
 
+SMOKE = False  # --smoke: one round of everything, to show the code runs (tests/test_bench.py)
+
+
+def rounds(n: int) -> int:
+    """How many rounds a figure takes: n, or one in a smoke run (whose figures mean nothing)."""
+    return 1 if SMOKE else n
+
+
 def timed(fn, *args, **kwargs) -> float:
     start = time.monotonic()
     fn(*args, **kwargs)
@@ -133,7 +141,7 @@ def bench_sandbox() -> dict:
     outside = Runner(sandbox=False)
     patched = next(v for v in CFG.variants if v != CFG.base)
     builds: dict[str, list[float]] = {"in": [], "out": [], "patched": []}
-    for rnd in range(3):
+    for rnd in range(rounds(3)):
         order = (("out", outside), ("in", RUNNER)) if rnd == 0 else (
             ("in", RUNNER), ("out", outside))
         for name, runner in order:
@@ -150,7 +158,7 @@ def bench_sandbox() -> dict:
     machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
     tmp = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
     cases: dict[str, list[float]] = {"in": [], "out": []}
-    for i in range(7):
+    for i in range(rounds(7)):
         for name, runner in (("in", RUNNER), ("out", outside)):
             cases[name].append(timed(one_case, s, i, tmp, name, built, image, machine,
                                      runner=runner))
@@ -181,7 +189,7 @@ def bench_build(cold: bool) -> dict:
     # rounds, the first in the other order, each figure the fastest of its three: the build
     # that runs first in a round also warms the page cache for the other.
     farms, plains = [], []
-    for rnd in range(3):
+    for rnd in range(rounds(3)):
         scratch = scratch_cache()
         tree = plain_tree()
         if rnd == 0:
@@ -210,13 +218,15 @@ def bench_build(cold: bool) -> dict:
 
 
 def bench_unchanged() -> dict:
+    def request():
+        return BuildRequest(CFG.variants[CFG.base], source(), CFG.base_config, CFG.fragments,
+                            CFG.cache, 3, tuple(sorted({s.kselftest for s in CFG.scenarios
+                                                        if s.kselftest})))
+
     def find():
-        src = source()
-        req = BuildRequest(CFG.variants[CFG.base], src, CFG.base_config, CFG.fragments,
-                           CFG.cache, 3, tuple(sorted({s.kselftest for s in CFG.scenarios
-                                                       if s.kselftest})))
-        assert plan_build(req, RUNNER).cached, "build the default farm once first"
-    runs = [timed(find) for _ in range(5)]
+        assert plan_build(request(), RUNNER).cached, "the base's build is not in the cache"
+    build(request(), RUNNER, QUIET)  # the base built, if no run has built it yet
+    runs = [timed(find) for _ in range(rounds(5))]
     return {"median_s": round(statistics.median(runs), 3), "runs_s": [round(r, 3) for r in runs]}
 
 
@@ -256,7 +266,7 @@ def bench_case() -> dict:
     made = timed(farm_case, "snapshot", 99)  # the snapshot's boot and save, then a case
     (made_doc,) = [json.loads(p.read_text()) for p in (tmp / "run" / "snapshots").glob("*.json")]
     snap, cold, bare, bz = [], [], [], []
-    for i in range(7):  # interleaved, so a noisy minute hits all four alike
+    for i in range(rounds(7)):  # interleaved, so a noisy minute hits all four alike
         snap.append(timed(farm_case, "snapshot", i))
         cold.append(timed(farm_case, "cold", i))
         bare.append(timed(bare_case, Path(built.boot), i))
@@ -307,7 +317,7 @@ def one_case_run() -> dict:
     machine = Machine(cpu=CFG.guest.cpu, memory_mb=CFG.guest.memory_mb, accel="tcg")
     farm_s, bare_s = [], []
     with tempfile.TemporaryDirectory(prefix="bench-one-") as d:
-        for i in range(7):
+        for i in range(rounds(7)):
             start = time.monotonic()
             subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--variants",
                             CFG.base, "--scenarios", s.name, "--confirm", "0", "-j", "1",
@@ -336,7 +346,7 @@ def bench_coverage() -> dict:
         assert b is plain or rec.coverage.get("files"), rec.coverage
 
     a, c = [], []
-    for i in range(7):  # interleaved
+    for i in range(rounds(7)):  # interleaved
         a.append(timed(case, plain, i))
         c.append(timed(case, cov, i))
     shutil.rmtree(tmp)
@@ -367,7 +377,7 @@ def bench_layers(layers=("debug", "kasan")) -> dict:
     def case(name, b, i):
         one_case(s, i, tmp, name, b, image, machine, timeout=120)
 
-    for i in range(5):  # interleaved
+    for i in range(rounds(5)):  # interleaved
         for name, b in builds.items():
             times[name].append(timed(case, name, b, i))
     shutil.rmtree(tmp)
@@ -470,7 +480,11 @@ def main() -> int:
                                    "coverage,layers,races,sandbox,snapshot")
     ap.add_argument("--cold", action="store_true", help="also the cold build (slow)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here too")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one round of each, to check that a benchmark runs (no figure)")
     args = ap.parse_args()
+    global SMOKE
+    SMOKE = args.smoke
     names = (args.only or "build,unchanged,case,parallel,ab").split(",")
     benches = {"build": lambda: bench_build(args.cold), "unchanged": bench_unchanged,
                "case": bench_case, "parallel": bench_parallel, "ab": bench_ab,
