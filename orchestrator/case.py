@@ -89,6 +89,12 @@ def case_words(s: Scenario, gcov: tuple[str, ...] | list[str] = ()) -> list[str]
 SNAPSHOT_APPEND = " ".join([*BOOT_WORDS, "farm.snapshot=1"])
 
 
+def snapshot_shape(req: GuestRequest) -> GuestRequest:
+    """The guest a case's snapshot is made of: the case's guest with the kernel's words only
+    (the agent is told the case's own after the restore)."""
+    return replace(req, append=SNAPSHOT_APPEND)
+
+
 def guest_request(spec: CaseSpec) -> GuestRequest:
     """The guest a planned case boots cold: its machine, kernel, image, disks, command line."""
     s = spec.scenario
@@ -104,7 +110,7 @@ def alone_cold(specs: list[CaseSpec]) -> list[CaseSpec]:
     """The planned cases, those that would be the only case of their shape booting cold: a
     snapshot boot and a restore cost more than the one boot they would save."""
     def key(spec: CaseSpec) -> str:
-        return shape_key(replace(guest_request(spec), append=SNAPSHOT_APPEND))
+        return shape_key(snapshot_shape(guest_request(spec)))
     keys = {spec.id: key(spec) for spec in specs if spec.runnable and spec.boot == "snapshot"
             and not spec.kselftest_missing}
     count = Counter(keys.values())
@@ -156,12 +162,12 @@ def _guest(spec: CaseSpec, req: GuestRequest, runner: Runner) -> tuple[GuestRun,
     if spec.boot == "snapshot" and not spec.sockets:
         why = "the case has no run directory to keep snapshots in"
     elif spec.boot == "snapshot":
-        shape = replace(req, append=SNAPSHOT_APPEND)
-        snap, why = snapshot_for(shape, Path(spec.sockets) / "snapshots",
+        snap, why = snapshot_for(snapshot_shape(req), Path(spec.sockets) / "snapshots",
                                  lambda r: run_guest(r, runner))
     if snap is not None:
         words = " ".join(case_words(spec.scenario, spec.coverage_files))
-        run = run_guest(replace(shape, restore=snap.state, case_line=words), runner)
+        run = run_guest(replace(snapshot_shape(req), restore=snap.state, case_line=words),
+                        runner)
         if not run.restore_failed:
             with_boot(run.console, snap)
             _said(req.workdir, f"# boot: restored from snapshot {snap.key}; its case: {words}")

@@ -178,6 +178,12 @@ def _json_types(hint: Any) -> tuple[type, ...]:
     return (origin,)
 
 
+def guests_of(cases: list[CaseRecord]) -> list[CaseRecord]:
+    """The cases that ran a guest of their own and say how it started (not a KTAP test of a
+    program's guest, not an older farm's case)."""
+    return [c for c in cases if c.boot and c.parent is None]
+
+
 def case_id(variant: str, scenario: str, repeat: int) -> str:
     """A case's id, everywhere: 'baseline::anon-madvise::r1' (a KTAP subtest's scenario is
     'program/1.2')."""

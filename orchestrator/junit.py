@@ -13,7 +13,7 @@ from pathlib import Path
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from .build import BuildResult
-from .caserecords import CaseRecord
+from .caserecords import CaseRecord, guests_of
 from .files import tail
 from .parse import KERNEL_ERROR, strip_timestamp
 from .results import Results, VariantInfo
@@ -89,7 +89,7 @@ def _properties(doc: Results, name: str, variant: VariantInfo) -> dict[str, str]
 def guest_boot(cases: list[CaseRecord]) -> str:
     """How a variant's guests started: snapshot (every one restored), cold, or both, with how
     many booted cold ("snapshot, 2 of 85 cold")."""
-    ran = [c for c in cases if c.boot and c.parent is None]
+    ran = guests_of(cases)
     cold = sum(c.boot == "cold" for c in ran)
     if not ran:  # an older farm's run: its cases do not say
         return ""

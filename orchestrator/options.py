@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .farmfile import FarmConfig
+from .farmguest import BOOTS
 from .registry import COVERAGE_DEFAULT, FAIL_ON, TIERS, coverage_files
 
 
@@ -126,7 +127,7 @@ OPTIONS: tuple[Option, ...] = (
            to_host=_joined, commands=("run",)),
     Option(("--boot",), "boot", "how each case's guest starts: snapshot (restored from a "
            "guest of its shape booted once and saved) or cold (booted); default: farm.yaml's "
-           "guest.boot, else snapshot (docs/snapshots.md)", choices=("snapshot", "cold"),
+           "guest.boot, else snapshot (docs/snapshots.md)", choices=BOOTS,
            to_host=str, commands=("run",)),
     Option(("--results",), "results", "result directory (default: results/<run-id>)", Path,
            "DIR", commands=("run",)),

@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .files import atomic_write, write_json
 from .qemu import GuestRequest, GuestRun
 
 FORMAT = "farm-snapshot-1"  # changes when the agent's snapshot protocol does
@@ -63,9 +64,9 @@ def snapshot_for(req: GuestRequest, where: Path, boot) -> tuple[Snapshot | None,
             return None, why
         os.replace(run.console, snap.console)
         os.replace(part, snap.state)
-        (where / f"{key}.json").write_text(json.dumps(
-            {"key": key, "seconds": run.seconds, "bytes": snap.state.stat().st_size,
-             "command": run.cmd}))
+        write_json(where / f"{key}.json", {"key": key, "seconds": run.seconds,
+                                           "bytes": snap.state.stat().st_size,
+                                           "command": run.cmd})
         return snap, ""
 
 
@@ -84,7 +85,5 @@ def with_boot(console: Path, snap: Snapshot) -> None:
     """A restored case's console.log: its snapshot's boot, a marker line, then the case's
     own lines, as a cold boot's console would have them."""
     own = console.read_bytes() if console.exists() else b""
-    tmp = console.with_name(console.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(snap.console.read_bytes().rstrip(b"\n") + b"\n" + MARK.encode() + b"\n" + own)
-    os.replace(tmp, console)
+    atomic_write(console, snap.console.read_bytes().rstrip(b"\n") + b"\n" + MARK.encode()
+                 + b"\n" + own)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .caserecords import CaseRecord
+from .caserecords import CaseRecord, guests_of
 from .coverage_report import summary_lines
 from .inert import markdown
 from .kernel_changes import changes_markdown
@@ -113,7 +113,7 @@ def kernels_text(doc: Results) -> str | None:
 def boots_text(doc: Results) -> str:
     """How the run's guests started: '85 restored from a snapshot, 2 booted cold (why: 2)'
     ('' for a run whose cases say nothing of it: an older farm's)."""
-    ran = [c for c in doc.cases if c.boot and c.parent is None]
+    ran = guests_of(doc.cases)
     if not ran:
         return ""
     restored = sum(c.boot == "snapshot" for c in ran)
